@@ -1,0 +1,165 @@
+"""What one request becomes: the facts observed on the event loop, and the row built from them.
+
+The middleware fills an :class:`Exchange` while the request runs (cheap attribute stores only) and
+hands it to the writer. Everything that costs more than O(1) (decoding bytes, walking header
+lists, capping long values, the file size of a ``pathsend``) happens in :func:`to_row`, which the
+writer calls off the event loop, before anything reaches the disk.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["Exchange", "to_row", "text"]
+
+
+class Exchange:
+    """One HTTP request or WebSocket connection, as observed by the middleware."""
+
+    __slots__ = (
+        "scope",
+        "start",
+        "t0",
+        "duration",
+        "ttfb",
+        "status",
+        "response_headers",
+        "body_size",
+        "request_body_size",
+        "exception",
+        "disconnected",
+        "pathsend",
+        "queued",
+    )
+
+    def __init__(self, scope: dict[str, Any], start: float, t0: float) -> None:
+        self.scope = scope
+        self.start = start  # wall clock, unix seconds
+        self.t0 = t0  # perf_counter at arrival, for durations
+        self.duration: float | None = None
+        self.ttfb: float | None = None
+        self.status: int | None = None
+        self.response_headers: Any = None
+        self.body_size = 0
+        self.request_body_size = 0
+        self.exception: str | None = None
+        self.disconnected = False
+        self.pathsend: Any = None
+        self.queued = False
+
+
+def text(value: Any, cap: int) -> str | None:
+    """Valid text for any input: lossless for valid UTF-8, escapes for bad bytes, capped."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "backslashreplace")
+    elif not isinstance(value, str):
+        value = str(value)
+    elif not value.isascii():
+        # Lone surrogates (from a server decoding with surrogateescape) cannot be stored.
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if not value:
+        return None
+    return value[:cap]
+
+
+REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"host": 3}
+
+
+def request_headers(scope: dict[str, Any]) -> list[Any]:
+    """user-agent, referer, accept-language, host: the first value of each, as bytes."""
+    found: list[Any] = [None, None, None, None]
+    for item in scope.get("headers") or ():
+        try:
+            name, value = item
+            index = REQUEST_HEADERS.get(bytes(name).lower())
+        except Exception:
+            continue
+        if index is not None and found[index] is None:
+            found[index] = value
+    return found
+
+
+def response_header(headers: Any, wanted: bytes) -> Any:
+    for item in headers or ():
+        try:
+            name, value = item
+            if bytes(name).lower() == wanted:
+                return value
+        except Exception:
+            continue
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _file_size(path: Any) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def to_row(exchange: Exchange, cap: int) -> tuple[Any, ...]:
+    """The ``requests`` row, lookup columns still as text (the writer swaps in their ids)."""
+    scope = exchange.scope
+    websocket = scope.get("type") == "websocket"
+    user_agent, referer, accept_language, host = request_headers(scope)
+    if host is None:
+        server = scope.get("server")
+        if server:
+            try:
+                host = f"{server[0]}:{server[1]}" if server[1] is not None else str(server[0])
+            except Exception:
+                host = None
+    path = scope.get("path")
+    if not isinstance(path, str) or not path:
+        path = scope.get("raw_path") or path
+    query = scope.get("query_string")
+    query_text = text(query, cap)
+    client = scope.get("client")
+    client_ip = None
+    if client:
+        try:
+            client_ip = text(client[0], cap)
+        except Exception:
+            client_ip = None
+    body_size = exchange.body_size
+    if exchange.pathsend is not None:
+        body_size += _file_size(exchange.pathsend) or 0
+    return (
+        exchange.start,
+        text(scope.get("method"), 32) if not websocket else "GET",
+        text(path, cap),
+        ("?" + query_text)[:cap] if query_text else None,
+        text(user_agent, cap),
+        text(referer, cap),
+        text(accept_language, cap),
+        _int_or_none(exchange.status),
+        text(response_header(exchange.response_headers, b"content-type"), cap),
+        client_ip,
+        _float_or_none(exchange.duration),
+        body_size,
+        text(host, cap),
+        text(scope.get("scheme") or ("ws" if websocket else "http"), 16),
+        text(scope.get("http_version"), 16),
+        exchange.request_body_size,
+        _float_or_none(exchange.ttfb),
+        exchange.exception,
+        1 if exchange.disconnected else 0,
+        "websocket" if websocket else "http",
+    )

@@ -1,0 +1,244 @@
+"""The log database's schema: tables, ordered migrations, the readable view.
+
+The schema starts exactly where asgi-log-to-sqlite 0.1.1 left it (migration 1 is a no-op on such
+a file), so old logs are upgraded in place. ``PRAGMA user_version`` records the migrations
+applied. Several worker processes may open one new file at the same moment: every step runs inside
+one ``BEGIN IMMEDIATE`` transaction and is idempotent, and "locked" is retried.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+__all__ = [
+    "LOOKUP_TABLES",
+    "REQUEST_COLUMNS",
+    "SchemaError",
+    "connect",
+    "ensure_schema",
+    "latest_version",
+]
+
+# column name in ``requests`` -> lookup table holding its text (None: stored as is).
+# The order is the order of the tuple the writer inserts.
+REQUEST_COLUMNS: dict[str, str | None] = {
+    "start": None,
+    "method": None,
+    "path": "paths",
+    "query_string": "query_strings",
+    "user_agent": "user_agents",
+    "referer": "referers",
+    "accept_language": "accept_languages",
+    "http_status": None,
+    "content_type": "content_types",
+    "client_ip": None,
+    "duration": None,
+    "body_size": None,
+    "host": "hosts",
+    "scheme": None,
+    "http_version": None,
+    "request_body_size": None,
+    "ttfb": None,
+    "exception": None,
+    "disconnected": None,
+    "connection_type": None,
+}
+
+SEED_LOOKUP_TABLES = (
+    "paths",
+    "query_strings",
+    "user_agents",
+    "referers",
+    "accept_languages",
+    "content_types",
+)
+LOOKUP_TABLES = tuple(dict.fromkeys(t for t in REQUEST_COLUMNS.values() if t))
+
+
+class SchemaError(Exception):
+    """The file is not a log database this version can write (e.g. a newer schema)."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def latest_version() -> int:
+    return len(MIGRATIONS)
+
+
+def _lookup_table(conn: sqlite3.Connection, table: str) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS [{table}] (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
+
+
+@migration
+def m001_seed_tables(conn: sqlite3.Connection) -> None:
+    """The 0.1.1 schema, column for column (``IF NOT EXISTS``: a 0.1.1 file keeps its own)."""
+    for table in SEED_LOOKUP_TABLES:
+        _lookup_table(conn, table)
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS requests (
+            start FLOAT,
+            method TEXT,
+            path INTEGER REFERENCES paths(id),
+            query_string INTEGER REFERENCES query_strings(id),
+            user_agent INTEGER REFERENCES user_agents(id),
+            referer INTEGER REFERENCES referers(id),
+            accept_language INTEGER REFERENCES accept_languages(id),
+            http_status INTEGER,
+            content_type INTEGER REFERENCES content_types(id),
+            client_ip TEXT,
+            duration FLOAT,
+            body_size INTEGER
+        )"""
+    )
+
+
+@migration
+def m002_unique_lookup_names(conn: sqlite3.Connection) -> None:
+    """0.1.1 only indexed ``name`` once a value was looked up; lookups need it unique always."""
+    for table in SEED_LOOKUP_TABLES:
+        unique_name = any(
+            row[2]
+            and [c[2] for c in conn.execute(f"PRAGMA index_info([{row[1]}])")] == ["name"]
+            for row in conn.execute(f"PRAGMA index_list([{table}])")
+        )
+        if not unique_name:
+            conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS [idx_{table}_name] ON [{table}](name)")
+
+
+@migration
+def m003_access_log_columns(conn: sqlite3.Connection) -> None:
+    """What an access log needs beyond 0.1.1: where, how, how fast, and what went wrong."""
+    _lookup_table(conn, "hosts")
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for column, decl in (
+        ("host", "INTEGER REFERENCES hosts(id)"),
+        ("scheme", "TEXT"),
+        ("http_version", "TEXT"),
+        ("request_body_size", "INTEGER"),
+        ("ttfb", "FLOAT"),
+        ("exception", "TEXT"),
+        ("disconnected", "INTEGER"),
+        ("connection_type", "TEXT"),
+    ):
+        if column not in existing:
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {decl}")
+    conn.execute("CREATE INDEX IF NOT EXISTS requests_start ON requests(start)")
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS dropped (
+            hour TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (hour, reason)
+        )"""
+    )
+
+
+# The readable view is rebuilt after every migration so that it always lists every column.
+VIEW_SQL = """CREATE VIEW requests_view AS SELECT
+    requests.rowid AS id,
+    strftime('%Y-%m-%dT%H:%M:%fZ', requests.start, 'unixepoch') AS time,
+    requests.start,
+    requests.method,
+    hosts.name AS host,
+    paths.name AS path,
+    query_strings.name AS query_string,
+    requests.http_status,
+    content_types.name AS content_type,
+    requests.duration,
+    requests.ttfb,
+    requests.body_size,
+    requests.request_body_size,
+    requests.client_ip,
+    user_agents.name AS user_agent,
+    referers.name AS referer,
+    accept_languages.name AS accept_language,
+    requests.scheme,
+    requests.http_version,
+    requests.connection_type,
+    requests.exception,
+    requests.disconnected
+FROM requests
+LEFT JOIN hosts ON hosts.id = requests.host
+LEFT JOIN paths ON paths.id = requests.path
+LEFT JOIN query_strings ON query_strings.id = requests.query_string
+LEFT JOIN content_types ON content_types.id = requests.content_type
+LEFT JOIN user_agents ON user_agents.id = requests.user_agent
+LEFT JOIN referers ON referers.id = requests.referer
+LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language"""
+
+
+def _refresh_views(conn: sqlite3.Connection) -> None:
+    conn.execute("DROP VIEW IF EXISTS requests_view")
+    conn.execute(VIEW_SQL)
+
+
+def connect(path: str, busy_timeout: float = 10.0) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are explicit ``BEGIN IMMEDIATE``."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def ensure_schema(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Bring the file to the latest schema, in WAL mode; safe from several processes at once."""
+    for attempt in range(attempts):
+        try:
+            _ensure_schema_once(conn)
+            return
+        except sqlite3.OperationalError as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not _is_busy(error) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+
+
+def _ensure_schema_once(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    version = schema_version(conn)
+    if version == latest_version():
+        return
+    if version > latest_version():
+        raise SchemaError(
+            f"schema version {version} is newer than this asgi-log-to-sqlite understands "
+            f"({latest_version()}); upgrade asgi-log-to-sqlite"
+        )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(conn)  # another process may have migrated meanwhile
+        if version > latest_version():
+            raise SchemaError(f"schema version {version} is newer than {latest_version()}")
+        for step in MIGRATIONS[version:]:
+            step(conn)
+        if version < latest_version():
+            _refresh_views(conn)
+            conn.execute(f"PRAGMA user_version={latest_version()}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def is_log_database(conn: sqlite3.Connection) -> bool:
+    """True for a file holding a ``requests`` table as written by this package or 0.1.1."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    return {"start", "path", "http_status", "duration"} <= columns

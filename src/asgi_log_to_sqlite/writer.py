@@ -1,0 +1,354 @@
+"""The background writer: the only code that touches the database while the app serves.
+
+The event loop's part is :meth:`Writer.put`: a length check and a ``deque.append``, both atomic
+under the GIL, so the loop never waits on a lock or on SQLite. A named daemon thread wakes every
+``flush_interval`` (or when asked to flush), drains the queue and commits each batch in one
+``BEGIN IMMEDIATE`` transaction, which also serialises writers from several processes sharing the
+file. A batch that fails is kept and retried; only after ``retry_for`` seconds is it dropped, and
+every drop is counted in memory and in the ``dropped`` table.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from .options import Options
+from .record import Exchange, to_row
+from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
+
+__all__ = ["Writer", "logger"]
+
+logger = logging.getLogger("asgi_log_to_sqlite")
+
+_STOP = object()
+# Lookup ids a writer keeps in memory per table; past it the cache starts again (ids stay valid).
+CACHE_LIMIT = 100_000
+
+INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
+    ", ".join(REQUEST_COLUMNS), ", ".join("?" for _ in REQUEST_COLUMNS)
+)
+LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
+
+
+class _Flush:
+    """A marker in the queue: everything queued before it is committed when ``done`` runs."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: Callable[[], None]) -> None:
+        self.done = done
+
+
+class Writer:
+    def __init__(self, path: str, options: Options) -> None:
+        self.path = path
+        self.options = options
+        self.queue: collections.deque[Any] = collections.deque()
+        self.written = 0
+        self.dropped_queue_full = 0
+        self.dropped_write_failed = 0
+        self.dropped_bad_record = 0
+        self.write_errors = 0
+        self._dropped_reported: dict[str, int] = {}
+        self._wake = threading.Event()
+        self._conn: sqlite3.Connection | None = None
+        self._inode: tuple[int, int] | None = None
+        self._cache: dict[str, dict[str, int]] = {t: {} for t in LOOKUP_TABLES}
+        self._stopped = False
+        self._first_failure: float | None = None
+        self._warned_full = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"asgi-log-to-sqlite-writer:{os.path.basename(path)}", daemon=True
+        )
+        self._thread.start()
+
+    # ---- called from the event loop ------------------------------------------------------
+    def put(self, exchange: Exchange) -> None:
+        if len(self.queue) >= self.options.max_queue:
+            self.dropped_queue_full += 1
+            if not self._warned_full:
+                self._warned_full = True
+                logger.warning(
+                    "asgi-log-to-sqlite: queue full (%d records), dropping records for %s; "
+                    "see the 'dropped' table",
+                    self.options.max_queue,
+                    self.path,
+                )
+            return
+        self.queue.append(exchange)
+
+    # ---- flushing and stopping (any thread) ----------------------------------------------
+    def request_flush(self, done: Callable[[], None]) -> None:
+        if not self._thread.is_alive():
+            done()
+            return
+        self.queue.append(_Flush(done))
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Drain, commit and stop; safe to call twice. False if the thread did not finish."""
+        if not self._stopped:
+            self._stopped = True
+            self.queue.append(_STOP)
+            self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("asgi-log-to-sqlite: writer for %s is still running", self.path)
+            return False
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "written": self.written,
+            "queued": len(self.queue),
+            "dropped_queue_full": self.dropped_queue_full,
+            "dropped_write_failed": self.dropped_write_failed,
+            "dropped_bad_record": self.dropped_bad_record,
+            "write_errors": self.write_errors,
+        }
+
+    # ---- the thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: list[Exchange] = []
+        try:
+            while True:
+                self._wake.wait(self.options.flush_interval)
+                self._wake.clear()
+                stop = False
+                markers: list[_Flush] = []
+                queue = self.queue
+                while queue:
+                    item = queue.popleft()
+                    if item is _STOP:
+                        stop = True
+                        break
+                    if isinstance(item, _Flush):
+                        # Commit what came before the marker, then release the flusher.
+                        pending = self._commit(pending, give_up=stop)
+                        if pending:
+                            markers.append(item)
+                        else:
+                            self._release(markers + [item])
+                            markers = []
+                        continue
+                    pending.append(item)
+                    if len(pending) >= self.options.batch_size:
+                        pending = self._commit(pending, give_up=False)
+                        if pending:
+                            break  # failing: retry after a pause, leave the rest queued
+                pending = self._commit(pending, give_up=stop)
+                if not pending:
+                    self._release(markers)
+                else:
+                    # Still failing: put markers back in front so they wait for the retry.
+                    queue.extendleft(reversed(markers))
+                    time.sleep(min(1.0, self.options.flush_interval))
+                if stop:
+                    # One more drain: a stop with records still failing keeps retrying them.
+                    while queue:
+                        item = queue.popleft()
+                        if isinstance(item, _Flush):
+                            markers.append(item)
+                        elif item is not _STOP:
+                            pending.append(item)
+                    pending = self._commit(pending, give_up=True)
+                    self._release(markers)
+                    return
+        except BaseException:  # a bug of ours: never let it pass silently
+            logger.exception("asgi-log-to-sqlite: writer for %s stopped by an error", self.path)
+        finally:
+            self._close_connection()
+
+    def _release(self, markers: list[_Flush]) -> None:
+        for marker in markers:
+            try:
+                marker.done()
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: flush callback failed")
+
+    def _commit(self, pending: list[Exchange], give_up: bool) -> list[Exchange]:
+        """Write ``pending``; return what is left to retry (empty on success or when dropped)."""
+        self._write_dropped_counts_if_due()
+        if not pending:
+            return pending
+        first_failure = self._first_failure
+        try:
+            self._write(pending)
+        except Exception as error:
+            self.write_errors += 1
+            now = time.monotonic()
+            if first_failure is None:
+                self._first_failure = now
+                logger.warning(
+                    "asgi-log-to-sqlite: could not write %d record(s) to %s (%s); retrying",
+                    len(pending),
+                    self.path,
+                    error,
+                )
+                first_failure = now
+            self._close_connection()  # reopen next time: the file may be gone or replaced
+            if give_up or now - first_failure >= self.options.retry_for:
+                if give_up:
+                    # Last chance at shutdown: a short retry for a lock held by another process.
+                    for delay in (0.05, 0.2, 0.5, 1.0):
+                        time.sleep(delay)
+                        try:
+                            self._write(pending)
+                            self._first_failure = None
+                            return []
+                        except Exception:
+                            self._close_connection()
+                self.dropped_write_failed += len(pending)
+                self._first_failure = None
+                logger.error(
+                    "asgi-log-to-sqlite: dropped %d record(s) that could not be written to %s: %s",
+                    len(pending),
+                    self.path,
+                    error,
+                )
+                return []
+            return pending
+        if first_failure is not None:
+            self._first_failure = None
+            logger.warning("asgi-log-to-sqlite: writing to %s works again", self.path)
+        return []
+
+    # ---- SQLite --------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection; reopened when the file was deleted or replaced under us."""
+        try:
+            st = os.stat(self.path)
+            inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            inode = None
+        if self._conn is not None and inode == self._inode:
+            return self._conn
+        self._close_connection()
+        conn = connect(self.path, self.options.busy_timeout)
+        try:
+            ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        st = os.stat(self.path)
+        self._conn, self._inode = conn, (st.st_dev, st.st_ino)
+        for cache in self._cache.values():
+            cache.clear()
+        return conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+        except Exception:
+            pass
+
+    def _rows(self, pending: list[Exchange]) -> list[tuple[Any, ...]]:
+        cap = self.options.max_value_length
+        rows = []
+        for exchange in pending:
+            try:
+                rows.append(to_row(exchange, cap))
+            except Exception:
+                self.dropped_bad_record += 1
+                logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
+        return rows
+
+    def _write(self, pending: list[Exchange]) -> None:
+        rows = self._rows(pending)
+        conn = self._connection()
+        new_ids: dict[str, dict[str, int]] = {t: {} for t in self._cache}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            resolved = [self._resolve(conn, row, new_ids) for row in rows]
+            conn.executemany(INSERT_SQL, resolved)
+            drop_counts = self._write_dropped_counts(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        # Only ids that are committed may be cached: a rolled-back insert leaves no row.
+        for table, ids in new_ids.items():
+            cache = self._cache[table]
+            if len(cache) + len(ids) > CACHE_LIMIT:
+                cache.clear()
+            cache.update(ids)
+        self.written += len(resolved)
+        self._dropped_reported = drop_counts
+
+    def _resolve(
+        self, conn: sqlite3.Connection, row: tuple[Any, ...], new_ids: dict[str, dict[str, int]]
+    ) -> list[Any]:
+        values = list(row)
+        for position, table in LOOKUP_POSITIONS:
+            name = values[position]
+            if name is None:
+                continue
+            key = self._cache[table].get(name)
+            if key is None:
+                key = new_ids[table].get(name)
+                if key is None:
+                    conn.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
+                    key = conn.execute(
+                        f"SELECT id FROM [{table}] WHERE name = ?", (name,)
+                    ).fetchone()[0]
+                    new_ids[table][name] = key
+            values[position] = key
+        return values
+
+    # ---- the visible drop count ------------------------------------------------------------
+    def _drop_counts(self) -> dict[str, int]:
+        return {
+            "queue_full": self.dropped_queue_full,
+            "write_failed": self.dropped_write_failed,
+            "bad_record": self.dropped_bad_record,
+        }
+
+    def _write_dropped_counts_if_due(self) -> None:
+        """Drops with no batch to ride on (e.g. all writes failing) still reach the table."""
+        if self._drop_counts() == self._dropped_reported:
+            return
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                counts = self._write_dropped_counts(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._dropped_reported = counts
+        except Exception:
+            self._close_connection()
+
+    def _write_dropped_counts(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """Add the drops since the last report to this hour's row; the caller commits."""
+        counts = self._drop_counts()
+        hour = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00")
+        for reason, total in counts.items():
+            delta = total - self._dropped_reported.get(reason, 0)
+            if delta:
+                conn.execute(
+                    "INSERT INTO dropped (hour, reason, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
+                    (hour, reason, delta),
+                )
+        return counts
