@@ -1,0 +1,99 @@
+"""Helpers for tests that run real servers: free ports, bounded waits, cleanup by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+class Server:
+    """A server in its own process group on 127.0.0.1; always killed on exit, by PID."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        port: int,
+        cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        log: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.args = list(args)
+        self.port = port
+        self.cwd = cwd
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), **(env or {})}
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            self.args, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        """Send ``sig`` to the server and wait (bounded) for it to exit; its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def output(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
