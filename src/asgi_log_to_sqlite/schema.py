@@ -212,6 +212,10 @@ def ensure_schema(conn: sqlite3.Connection, attempts: int = 50) -> None:
 
 
 def _ensure_schema_once(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # Only possible before the first page is written: lets retention and prune give space
+        # back with ``PRAGMA incremental_vacuum`` instead of a full VACUUM.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode=WAL")
     version = schema_version(conn)
