@@ -267,6 +267,7 @@ class _HttpObserver:
     async def send(self, message: Message) -> None:
         exchange = self.exchange
         finished = False
+        counted = 0
         try:
             kind = message["type"]
             if kind == "http.response.start":
@@ -277,7 +278,8 @@ class _HttpObserver:
             elif kind == "http.response.body":
                 body = message.get("body")
                 if body:
-                    exchange.body_size += len(body)
+                    counted = len(body)
+                    exchange.body_size += counted
                 finished = not message.get("more_body") and not self.trailers
             elif kind == "http.response.pathsend":
                 exchange.pathsend = message.get("path")
@@ -296,6 +298,7 @@ class _HttpObserver:
             await self.send_inner(message)
         except BaseException:
             exchange.disconnected = True
+            exchange.body_size -= counted  # the server could not send this chunk
             raise
         if finished and not self.complete:
             self.complete = True

@@ -1,0 +1,139 @@
+"""Options are validated once, at construction, with messages that name the option."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from asgi_log_to_sqlite import AsgiLogToSqlite
+from asgi_log_to_sqlite.options import Options, option_names
+
+
+async def app(scope, receive, send):  # pragma: no cover - never called here
+    pass
+
+
+def test_defaults():
+    options = Options.from_kwargs({})
+    assert options.max_queue >= 1
+    assert options.batch_size >= 1
+    assert options.flush_interval > 0
+    assert {"max_queue", "batch_size", "flush_interval", "max_value_length", "busy_timeout",
+            "retry_for"} <= set(option_names())
+
+
+def test_values_are_kept(log_path):
+    log = AsgiLogToSqlite(app, log_path, max_queue=5, flush_interval=0.05, batch_size=3,
+                          max_value_length=10, busy_timeout=1, retry_for=2.5)
+    assert log.options.max_queue == 5
+    assert log.options.flush_interval == 0.05
+    assert log.options.busy_timeout == 1.0
+    assert log.options.retry_for == 2.5
+    log.close()
+
+
+def test_file_as_keyword_and_pathlike(tmp_path):
+    AsgiLogToSqlite(app, file=str(tmp_path / "a.db")).close()
+    AsgiLogToSqlite(app, tmp_path / "b.db").close()
+    assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+
+
+def test_unknown_option_is_a_type_error_naming_it(log_path):
+    with pytest.raises(TypeError, match="flush_intervall"):
+        AsgiLogToSqlite(app, log_path, flush_intervall=1)
+
+
+@pytest.mark.parametrize(
+    "name, value, error",
+    [
+        ("max_queue", "10", TypeError),
+        ("max_queue", 0, ValueError),
+        ("max_queue", True, TypeError),
+        ("max_queue", 1.5, TypeError),
+        ("batch_size", -1, ValueError),
+        ("max_value_length", None, TypeError),
+        ("flush_interval", 0, ValueError),
+        ("flush_interval", -0.1, ValueError),
+        ("flush_interval", float("nan"), ValueError),
+        ("flush_interval", float("inf"), ValueError),
+        ("flush_interval", "1", TypeError),
+        ("busy_timeout", [], TypeError),
+        ("retry_for", 0, ValueError),
+    ],
+)
+def test_bad_values_name_the_option(log_path, name, value, error):
+    with pytest.raises(error, match=name):
+        AsgiLogToSqlite(app, log_path, **{name: value})
+
+
+def test_missing_file_argument():
+    with pytest.raises(TypeError, match="path"):
+        AsgiLogToSqlite(app)
+
+
+def test_app_must_be_callable(log_path):
+    with pytest.raises(TypeError, match="ASGI application"):
+        AsgiLogToSqlite(None, log_path)
+
+
+@pytest.mark.parametrize("file", [b"log.db", 42, None.__class__])
+def test_file_of_the_wrong_type(file):
+    with pytest.raises(TypeError, match="file"):
+        AsgiLogToSqlite(app, file)
+
+
+@pytest.mark.parametrize("file", ["", ":memory:", "file:log.db?mode=memory"])
+def test_file_that_is_not_a_file(file):
+    with pytest.raises(ValueError, match="file"):
+        AsgiLogToSqlite(app, file)
+
+
+def test_missing_folder_fails_with_the_path(tmp_path):
+    path = str(tmp_path / "no" / "such" / "log.db")
+    with pytest.raises(OSError) as info:
+        AsgiLogToSqlite(app, path)
+    assert path in str(info.value)
+
+
+def test_folder_as_file_fails_with_the_path(tmp_path):
+    with pytest.raises(OSError) as info:
+        AsgiLogToSqlite(app, str(tmp_path))
+    assert str(tmp_path) in str(info.value)
+
+
+def test_read_only_file_fails_with_the_path(tmp_path):
+    path = tmp_path / "log.db"
+    AsgiLogToSqlite(app, str(path)).close()
+    if os.geteuid() == 0:  # root ignores permission bits: make the file immutable instead
+        if subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True).returncode:
+            pytest.skip("cannot make a file read-only for root here")
+    else:
+        path.chmod(stat.S_IRUSR)
+    try:
+        with pytest.raises(OSError) as info:
+            AsgiLogToSqlite(app, str(path))
+        assert str(path) in str(info.value)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_unwritable_path_fails_with_the_path(tmp_path):
+    """Works for root too: a path below a regular file can never be opened for writing."""
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("not a folder")
+    path = str(blocker / "log.db")
+    with pytest.raises(OSError) as info:
+        AsgiLogToSqlite(app, path)
+    assert path in str(info.value)
+
+
+def test_not_a_database_fails_with_the_path(tmp_path):
+    path = tmp_path / "log.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises((OSError, ValueError)) as info:
+        AsgiLogToSqlite(app, str(path))
+    assert str(path) in str(info.value)
