@@ -58,10 +58,14 @@ class Server:
 
     def __enter__(self) -> Server:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            self.args, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                self.args, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # the child has its own copy of the descriptor
         try:
             wait_for_port(self.port, self.process)
         except BaseException:
