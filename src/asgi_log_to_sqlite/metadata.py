@@ -1,0 +1,388 @@
+"""Datasette metadata for a log database: what each table and column means, and the questions a
+site owner asks of an access log, as canned queries.
+
+The metadata is built from the file's actual schema, so a log written by an older version (or one
+with extra columns added by newer features) gets descriptions for what it has and only the
+queries that can run on it. The same dictionary feeds the Datasette plugin and the
+``asgi-log-to-sqlite metadata`` command; :func:`split_for_datasette_1` cuts it into the metadata
+and configuration halves Datasette 1.0 reads from separate files.
+
+Standard library only: Datasette is not needed to build or print it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COLUMN_DESCRIPTIONS",
+    "QUERIES",
+    "database_name_for",
+    "log_metadata",
+    "metadata_for_file",
+    "split_for_datasette_1",
+    "table_columns",
+]
+
+# Column descriptions of ``requests`` (and of the view, which shows the same facts as text).
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "id": "Row id of the request in the requests table",
+    "time": "When the request arrived, ISO 8601 UTC",
+    "start": "When the request arrived: unix time, in seconds (UTC)",
+    "method": "HTTP method: GET, POST, ...",
+    "path": "Path requested, without the query string",
+    "query_string": "Query string, with its leading ?",
+    "user_agent": "User-Agent request header",
+    "referer": "Referer request header: the page that linked here",
+    "accept_language": "Accept-Language request header",
+    "http_status": "HTTP status code sent (101 or 403 for WebSocket connections)",
+    "content_type": "Content-Type of the response",
+    "client_ip": "Client address as the server saw it",
+    "duration": "Time from the request's arrival to its last response byte, in seconds",
+    "body_size": "Response body sent, in bytes",
+    "host": "Host request header",
+    "scheme": "http, https, ws or wss",
+    "http_version": "HTTP version: 1.0, 1.1, 2...",
+    "request_body_size": "Request body received, in bytes",
+    "ttfb": "Time to first byte: from arrival until status and headers were sent, in seconds",
+    "exception": "Exception type when the application raised",
+    "disconnected": "1 when the client went away before the response completed",
+    "connection_type": "http or websocket",
+    "actor": "Authenticated user who made the request",
+    "route": "Route template the framework matched, e.g. /items/{item_id}",
+    "peer_ip": "Address of the immediate peer (a proxy, when trusted proxies are configured)",
+    "sample_rate": "Fraction of requests recorded when this row was written (1 = all)",
+}
+
+UNITS: dict[str, str] = {
+    "duration": "s",
+    "ttfb": "s",
+    "body_size": "B",
+    "request_body_size": "B",
+}
+
+LOOKUP_DESCRIPTIONS: dict[str, str] = {
+    "paths": "Distinct paths requested",
+    "query_strings": "Distinct query strings",
+    "user_agents": "Distinct User-Agent headers",
+    "referers": "Distinct Referer headers",
+    "accept_languages": "Distinct Accept-Language headers",
+    "content_types": "Distinct response Content-Types",
+    "hosts": "Distinct Host headers",
+}
+
+FACETS = ["http_status", "method", "content_type", "host"]
+
+# Reused SQL fragments. Times are UTC; "start" is unix seconds.
+_HOUR = "strftime('%Y-%m-%d %H:00', requests.start, 'unixepoch')"
+_DAY = "date(requests.start, 'unixepoch')"
+_TRAFFIC_COLUMNS = """count(*) AS requests,
+  sum(requests.http_status >= 400 AND requests.http_status < 500) AS client_errors,
+  sum(requests.http_status >= 500) AS server_errors,
+  sum(requests.body_size) AS bytes_sent,
+  round(avg(requests.duration), 4) AS avg_duration_seconds"""
+
+
+def _traffic(period: str, label: str) -> str:
+    return f"""SELECT {period} AS {label},
+  {_TRAFFIC_COLUMNS}
+FROM requests
+GROUP BY {label}
+ORDER BY {label} DESC
+LIMIT 1000"""
+
+
+# name -> (columns of ``requests`` it needs, the query). Order is the order Datasette lists them.
+QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
+    "traffic_per_hour": (
+        frozenset({"start", "http_status", "body_size", "duration"}),
+        {
+            "title": "Traffic per hour",
+            "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
+            "for each hour, UTC, newest first",
+            "sql": _traffic(_HOUR, "hour"),
+        },
+    ),
+    "traffic_per_day": (
+        frozenset({"start", "http_status", "body_size", "duration"}),
+        {
+            "title": "Traffic per day",
+            "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
+            "for each day, UTC, newest first",
+            "sql": _traffic(_DAY, "day"),
+        },
+    ),
+    "top_paths": (
+        frozenset({"path", "http_status", "body_size", "duration"}),
+        {
+            "title": "Top paths",
+            "description": "The 100 most requested paths",
+            "sql": """SELECT paths.name AS path,
+  count(*) AS requests,
+  sum(requests.http_status >= 400) AS errors,
+  sum(requests.body_size) AS bytes_sent,
+  round(avg(requests.duration), 4) AS avg_duration_seconds
+FROM requests
+LEFT JOIN paths ON paths.id = requests.path
+GROUP BY requests.path
+ORDER BY requests DESC, path
+LIMIT 100""",
+        },
+    ),
+    "slowest_endpoints": (
+        frozenset({"method", "path", "duration"}),
+        {
+            "title": "Slowest endpoints",
+            "description": "Duration percentiles in seconds (nearest rank) per method and path, "
+            "slowest 95th percentile first",
+            "sql": """WITH ranked AS (
+  SELECT requests.method, requests.path, requests.duration,
+    row_number() OVER (
+      PARTITION BY requests.method, requests.path ORDER BY requests.duration
+    ) AS position,
+    count(*) OVER (PARTITION BY requests.method, requests.path) AS n
+  FROM requests
+  WHERE requests.duration IS NOT NULL
+)
+SELECT ranked.method, paths.name AS path,
+  ranked.n AS requests,
+  min(CASE WHEN ranked.position >= 0.50 * ranked.n THEN ranked.duration END) AS p50_seconds,
+  min(CASE WHEN ranked.position >= 0.95 * ranked.n THEN ranked.duration END) AS p95_seconds,
+  min(CASE WHEN ranked.position >= 0.99 * ranked.n THEN ranked.duration END) AS p99_seconds,
+  max(ranked.duration) AS max_seconds
+FROM ranked
+LEFT JOIN paths ON paths.id = ranked.path
+GROUP BY ranked.method, ranked.path
+ORDER BY p95_seconds DESC, requests DESC
+LIMIT 100""",
+        },
+    ),
+    "error_paths": (
+        frozenset({"start", "path", "http_status"}),
+        {
+            "title": "Error paths",
+            "description": "Paths answered with a server error (status 500 and above)",
+            "sql": """SELECT paths.name AS path, requests.http_status,
+  count(*) AS requests,
+  strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
+FROM requests
+LEFT JOIN paths ON paths.id = requests.path
+WHERE requests.http_status >= 500
+GROUP BY requests.path, requests.http_status
+ORDER BY requests DESC, path
+LIMIT 100""",
+        },
+    ),
+    "not_found_paths": (
+        frozenset({"start", "path", "http_status"}),
+        {
+            "title": "404 paths",
+            "description": "Paths answered with 404 Not Found: broken links and probes",
+            "sql": """SELECT paths.name AS path,
+  count(*) AS requests,
+  strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
+FROM requests
+LEFT JOIN paths ON paths.id = requests.path
+WHERE requests.http_status = 404
+GROUP BY requests.path
+ORDER BY requests DESC, path
+LIMIT 100""",
+        },
+    ),
+    "top_referrers": (
+        frozenset({"referer"}),
+        {
+            "title": "Top referrers",
+            "description": "Pages that sent visitors here (the Referer header)",
+            "sql": """SELECT referers.name AS referrer, count(*) AS requests
+FROM requests
+JOIN referers ON referers.id = requests.referer
+GROUP BY requests.referer
+ORDER BY requests DESC, referrer
+LIMIT 100""",
+        },
+    ),
+    "user_agents": (
+        frozenset({"user_agent"}),
+        {
+            "title": "User agents",
+            "description": "Browsers, bots and clients, by number of requests",
+            "sql": """SELECT user_agents.name AS user_agent, count(*) AS requests
+FROM requests
+LEFT JOIN user_agents ON user_agents.id = requests.user_agent
+GROUP BY requests.user_agent
+ORDER BY requests DESC, user_agent
+LIMIT 100""",
+        },
+    ),
+    "bandwidth_per_day": (
+        frozenset({"start", "body_size", "request_body_size"}),
+        {
+            "title": "Bandwidth per day",
+            "description": "Bytes sent and received each day, UTC, newest first",
+            "sql": f"""SELECT {_DAY} AS day,
+  count(*) AS requests,
+  sum(requests.body_size) AS bytes_sent,
+  sum(requests.request_body_size) AS bytes_received,
+  round(sum(requests.body_size) / 1048576.0, 2) AS mib_sent
+FROM requests
+GROUP BY day
+ORDER BY day DESC
+LIMIT 1000""",
+        },
+    ),
+    "bandwidth_by_content_type": (
+        frozenset({"content_type", "body_size"}),
+        {
+            "title": "Bandwidth by content type",
+            "description": "Bytes sent per response Content-Type, largest first",
+            "sql": """SELECT content_types.name AS content_type,
+  count(*) AS requests,
+  sum(requests.body_size) AS bytes_sent,
+  round(avg(requests.body_size)) AS avg_bytes
+FROM requests
+LEFT JOIN content_types ON content_types.id = requests.content_type
+GROUP BY requests.content_type
+ORDER BY bytes_sent DESC
+LIMIT 100""",
+        },
+    ),
+}
+
+
+def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Every table and view of the database, with its column names in order."""
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
+    return {
+        name: [row[1] for row in conn.execute(f"PRAGMA table_xinfo([{name}])") if row[5] != 2]
+        for name in names
+    }
+
+
+def _is_lookup(columns: list[str]) -> bool:
+    return columns == ["id", "name"]
+
+
+def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
+    """The metadata of one log database (the value under ``databases.NAME``).
+
+    ``tables`` maps each table or view to its columns (see :func:`table_columns`).
+    """
+    request_columns = set(tables.get("requests", ()))
+    meta_tables: dict[str, Any] = {}
+    if request_columns:
+        meta_tables["requests"] = {
+            "description": "One row per HTTP request or WebSocket connection served. "
+            "Times are unix seconds (UTC), durations are seconds, sizes are bytes.",
+            "sort_desc": "start",
+            "facets": [c for c in FACETS if c in request_columns],
+            "columns": {
+                c: COLUMN_DESCRIPTIONS[c] for c in tables["requests"] if c in COLUMN_DESCRIPTIONS
+            },
+            "units": {c: u for c, u in UNITS.items() if c in request_columns},
+        }
+    if "requests_view" in tables:
+        view_columns = set(tables["requests_view"])
+        meta_tables["requests_view"] = {
+            "description": "The requests, each lookup joined as text, newest first.",
+            "sort_desc": "start" if "start" in view_columns else None,
+            "facets": [c for c in FACETS if c in view_columns],
+            "columns": {
+                c: COLUMN_DESCRIPTIONS[c]
+                for c in tables["requests_view"]
+                if c in COLUMN_DESCRIPTIONS
+            },
+            "units": {c: u for c, u in UNITS.items() if c in view_columns},
+        }
+        if meta_tables["requests_view"]["sort_desc"] is None:
+            del meta_tables["requests_view"]["sort_desc"]
+    if "dropped" in tables:
+        meta_tables["dropped"] = {
+            "description": "Records that could not be written, counted per hour (UTC) and reason",
+            "sort_desc": "hour",
+            "columns": {
+                "hour": "Hour the records were dropped, UTC",
+                "reason": "queue_full, write_failed or bad_record",
+                "count": "Number of records dropped",
+            },
+        }
+    for name, columns in tables.items():
+        if name not in meta_tables and _is_lookup(columns):
+            meta_tables[name] = {
+                "description": LOOKUP_DESCRIPTIONS.get(name, f"Distinct values of {name}"),
+                "label_column": "name",
+                "columns": {"id": "Key the requests table refers to", "name": "The value"},
+            }
+    queries = {
+        name: dict(query)
+        for name, (needs, query) in QUERIES.items()
+        if request_columns and needs <= request_columns
+    }
+    meta: dict[str, Any] = {
+        "description": "An access log written by asgi-log-to-sqlite: one row per request.",
+        "tables": meta_tables,
+    }
+    if queries:
+        meta["queries"] = queries
+    return meta
+
+
+def database_name_for(path: str | os.PathLike[str]) -> str:
+    """The name Datasette gives a database file: its file name without the extension."""
+    return Path(path).stem
+
+
+def metadata_for_file(path: str | os.PathLike[str], database: str | None = None) -> dict[str, Any]:
+    """A complete Datasette metadata document for the log database at ``path``.
+
+    Raises ``ValueError`` when the file is not a log database.
+    """
+    from .schema import is_log_database
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+    try:
+        if not is_log_database(conn):
+            raise ValueError(f"{path!r} is not a log database (it has no requests table)")
+        tables = table_columns(conn)
+    finally:
+        conn.close()
+    return {"databases": {database or database_name_for(path): log_metadata(tables)}}
+
+
+# Keys Datasette 1.0 reads from its configuration file (datasette.yaml), not from metadata.
+_CONFIG_TABLE_KEYS = ("sort", "sort_desc", "facets", "label_column", "hidden", "size")
+
+
+def split_for_datasette_1(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a metadata document into Datasette 1.0's ``(metadata, configuration)`` pair.
+
+    Datasette 1.0 keeps descriptions in metadata, but table options and canned queries in its
+    configuration file; it has no column units.
+    """
+    metadata = copy.deepcopy(metadata)
+    config: dict[str, Any] = {"databases": {}}
+    for name, database in (metadata.get("databases") or {}).items():
+        db_config: dict[str, Any] = {}
+        if "queries" in database:
+            db_config["queries"] = database.pop("queries")
+        for table_name, table in (database.get("tables") or {}).items():
+            table.pop("units", None)
+            moved = {k: table.pop(k) for k in _CONFIG_TABLE_KEYS if k in table}
+            if moved:
+                db_config.setdefault("tables", {})[table_name] = moved
+        if db_config:
+            config["databases"][name] = db_config
+    return metadata, config
