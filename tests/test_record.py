@@ -82,6 +82,11 @@ def test_plain_request():
         "exception": None,
         "disconnected": 0,
         "connection_type": "http",
+        "peer_ip": None,
+        "route": None,
+        "actor": None,
+        "sample_rate": 1.0,
+        "visitor": None,
     }
 
 

@@ -168,6 +168,8 @@ class AsgiLogToSqlite:
                 "dropped_write_failed": 0,
                 "dropped_bad_record": 0,
                 "write_errors": 0,
+                "actor_errors": 0,
+                "route_errors": 0,
             }
         return writer.stats()
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import privacy
+
 __all__ = ["Options", "option_names"]
 
 
@@ -162,6 +164,45 @@ class Options:
     retain: float | None = _field(None, _optional(parse_duration, "a duration such as '30d'"))
     #: Where "now" comes from for rotation and retention (unix seconds); for tests.
     clock: Callable[[], float] | None = _field(None, optional_clock)
+
+    # --- privacy (validators and defaults in privacy.py; see docs/privacy.md) ----------------
+    #: Extra query keys whose values are replaced by REDACTED (names, globs, ``re:`` regexes).
+    redact_query: tuple = _field((), privacy.query_keys)
+    #: Query keys whose values are kept even though a default rule would redact them.
+    keep_query: tuple = _field((), privacy.query_keys)
+    #: Request headers recorded in ``captured_headers`` (names, case-insensitive).
+    capture_request_headers: tuple = _field((), privacy.header_names)
+    #: Response headers recorded in ``captured_headers``.
+    capture_response_headers: tuple = _field((), privacy.header_names)
+    #: The explicit override that lets a captured header name look like a secret.
+    allow_secret_headers: tuple = _field((), privacy.header_names)
+    #: Record the client address at all.
+    client_ip: bool = _field(True, boolean)
+    #: Proxies whose forwarding header is believed (addresses or CIDR networks).
+    trusted_proxies: tuple = _field((), privacy.networks)
+    #: Which header trusted proxies set: ``x-forwarded-for`` or ``forwarded`` (RFC 7239).
+    forwarded_header: str = _field("x-forwarded-for", privacy.forwarded_header)
+    #: Truncate addresses: True (IPv4 /24, IPv6 /48), an IPv4 prefix, or (IPv4, IPv6) prefixes.
+    anonymize_ip: Any = _field(None, privacy.anonymize_setting)
+    #: Daily-salted visitor hash: True (random key per process) or a shared secret.
+    visitor_hash: Any = _field(False, privacy.visitor_setting)
+    #: ``callable(scope) -> str | None`` naming who made the request; None detects, False never.
+    actor: Any = _field(None, privacy.hook_setting)
+    #: ``callable(scope) -> str | None`` giving the route template; None detects, False never.
+    route: Any = _field(None, privacy.hook_setting)
+    #: Paths not recorded: prefixes, globs, ``re:`` regexes.
+    exclude: tuple = _field((), privacy.path_patterns)
+    #: User agents not recorded: substrings, globs, ``re:`` regexes.
+    exclude_user_agents: tuple = _field((), privacy.user_agent_patterns)
+    #: Leave out health checks and probes (counted per hour in ``excluded_requests``).
+    exclude_health_checks: bool = _field(True, boolean)
+    #: Only these HTTP methods are recorded (None: all).
+    methods: Any = _field(None, privacy.methods_setting)
+    #: Fraction of requests recorded; each row stores it in ``sample_rate``.
+    sample: float = _field(1.0, privacy.sample_setting)
+
+    def __post_init__(self) -> None:
+        privacy.check_options(self)  # checks that span several privacy options
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> Options:

@@ -8,10 +8,13 @@ writer calls off the event loop, before anything reaches the disk.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
-__all__ = ["Exchange", "to_row", "text"]
+from .privacy import Policy, parse_ip
+
+__all__ = ["Exchange", "captured_headers", "skip_reason", "to_row", "text"]
 
 
 class Exchange:
@@ -114,8 +117,38 @@ def _file_size(path: Any) -> int | None:
         return None
 
 
-def to_row(exchange: Exchange, cap: int) -> tuple[Any, ...]:
-    """The ``requests`` row, lookup columns still as text (the writer swaps in their ids)."""
+@functools.lru_cache(maxsize=1)
+def default_policy() -> Policy:
+    """The privacy defaults, for callers that do not pass the middleware's own policy."""
+    from .options import Options
+
+    return Policy(Options())
+
+
+def skip_reason(exchange: Exchange, policy: Policy | None = None) -> str | None:
+    """Why this request is left out of the log (excluded, a health check, sampled out), or None."""
+    policy = policy or default_policy()
+    user_agent = request_headers(exchange.scope)[0]
+    return policy.skip_reason(exchange.scope, text(user_agent, 4096))
+
+
+def captured_headers(
+    exchange: Exchange, cap: int, policy: Policy
+) -> list[tuple[str, str | None, str | None]]:
+    """(direction, name, value) of the headers the options ask to capture."""
+    return [
+        (direction, text(name, cap), text(value, cap))
+        for direction, name, value in policy.captured(exchange.scope, exchange.response_headers)
+    ]
+
+
+def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[Any, ...]:
+    """The ``requests`` row, lookup columns still as text (the writer swaps in their ids).
+
+    Privacy rules apply here, before anything reaches the writer's connection: query values and
+    the referer are redacted, the client address resolved and anonymized (see privacy.py).
+    """
+    policy = policy or default_policy()
     scope = exchange.scope
     websocket = scope.get("type") == "websocket"
     user_agent, referer, accept_language, host = request_headers(scope)
@@ -130,14 +163,17 @@ def to_row(exchange: Exchange, cap: int) -> tuple[Any, ...]:
     if not isinstance(path, str) or not path:
         path = scope.get("raw_path") or path
     query = scope.get("query_string")
-    query_text = text(query, cap)
-    client = scope.get("client")
-    client_ip = None
-    if client:
-        try:
-            client_ip = text(client[0], cap)
-        except Exception:
-            client_ip = None
+    # Redact before capping: a cut could otherwise leave a secret's first characters behind.
+    query_text = text(policy.query(text(query, 1 << 30)), cap)
+    address, peer, resolved = policy.addresses(scope)
+    user_agent_text = text(user_agent, cap)
+    host_text = text(host, cap)
+    visitor = policy.visitor(address, user_agent_text, host_text, exchange.start)
+    client_ip = peer_ip = None
+    if policy.client_ip:
+        client_ip = text(policy.storable(address), cap)
+        if resolved or policy.trusted:
+            peer_ip = text(policy.storable(parse_ip(peer) or peer), cap)
     body_size = exchange.body_size
     if exchange.pathsend is not None:
         body_size += _file_size(exchange.pathsend) or 0
@@ -146,15 +182,15 @@ def to_row(exchange: Exchange, cap: int) -> tuple[Any, ...]:
         text(scope.get("method"), 32) if not websocket else "GET",
         text(path, cap),
         ("?" + query_text)[:cap] if query_text else None,
-        text(user_agent, cap),
-        text(referer, cap),
+        user_agent_text,
+        text(policy.referer(text(referer, 1 << 30)), cap),
         text(accept_language, cap),
         _int_or_none(exchange.status),
         text(response_header(exchange.response_headers, b"content-type"), cap),
         client_ip,
         _float_or_none(exchange.duration),
         body_size,
-        text(host, cap),
+        host_text,
         text(scope.get("scheme") or ("ws" if websocket else "http"), 16),
         text(scope.get("http_version"), 16),
         exchange.request_body_size,
@@ -162,4 +198,9 @@ def to_row(exchange: Exchange, cap: int) -> tuple[Any, ...]:
         exchange.exception,
         1 if exchange.disconnected else 0,
         "websocket" if websocket else "http",
+        peer_ip,
+        text(policy.route(scope), cap),
+        text(policy.actor(scope), 200),
+        policy.sample,
+        visitor,
     )

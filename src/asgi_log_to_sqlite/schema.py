@@ -44,6 +44,12 @@ REQUEST_COLUMNS: dict[str, str | None] = {
     "exception": None,
     "disconnected": None,
     "connection_type": None,
+    # privacy (migration 4)
+    "peer_ip": None,
+    "route": "routes",
+    "actor": "actors",
+    "sample_rate": None,
+    "visitor": None,
 }
 
 SEED_LOOKUP_TABLES = (
@@ -142,6 +148,43 @@ def m003_access_log_columns(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m004_privacy_columns(conn: sqlite3.Connection) -> None:
+    """Privacy: the raw peer beside the resolved client, route templates, actors, the sample
+    rate and visitor hash of each row, captured headers, and counts of requests not recorded."""
+    for table in ("routes", "actors", "header_names", "header_values"):
+        _lookup_table(conn, table)
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for column, decl in (
+        ("peer_ip", "TEXT"),
+        ("route", "INTEGER REFERENCES routes(id)"),
+        ("actor", "INTEGER REFERENCES actors(id)"),
+        ("sample_rate", "FLOAT"),
+        ("visitor", "TEXT"),
+    ):
+        if column not in existing:
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {decl}")
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS captured_headers (
+            request INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            name INTEGER REFERENCES header_names(id),
+            value INTEGER REFERENCES header_values(id)
+        )"""
+    )
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS captured_headers_request ON captured_headers(request)"
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS excluded_requests (
+            hour TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (hour, reason)
+        )"""
+    )
+
+
 # The readable view is rebuilt after every migration so that it always lists every column.
 VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     requests.rowid AS id,
@@ -165,7 +208,12 @@ VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     requests.http_version,
     requests.connection_type,
     requests.exception,
-    requests.disconnected
+    requests.disconnected,
+    routes.name AS route,
+    actors.name AS actor,
+    requests.peer_ip,
+    requests.sample_rate,
+    requests.visitor
 FROM requests
 LEFT JOIN hosts ON hosts.id = requests.host
 LEFT JOIN paths ON paths.id = requests.path
@@ -173,12 +221,25 @@ LEFT JOIN query_strings ON query_strings.id = requests.query_string
 LEFT JOIN content_types ON content_types.id = requests.content_type
 LEFT JOIN user_agents ON user_agents.id = requests.user_agent
 LEFT JOIN referers ON referers.id = requests.referer
-LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language"""
+LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language
+LEFT JOIN routes ON routes.id = requests.route
+LEFT JOIN actors ON actors.id = requests.actor"""
+
+CAPTURED_HEADERS_VIEW_SQL = """CREATE VIEW captured_headers_view AS SELECT
+    captured_headers.request,
+    captured_headers.direction,
+    header_names.name AS name,
+    header_values.name AS value
+FROM captured_headers
+LEFT JOIN header_names ON header_names.id = captured_headers.name
+LEFT JOIN header_values ON header_values.id = captured_headers.value"""
 
 
 def _refresh_views(conn: sqlite3.Connection) -> None:
     conn.execute("DROP VIEW IF EXISTS requests_view")
     conn.execute(VIEW_SQL)
+    conn.execute("DROP VIEW IF EXISTS captured_headers_view")
+    conn.execute(CAPTURED_HEADERS_VIEW_SQL)
 
 
 def connect(path: str, busy_timeout: float = 10.0) -> sqlite3.Connection:

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .options import Options
-from .record import Exchange, to_row
+from .privacy import Policy
+from .record import Exchange, captured_headers, skip_reason, to_row
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
 __all__ = ["Writer", "logger"]
@@ -36,6 +37,14 @@ INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(REQUEST_COLUMNS), ", ".join("?" for _ in REQUEST_COLUMNS)
 )
 LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
+
+
+def _hour(start: float) -> str:
+    """The UTC hour a request arrived in, as the ``dropped`` and ``excluded`` tables key it."""
+    try:
+        return datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:00")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00")
 
 
 class _Flush:
@@ -61,7 +70,13 @@ class Writer:
         self._wake = threading.Event()
         self._conn: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None
-        self._cache: dict[str, dict[str, int]] = {t: {} for t in LOOKUP_TABLES}
+        self._cache: dict[str, dict[str, int]] = {
+            t: {} for t in (*LOOKUP_TABLES, "header_names", "header_values")
+        }
+        # Privacy: exclusions, sampling, redaction, captured headers (privacy.py).
+        self._privacy = Policy(options)
+        self._skipped: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._captured: list[tuple[int, list[Any]]] = []
         self._stopped = False
         self._first_failure: float | None = None
         self._warned_full = False
@@ -118,6 +133,7 @@ class Writer:
             "dropped_write_failed": self.dropped_write_failed,
             "dropped_bad_record": self.dropped_bad_record,
             "write_errors": self.write_errors,
+            **self._privacy.stats(),
         }
 
     # ---- the thread ------------------------------------------------------------------------
@@ -263,9 +279,22 @@ class Writer:
     def _rows(self, pending: list[Exchange]) -> list[tuple[Any, ...]]:
         cap = self.options.max_value_length
         rows = []
+        # Counted afresh on every attempt: only a committed batch's counts reach the database.
+        self._skipped = collections.Counter()
+        self._captured = []
+        privacy = self._privacy
         for exchange in pending:
             try:
-                rows.append(to_row(exchange, cap))
+                reason = skip_reason(exchange, privacy)
+                if reason is not None:
+                    self._skipped[(_hour(exchange.start), reason)] += 1
+                    continue
+                row = to_row(exchange, cap, privacy)
+                if privacy.captures:
+                    headers = captured_headers(exchange, cap, privacy)
+                    if headers:
+                        self._captured.append((len(rows), headers))
+                rows.append(row)
             except Exception:
                 self.dropped_bad_record += 1
                 logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
@@ -278,7 +307,7 @@ class Writer:
         conn.execute("BEGIN IMMEDIATE")
         try:
             resolved = [self._resolve(conn, row, new_ids) for row in rows]
-            conn.executemany(INSERT_SQL, resolved)
+            self._insert(conn, resolved, new_ids)
             drop_counts = self._write_dropped_counts(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -293,6 +322,46 @@ class Writer:
             cache.update(ids)
         self.written += len(resolved)
         self._dropped_reported = drop_counts
+
+    def _insert(
+        self, conn: sqlite3.Connection, rows: list[Any], new_ids: dict[str, dict[str, int]]
+    ) -> None:
+        """Insert the rows, their captured headers and the per-hour counts of skipped requests."""
+        if not self._captured:
+            conn.executemany(INSERT_SQL, rows)
+        else:
+            captured = dict(self._captured)
+            for index, row in enumerate(rows):
+                rowid = conn.execute(INSERT_SQL, row).lastrowid
+                for direction, name, value in captured.get(index, ()):
+                    conn.execute(
+                        "INSERT INTO captured_headers (request, direction, name, value) "
+                        "VALUES (?, ?, ?, ?)",
+                        (
+                            rowid,
+                            direction,
+                            self._lookup(conn, "header_names", name, new_ids),
+                            self._lookup(conn, "header_values", value, new_ids),
+                        ),
+                    )
+        for (hour, reason), count in self._skipped.items():
+            conn.execute(
+                "INSERT INTO excluded_requests (hour, reason, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
+                (hour, reason, count),
+            )
+
+    def _lookup(
+        self, conn: sqlite3.Connection, table: str, name: Any, new_ids: dict[str, dict[str, int]]
+    ) -> int | None:
+        if name is None:
+            return None
+        key = self._cache[table].get(name) or new_ids[table].get(name)
+        if key is None:
+            conn.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
+            key = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+            new_ids[table][name] = key
+        return key
 
     def _resolve(
         self, conn: sqlite3.Connection, row: tuple[Any, ...], new_ids: dict[str, dict[str, int]]
