@@ -54,3 +54,86 @@ def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_pa
         )
     else:
         click.echo(json.dumps(document, indent=2))
+
+
+# --- rotation and retention ---------------------------------------------------------------
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from .options import parse_duration
+
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--keep", type=click.IntRange(min=1), help="Rotated files to keep; older ones go.")
+def rotate(path: str, keep: int | None) -> None:
+    """Rotate a log now: keep it under a dated name and start a fresh one."""
+    from .maintenance import MaintenanceError, rotate_now
+
+    try:
+        target = rotate_now(path, keep=keep)
+    except MaintenanceError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Rotated {path} to {target}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--older-than", required=True, callback=_duration,
+              help="Delete rows older than this: 30d, 12h, 90m, 45s, 2w.")
+def prune(path: str, older_than: float) -> None:
+    """Delete old rows from a log, in small transactions, and give the space back."""
+    from .maintenance import MaintenanceError
+    from .maintenance import prune as prune_rows
+
+    try:
+        result = prune_rows(path, older_than)
+    except MaintenanceError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def vacuum(path: str) -> None:
+    """Rebuild a log file at its smallest size."""
+    from .maintenance import MaintenanceError
+    from .maintenance import vacuum as vacuum_file
+
+    try:
+        result = vacuum_file(path)
+    except MaintenanceError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge(out: str, inputs: tuple[str, ...]) -> None:
+    """Combine rotated or per-host logs into one database; files already merged are skipped."""
+    from .maintenance import MaintenanceError
+    from .maintenance import merge as merge_files
+
+    bars: list = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(click.progressbar(length=total, label="Merging rows", file=click.get_text_stream("stderr")))
+            bars[0].__enter__()
+        bar = bars[0]
+        bar.update(done - bar.pos)
+
+    try:
+        result = merge_files(out, list(inputs), progress=progress)
+    except MaintenanceError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        if bars:
+            bars[0].__exit__(None, None, None)
+    for path in result.skipped:
+        click.echo(f"Skipped {path}: already merged")
+    click.echo(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}")

@@ -11,6 +11,7 @@ every drop is counted in memory and in the ``dropped`` table.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import sqlite3
@@ -23,6 +24,7 @@ from typing import Any
 from .options import Options
 from .privacy import Policy
 from .record import Exchange, captured_headers, skip_reason, to_row
+from .rotation import Maintainer
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
 __all__ = ["Writer", "logger"]
@@ -80,6 +82,8 @@ class Writer:
         self._stopped = False
         self._first_failure: float | None = None
         self._warned_full = False
+        # Rotation or retention, when configured: runs in this thread around each batch.
+        self._maintainer = Maintainer.for_options(path, options)
         self._thread = threading.Thread(
             target=self._run, name=f"asgi-log-to-sqlite-writer:{os.path.basename(path)}", daemon=True
         )
@@ -300,7 +304,17 @@ class Writer:
                 logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
         return rows
 
+    def _around_batch(self) -> contextlib.AbstractContextManager[None]:
+        """Rotation's lock and checks (or retention) around one transaction; see rotation.py."""
+        if self._maintainer is None:
+            return contextlib.nullcontext()
+        return self._maintainer.around_batch(self)
+
     def _write(self, pending: list[Exchange]) -> None:
+        with self._around_batch():
+            self._write_batch(pending)
+
+    def _write_batch(self, pending: list[Exchange]) -> None:
         rows = self._rows(pending)
         conn = self._connection()
         new_ids: dict[str, dict[str, int]] = {t: {} for t in self._cache}
@@ -396,14 +410,15 @@ class Writer:
         if self._drop_counts() == self._dropped_reported:
             return
         try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = self._write_dropped_counts(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            with self._around_batch():
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    counts = self._write_dropped_counts(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
             self._dropped_reported = counts
         except Exception:
             self._close_connection()

@@ -1,0 +1,377 @@
+"""Managing log files by hand: rotate now, prune old rows, vacuum, merge several logs into one.
+
+The command line (``asgi-log-to-sqlite rotate|prune|vacuum|merge``) is a thin layer over these
+functions. Every function checks its input first and raises :class:`MaintenanceError` with a
+message meant for a person (not SQLite, not a log database, a schema newer than this version);
+``merge`` checks *every* input before it writes anything, and writes in one transaction, so a bad
+input or a failure halfway never leaves a partial result in the output file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .rotation import (
+    FileLock,
+    RotationBusy,
+    delete_older_than,
+    file_bytes,
+    reclaim_space,
+    rotate_file,
+)
+from .schema import connect, ensure_schema, is_log_database, latest_version
+
+__all__ = [
+    "MaintenanceError",
+    "MergeResult",
+    "PruneResult",
+    "VacuumResult",
+    "merge",
+    "prune",
+    "rotate_now",
+    "vacuum",
+]
+
+#: Rows copied per ``executemany`` by merge (and per progress report).
+MERGE_CHUNK = 5000
+
+
+class MaintenanceError(ValueError):
+    """A file cannot be used for the requested operation; the message says why."""
+
+
+# ---- checking files ---------------------------------------------------------------------------
+def _open_readonly(path: str) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def _check_connection(path: str, conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        log = is_log_database(conn)
+    except sqlite3.DatabaseError as error:
+        raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
+    if not log:
+        raise MaintenanceError(f"{path}: not a log database (it has no 'requests' table)")
+    if version > latest_version():
+        raise MaintenanceError(
+            f"{path}: schema version {version} is newer than this asgi-log-to-sqlite supports "
+            f"({latest_version()}); upgrade asgi-log-to-sqlite"
+        )
+
+
+def check_log_file(path: str) -> None:
+    """Raise :class:`MaintenanceError` unless ``path`` is a log database this version can use."""
+    if not os.path.isfile(path):
+        raise MaintenanceError(f"{path}: no such file")
+    try:
+        conn = _open_readonly(path)
+    except sqlite3.Error as error:
+        raise MaintenanceError(f"{path}: cannot be opened ({error})") from None
+    try:
+        _check_connection(path, conn)
+    finally:
+        conn.close()
+
+
+# ---- rotate, prune, vacuum ------------------------------------------------------------------
+def rotate_now(
+    path: str, keep: int | None = None, timeout: float = 10.0, now: float | None = None
+) -> str:
+    """Rotate ``path`` now, whatever the policy; the rotated file's path.
+
+    Safe while servers with a rotation option write to it (they take turns through the lock
+    file). A program that keeps the file open without that lock (a server without a rotation
+    option, Datasette) makes this fail, and nothing is renamed.
+    """
+    check_log_file(path)
+    lock = FileLock(path)
+    try:
+        with lock.held(True, timeout):
+            target = rotate_file(
+                path, now=time.time() if now is None else now, force=True, keep=keep,
+                busy_timeout=timeout,
+            )
+    except RotationBusy as error:
+        raise MaintenanceError(f"cannot rotate now: {error}") from None
+    except TimeoutError as error:
+        raise MaintenanceError(f"cannot rotate now: {error}") from None
+    finally:
+        lock.close()
+    assert target is not None
+    return target
+
+
+@dataclass
+class PruneResult:
+    deleted: int
+    remaining: int
+    pages_released: int
+
+
+def prune(
+    path: str,
+    older_than: float,
+    now: float | None = None,
+    progress: Callable[[int], Any] | None = None,
+    timeout: float = 10.0,
+) -> PruneResult:
+    """Delete rows that started more than ``older_than`` seconds before ``now``.
+
+    Rows go in small transactions, so servers writing the file and readers barely notice; free
+    pages are then given back (files made by this version use incremental auto-vacuum).
+    """
+    check_log_file(path)
+    cutoff = (time.time() if now is None else now) - older_than
+    conn = connect(path, timeout)
+    try:
+        deleted, _ = delete_older_than(conn, cutoff, progress=progress)
+        released = reclaim_space(conn, max_steps=100_000)
+        remaining = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    finally:
+        conn.close()
+    return PruneResult(deleted, remaining, released)
+
+
+@dataclass
+class VacuumResult:
+    bytes_before: int
+    bytes_after: int
+
+
+def vacuum(path: str, timeout: float = 10.0) -> VacuumResult:
+    """Rebuild the file at its smallest, and switch it to incremental auto-vacuum.
+
+    ``VACUUM`` rewrites the whole file and holds the write lock meanwhile: writers wait (in
+    their threads) until it is done. It may renumber the ``rowid`` (the view's ``id``) of rows.
+    """
+    check_log_file(path)
+    before = file_bytes(path)
+    conn = connect(path, timeout)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect with the VACUUM
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return VacuumResult(before, file_bytes(path))
+
+
+# ---- merge ------------------------------------------------------------------------------------
+@dataclass
+class _Source:
+    path: str
+    fingerprint: str
+    rows: int
+    first_start: float | None
+    last_start: float | None
+
+
+@dataclass
+class MergeResult:
+    merged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT,
+    rows INTEGER,
+    first_start FLOAT,
+    last_start FLOAT,
+    merged_at TEXT
+)"""
+
+
+def _inspect(path: str) -> _Source:
+    """Check one input and fingerprint its content (independent of its name and journal)."""
+    check_log_file(path)
+    conn = _open_readonly(path)
+    try:
+        rows, first, last, duration, body, top = conn.execute(
+            "SELECT count(*), min(start), max(start), total(duration), total(body_size), "
+            "max(rowid) FROM requests"
+        ).fetchone()
+    finally:
+        conn.close()
+    digest = hashlib.sha256(repr((rows, first, last, duration, body, top)).encode()).hexdigest()
+    return _Source(path, digest, rows, first, last)
+
+
+def _columns(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA {schema}.table_info(requests)")]
+
+
+def _lookups(conn: sqlite3.Connection) -> dict[str, str]:
+    """Column of ``requests`` -> the lookup table it refers to."""
+    return {row[3]: row[2] for row in conn.execute("PRAGMA foreign_key_list(requests)")}
+
+
+def _copy(
+    out: sqlite3.Connection, source: _Source, report: Callable[[int], None]
+) -> int:
+    src = _open_readonly(source.path)
+    try:
+        out_columns = set(_columns(out))
+        out_lookups = _lookups(out)
+        src_lookups = _lookups(src)
+        columns = [c for c in _columns(src) if c in out_columns]
+        # Lookup ids differ from file to file: translate each source id to the output's id.
+        maps: dict[str, dict[int, int]] = {}
+        for column in columns:
+            table = src_lookups.get(column)
+            if table is None or out_lookups.get(column) != table or table in maps:
+                continue
+            mapping: dict[int, int] = {}
+            for key, name in src.execute(f"SELECT id, name FROM [{table}]"):
+                if name is None:
+                    continue
+                out.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
+                mapping[key] = out.execute(
+                    f"SELECT id FROM [{table}] WHERE name = ?", (name,)
+                ).fetchone()[0]
+            maps[table] = mapping
+        remap = [
+            (i, maps[src_lookups[c]]) for i, c in enumerate(columns)
+            if c in src_lookups and src_lookups[c] in maps
+        ]
+        names = ", ".join(f"[{c}]" for c in columns)
+        insert = f"INSERT INTO requests ({names}) VALUES ({', '.join('?' for _ in columns)})"
+        cursor = src.execute(f"SELECT {names} FROM requests ORDER BY rowid")
+        copied = 0
+        while True:
+            chunk = cursor.fetchmany(MERGE_CHUNK)
+            if not chunk:
+                break
+            if remap:
+                rows = []
+                for row in chunk:
+                    values = list(row)
+                    for i, mapping in remap:
+                        if values[i] is not None:
+                            values[i] = mapping.get(values[i])
+                    rows.append(values)
+                out.executemany(insert, rows)
+            else:
+                out.executemany(insert, chunk)
+            copied += len(chunk)
+            report(len(chunk))
+        has_dropped = src.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dropped'"
+        ).fetchone()
+        if has_dropped:
+            out.executemany(
+                "INSERT INTO dropped (hour, reason, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
+                src.execute("SELECT hour, reason, count FROM dropped").fetchall(),
+            )
+        return copied
+    finally:
+        src.close()
+
+
+def merge(
+    out: str,
+    inputs: Sequence[str],
+    progress: Callable[[int, int], Any] | None = None,
+    timeout: float = 10.0,
+) -> MergeResult:
+    """Combine log databases into ``out`` (created if missing); lookup ids are remapped.
+
+    A file already merged into ``out`` (same content, whatever its name) is skipped, so running
+    the same merge twice changes nothing. ``progress(done, total)`` is called as rows are copied.
+    All inputs are checked first; rows are written in one transaction, so ``out`` gets all of
+    them or none.
+    """
+    if not inputs:
+        raise MaintenanceError("nothing to merge: give at least one input file")
+    out_exists = os.path.exists(out) and os.path.getsize(out) > 0
+    problems: list[str] = []
+    sources: list[_Source] = []
+    for path in inputs:
+        if out_exists and os.path.exists(path) and os.path.samefile(path, out):
+            problems.append(f"{path}: is the output file itself")
+            continue
+        try:
+            sources.append(_inspect(path))
+        except MaintenanceError as error:
+            problems.append(str(error))
+    if out_exists:
+        try:
+            check_log_file(out)
+        except MaintenanceError as error:
+            problems.append(f"output {error}")
+    if problems:
+        raise MaintenanceError("nothing was merged:\n" + "\n".join(problems))
+
+    created = not os.path.exists(out)
+    result = MergeResult()
+    try:
+        conn = connect(out, timeout)
+    except sqlite3.Error as error:
+        raise MaintenanceError(f"{out}: cannot be opened ({error})") from None
+    try:
+        ensure_schema(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(MERGED_FILES_SQL)
+            done = {row[0] for row in conn.execute("SELECT fingerprint FROM merged_files")}
+            todo: list[_Source] = []
+            for source in sources:
+                if source.fingerprint in done:
+                    result.skipped.append(source.path)
+                else:
+                    done.add(source.fingerprint)
+                    todo.append(source)
+            # Oldest first, so that the merged rows are (roughly) in time order.
+            todo.sort(key=lambda s: (s.first_start is None, s.first_start or 0.0))
+            total = sum(s.rows for s in todo)
+            copied = 0
+
+            def report(n: int) -> None:
+                nonlocal copied
+                copied += n
+                if progress is not None:
+                    progress(copied, total)
+
+            if progress is not None:
+                progress(0, total)
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for source in todo:
+                _copy(conn, source, report)
+                conn.execute(
+                    "INSERT INTO merged_files VALUES (?, ?, ?, ?, ?, ?)",
+                    (source.fingerprint, os.path.basename(source.path), source.rows,
+                     source.first_start, source.last_start, stamp),
+                )
+                result.merged.append(source.path)
+            conn.execute("COMMIT")
+            result.rows = copied
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except BaseException:
+        conn.close()
+        if created:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(out + suffix)
+                except FileNotFoundError:
+                    pass
+        raise
+    conn.close()
+    return result

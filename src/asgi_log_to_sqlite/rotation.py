@@ -1,0 +1,481 @@
+"""Rotation and retention: keeping log files to a manageable size without losing a row.
+
+Two alternatives, chosen by options (see :mod:`asgi_log_to_sqlite.options`):
+
+* **Rotation** (``rotate``, ``max_bytes``, ``max_rows``, ``keep``): when the live file is due, it
+  is completed and renamed to a sortable name beside it (``log-2026-11-22.db``), and a fresh file
+  with the same schema takes its place.
+* **Retention** (``retain``): rows older than the window are deleted from the live file in small
+  transactions, and the freed pages are given back with ``PRAGMA incremental_vacuum``.
+
+Why rotation is safe with several worker processes. Renaming a SQLite database in WAL mode while
+another connection has it open is dangerous: connections find the ``-wal`` and ``-shm`` files by
+name, so a connection to the renamed file and one to the fresh file could share them. So, when
+rotation is on, every writer holds a *shared* ``flock`` on ``<file>.lock`` while it writes a
+batch, and opens and closes its connection inside that lock. A writer that finds the file due
+gives up its shared lock and takes the *exclusive* one: then no cooperating connection is open.
+It checks again (another process may have rotated meanwhile: the fresh file is not due), makes
+the file self-contained (``wal_checkpoint(TRUNCATE)``, then ``journal_mode=DELETE``, which SQLite
+refuses while any other connection, say a Datasette, has the file open: then rotation waits and
+nothing is renamed), renames it, creates the fresh file and deletes rotated files beyond ``keep``.
+Every batch is written in one transaction under one shared lock, so its rows land in exactly one
+file. All of this runs in the writer thread, never on the event loop.
+
+The table ``log_meta`` (key, value) remembers when a file was started: that is what time-based
+rotation compares with the clock, and what names the file once it is rotated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .options import Options
+from .schema import connect, ensure_schema
+
+__all__ = [
+    "FileLock",
+    "Maintainer",
+    "Policy",
+    "RotationBusy",
+    "delete_older_than",
+    "lock_path",
+    "rotate_file",
+    "rotated_files",
+]
+
+logger = logging.getLogger("asgi_log_to_sqlite")
+
+#: Suffix of the lock file beside the log (``log.db`` -> ``log.db.lock``).
+LOCK_SUFFIX = ".lock"
+#: Seconds between two retention passes of one writer.
+RETAIN_EVERY = 300.0
+#: Rows deleted per transaction by retention and prune: short write locks, readers never wait.
+DELETE_BATCH = 1000
+#: Transactions one retention pass runs at most before letting the batch through.
+RETAIN_MAX_TRANSACTIONS = 100
+#: After a refused rotation (the file is open elsewhere), seconds before trying again.
+BUSY_BACKOFF = 10.0
+
+_PERIOD_FORMATS = {"hourly": "%Y-%m-%dT%H", "daily": "%Y-%m-%d", "monthly": "%Y-%m"}
+_TIME_FORMAT = "%Y-%m-%dT%H-%M-%S"
+
+
+class RotationBusy(Exception):
+    """The file is open in another program, so renaming it now could corrupt it; try later."""
+
+
+def lock_path(path: str) -> str:
+    return path + LOCK_SUFFIX
+
+
+class FileLock:
+    """A ``flock`` on ``<file>.lock``: shared for writing a batch, exclusive for rotating.
+
+    Waits are bounded: a lock not obtained within ``timeout`` raises :class:`TimeoutError`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = lock_path(path)
+        self._fd: int | None = None
+
+    def acquire(self, exclusive: bool, timeout: float) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(self._fd, mode)
+                return
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+            if time.monotonic() >= deadline:
+                kind = "exclusive" if exclusive else "shared"
+                raise TimeoutError(f"could not take the {kind} lock {self.path} in {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def held(self, exclusive: bool, timeout: float) -> Iterator[None]:
+        self.acquire(exclusive, timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+# ---- what a file knows about itself -------------------------------------------------------
+def _read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM log_meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # no such table: a file no rotation has touched yet
+        return None
+    return None if row is None else row[0]
+
+
+def _write_meta(conn: sqlite3.Connection, key: str, value: str, replace: bool) -> None:
+    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute(f"{verb} INTO log_meta (key, value) VALUES (?, ?)", (key, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def file_started(conn: sqlite3.Connection, now: float) -> float:
+    """When the file was started: recorded at creation, else its first row, else ``now``."""
+    value = _read_meta(conn, "started")
+    if value is None:
+        first = conn.execute("SELECT min(start) FROM requests").fetchone()[0]
+        _write_meta(conn, "started", repr(float(first if first is not None else now)), False)
+        value = _read_meta(conn, "started")  # another process may have won the race
+    return float(value)  # type: ignore[arg-type]
+
+
+def rows_written(conn: sqlite3.Connection) -> int:
+    """Rows written to the file (its highest rowid: O(log n), unlike ``count(*)``)."""
+    return conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] or 0
+
+
+def file_bytes(path: str) -> int:
+    total = 0
+    for name in (path, path + "-wal"):
+        try:
+            total += os.path.getsize(name)
+        except OSError:
+            pass
+    return total
+
+
+def period_label(period: str, when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).strftime(_PERIOD_FORMATS[period])
+
+
+def time_label(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).strftime(_TIME_FORMAT)
+
+
+# ---- policies -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """When the live file is due for rotation, and how many rotated files to keep."""
+
+    rotate: str | None = None
+    max_bytes: int | None = None
+    max_rows: int | None = None
+    keep: int | None = None
+
+    @classmethod
+    def from_options(cls, options: Options) -> Policy | None:
+        if not (options.rotate or options.max_bytes or options.max_rows):
+            return None
+        return cls(options.rotate, options.max_bytes, options.max_rows, options.keep)
+
+    def due(self, conn: sqlite3.Connection, path: str, now: float) -> str | None:
+        """Why the file should be rotated before the next batch ("period", "rows", "size")."""
+        rows = rows_written(conn)
+        if self.rotate:
+            started = file_started(conn, now)
+            if period_label(self.rotate, started) != period_label(self.rotate, now):
+                if rows:
+                    return "period"
+                # An empty file from an earlier period: start it again instead of keeping an
+                # empty rotated file.
+                _write_meta(conn, "started", repr(float(now)), True)
+        if rows and self.max_rows and rows >= self.max_rows:
+            return "rows"
+        if rows and self.max_bytes and file_bytes(path) >= self.max_bytes:
+            return "size"
+        return None
+
+    def label(self, started: float) -> str:
+        """The sortable part of a rotated file's name: the period (or time) it started."""
+        return period_label(self.rotate, started) if self.rotate else time_label(started)
+
+
+# ---- rotated files ------------------------------------------------------------------------
+def _split(path: str) -> tuple[str, str]:
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(folder, stem), ext
+
+
+def _free_name(path: str, label: str) -> str:
+    """``log-<label>.db``, or ``log-<label>_001.db``... if taken (``_`` sorts after ``.``)."""
+    base, ext = _split(path)
+    candidate = f"{base}-{label}{ext}"
+    n = 0
+    while any(os.path.lexists(candidate + s) for s in ("", "-wal", "-shm", "-journal")):
+        n += 1
+        candidate = f"{base}-{label}_{n:03d}{ext}"
+    return candidate
+
+
+def rotated_files(path: str) -> list[str]:
+    """The rotated files of ``path`` beside it, oldest first (their names sort by time)."""
+    base, ext = _split(path)
+    folder, stem = os.path.split(base)
+    pattern = re.compile(
+        re.escape(stem)
+        + r"-\d{4}-\d{2}(?:-\d{2}(?:T\d{2}(?:-\d{2}-\d{2})?)?)?(?:_\d{3,})?"
+        + re.escape(ext)
+        + r"\Z"
+    )
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in sorted(names) if pattern.match(n)]
+
+
+def apply_keep(path: str, keep: int | None) -> list[str]:
+    """Delete the oldest rotated files beyond ``keep``; the deleted paths."""
+    if keep is None:
+        return []
+    files = rotated_files(path)
+    doomed = files[: max(0, len(files) - keep)]
+    for name in doomed:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name + suffix)
+    return doomed
+
+
+def _fsync_folder(path: str) -> None:
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rotate_file(
+    path: str,
+    *,
+    now: float,
+    policy: Policy | None = None,
+    force: bool = False,
+    keep: int | None = None,
+    busy_timeout: float = 10.0,
+) -> str | None:
+    """Rotate ``path`` if due (or ``force``); the rotated file's path, or None if not due.
+
+    The caller holds the exclusive :class:`FileLock`. Raises :class:`RotationBusy` when another
+    program has the file open (nothing is renamed then).
+    """
+    if not os.path.exists(path):
+        return None
+    conn = connect(path, busy_timeout)
+    try:
+        if not force and (policy is None or not policy.due(conn, path, now)):
+            return None
+        started = file_started(conn, now)
+        label = policy.label(started) if policy is not None else time_label(started)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Leaving WAL mode needs every other connection closed: SQLite's own proof that the
+        # rename cannot strand anyone's -wal. A short wait only: writers are paused meanwhile.
+        conn.execute("PRAGMA busy_timeout=250")
+        try:
+            mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            mode = str(error)
+        if str(mode).lower() != "delete":
+            raise RotationBusy(
+                f"{path} is open in another program ({mode}); it will be rotated once it is closed"
+            )
+        target = _free_name(path, label)
+        os.rename(path, target)
+    finally:
+        conn.close()
+    fresh = connect(path, busy_timeout)
+    try:
+        ensure_schema(fresh)
+        _write_meta(fresh, "started", repr(float(now)), True)
+    finally:
+        fresh.close()
+    _fsync_folder(path)
+    deleted = apply_keep(path, keep if keep is not None else (policy.keep if policy else None))
+    logger.info("asgi-log-to-sqlite: rotated %s to %s%s", path, target,
+                f", deleted {len(deleted)} old file(s)" if deleted else "")
+    return target
+
+
+# ---- retention ------------------------------------------------------------------------------
+def delete_older_than(
+    conn: sqlite3.Connection,
+    cutoff: float,
+    batch: int = DELETE_BATCH,
+    max_transactions: int | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[int, bool]:
+    """Delete rows with ``start < cutoff``, ``batch`` per transaction; (deleted, finished).
+
+    Lookup rows are never deleted: writers in other processes may hold their ids in memory.
+    """
+    deleted = 0
+    transactions = 0
+    while max_transactions is None or transactions < max_transactions:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = conn.execute(
+                "DELETE FROM requests WHERE rowid IN "
+                "(SELECT rowid FROM requests WHERE start < ? LIMIT ?)",
+                (cutoff, batch),
+            ).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        transactions += 1
+        deleted += count
+        if progress is not None and count:
+            progress(count)
+        if count < batch:
+            hour = datetime.fromtimestamp(cutoff, timezone.utc).strftime("%Y-%m-%dT%H:00")
+            with contextlib.suppress(sqlite3.OperationalError):  # a 0.1.1 file has no table
+                conn.execute("DELETE FROM dropped WHERE hour < ?", (hour,))
+            return deleted, True
+    return deleted, False
+
+
+def reclaim_space(conn: sqlite3.Connection, pages: int = 256, max_steps: int = 1000) -> int:
+    """Give free pages back to the file system, a few at a time; pages released."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        return 0  # a file made before incremental auto-vacuum: its free pages are reused instead
+    released = 0
+    for _ in range(max_steps):
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if not free:
+            break
+        conn.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
+        released += min(free, pages)
+    return released
+
+
+# ---- the writer's side -----------------------------------------------------------------------
+class _Writer(Protocol):
+    path: str
+
+    def _connection(self) -> sqlite3.Connection: ...
+
+    def _close_connection(self) -> None: ...
+
+
+class Maintainer:
+    """Rotation or retention for one writer, run in its thread around each batch."""
+
+    def __init__(self, path: str, options: Options) -> None:
+        self.path = path
+        self.policy = Policy.from_options(options)
+        self.retain = options.retain
+        self.clock: Callable[[], float] = options.clock or time.time
+        self.timeout = options.busy_timeout
+        self.lock = FileLock(path) if self.policy is not None else None
+        self._next_retain = float("-inf")
+        self._busy_until = float("-inf")
+        self.rotations = 0
+
+    @classmethod
+    def for_options(cls, path: str, options: Options) -> Maintainer | None:
+        if Policy.from_options(options) is None and options.retain is None:
+            return None
+        return cls(path, options)
+
+    @contextlib.contextmanager
+    def around_batch(self, writer: _Writer) -> Iterator[None]:
+        """Hold the shared lock (rotating first if due), or run retention if due."""
+        if self.lock is None:
+            self._retain_if_due(writer)
+            yield
+            return
+        self.lock.acquire(False, self.timeout)
+        try:
+            self._rotate_if_due(writer)
+            yield
+        finally:
+            # No connection may outlive the lock: the next rotator must find the file closed.
+            writer._close_connection()
+            self.lock.release()
+
+    def _rotate_if_due(self, writer: _Writer) -> None:
+        assert self.lock is not None and self.policy is not None
+        now = self.clock()
+        if time.monotonic() < self._busy_until:
+            return
+        try:
+            if not self.policy.due(writer._connection(), self.path, now):
+                return
+        except Exception as error:  # noqa: BLE001 - logged; the batch goes to the current file
+            logger.warning("asgi-log-to-sqlite: could not check %s for rotation: %s",
+                           self.path, error)
+            return
+        writer._close_connection()
+        self.lock.release()
+        try:
+            self.lock.acquire(True, self.timeout)
+        except TimeoutError as error:
+            logger.warning("asgi-log-to-sqlite: rotation of %s postponed: %s", self.path, error)
+            self.lock.acquire(False, self.timeout)
+            return
+        try:
+            if rotate_file(self.path, now=now, policy=self.policy, busy_timeout=self.timeout):
+                self.rotations += 1
+        except RotationBusy as error:
+            self._busy_until = time.monotonic() + BUSY_BACKOFF
+            logger.warning("asgi-log-to-sqlite: rotation postponed: %s", error)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not rotate %s", self.path)
+        finally:
+            self.lock.release()
+            self.lock.acquire(False, self.timeout)
+
+    def _retain_if_due(self, writer: _Writer) -> None:
+        now = self.clock()
+        if self.retain is None or now < self._next_retain:
+            return
+        self._next_retain = now + RETAIN_EVERY
+        try:
+            conn = writer._connection()
+            deleted, finished = delete_older_than(
+                conn, now - self.retain, max_transactions=RETAIN_MAX_TRANSACTIONS
+            )
+            if not finished:
+                self._next_retain = now  # more to delete: carry on before the next batch
+            if deleted:
+                reclaim_space(conn, max_steps=RETAIN_MAX_TRANSACTIONS)
+                logger.info("asgi-log-to-sqlite: deleted %d old row(s) from %s", deleted,
+                            self.path)
+        except Exception as error:  # noqa: BLE001 - logged; retried at the next pass
+            logger.warning("asgi-log-to-sqlite: retention on %s failed: %s", self.path, error)
