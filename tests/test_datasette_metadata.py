@@ -1,0 +1,223 @@
+"""The Datasette metadata of a log: descriptions, facets, labels, and canned queries that give the
+right numbers on a log whose every row is known."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.metadata import (
+    QUERIES,
+    log_metadata,
+    metadata_for_file,
+    split_for_datasette_1,
+    table_columns,
+)
+from asgi_log_to_sqlite.schema import connect, ensure_schema
+
+DAY1 = 1704067200  # 2024-01-01T00:00:00Z
+DAY2 = 1704153600  # 2024-01-02T00:00:00Z
+
+
+def _lookup(conn: sqlite3.Connection, table: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    conn.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (value,))
+    return conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (value,)).fetchone()[0]
+
+
+def _add(conn: sqlite3.Connection, *, path: str, user_agent=None, referer=None, content_type=None,
+         request_body_size=0, exception=None, **values) -> None:
+    values.update(
+        path=_lookup(conn, "paths", path),
+        user_agent=_lookup(conn, "user_agents", user_agent),
+        referer=_lookup(conn, "referers", referer),
+        content_type=_lookup(conn, "content_types", content_type),
+        request_body_size=request_body_size,
+        exception=exception,
+    )
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    conn.execute(f"INSERT INTO requests ({columns}) VALUES ({marks})", list(values.values()))
+
+
+def make_known_log(path: str) -> None:
+    """117 requests over two days whose every aggregate is known (see EXPECTED_* below)."""
+    conn = connect(path)
+    ensure_schema(conn)
+    conn.execute("BEGIN")
+    for i in range(1, 101):  # /slow: durations 0.01 .. 1.00, hour 2024-01-01 00:00
+        _add(conn, start=DAY1 + i, method="GET", path="/slow", http_status=200, duration=i / 100,
+             body_size=1000, user_agent="Mozilla/5.0", content_type="text/html")
+    for i in range(1, 11):  # /fast: durations 0.001 .. 0.010, hour 2024-01-01 01:00
+        _add(conn, start=DAY1 + 3600 + i, method="GET", path="/fast", http_status=200,
+             duration=i / 1000, body_size=100, user_agent="curl/8.0",
+             content_type="application/json")
+    for i in range(5):  # /missing: 404s, three of them linked from example.com
+        _add(conn, start=DAY2 + i, method="GET", path="/missing", http_status=404, duration=0.002,
+             body_size=50, referer="https://example.com/page" if i < 3 else None,
+             content_type="text/html")
+    for i in range(2):  # /boom: server errors
+        _add(conn, start=DAY2 + 100 + i, method="POST", path="/boom", http_status=500,
+             duration=0.002, body_size=20, request_body_size=10, exception="ValueError",
+             content_type="text/plain")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+EXPECTED = {
+    "traffic_per_day": [
+        {"day": "2024-01-02", "requests": 7, "client_errors": 5, "server_errors": 2,
+         "bytes_sent": 290, "avg_duration_seconds": 0.002},
+        {"day": "2024-01-01", "requests": 110, "client_errors": 0, "server_errors": 0,
+         "bytes_sent": 101000, "avg_duration_seconds": round((50.5 + 0.055) / 110, 4)},
+    ],
+    "traffic_per_hour": [
+        {"hour": "2024-01-02 00:00", "requests": 7},
+        {"hour": "2024-01-01 01:00", "requests": 10},
+        {"hour": "2024-01-01 00:00", "requests": 100},
+    ],
+    "top_paths": [
+        {"path": "/slow", "requests": 100, "errors": 0, "bytes_sent": 100000},
+        {"path": "/fast", "requests": 10, "errors": 0, "bytes_sent": 1000},
+        {"path": "/missing", "requests": 5, "errors": 5, "bytes_sent": 250},
+        {"path": "/boom", "requests": 2, "errors": 2, "bytes_sent": 40},
+    ],
+    "slowest_endpoints": [
+        {"method": "GET", "path": "/slow", "requests": 100, "p50_seconds": 0.5,
+         "p95_seconds": 0.95, "p99_seconds": 0.99, "max_seconds": 1.0},
+        {"method": "GET", "path": "/fast", "requests": 10, "p50_seconds": 0.005,
+         "p95_seconds": 0.01, "p99_seconds": 0.01, "max_seconds": 0.01},
+        {"method": "GET", "path": "/missing", "requests": 5, "p50_seconds": 0.002,
+         "p95_seconds": 0.002, "p99_seconds": 0.002, "max_seconds": 0.002},
+        {"method": "POST", "path": "/boom", "requests": 2, "p50_seconds": 0.002,
+         "p95_seconds": 0.002, "p99_seconds": 0.002, "max_seconds": 0.002},
+    ],
+    "error_paths": [
+        {"path": "/boom", "http_status": 500, "requests": 2, "last_seen": "2024-01-02T00:01:41Z"},
+    ],
+    "not_found_paths": [
+        {"path": "/missing", "requests": 5, "last_seen": "2024-01-02T00:00:04Z"},
+    ],
+    "top_referrers": [{"referrer": "https://example.com/page", "requests": 3}],
+    "user_agents": [
+        {"user_agent": "Mozilla/5.0", "requests": 100},
+        {"user_agent": "curl/8.0", "requests": 10},
+        {"user_agent": None, "requests": 7},
+    ],
+    "bandwidth_per_day": [
+        {"day": "2024-01-02", "requests": 7, "bytes_sent": 290, "bytes_received": 20},
+        {"day": "2024-01-01", "requests": 110, "bytes_sent": 101000, "bytes_received": 0},
+    ],
+    "bandwidth_by_content_type": [
+        {"content_type": "text/html", "requests": 105, "bytes_sent": 100250},
+        {"content_type": "application/json", "requests": 10, "bytes_sent": 1000},
+        {"content_type": "text/plain", "requests": 2, "bytes_sent": 40},
+    ],
+}
+
+
+def assert_matches(name: str, rows: list[dict]) -> None:
+    """Every expected row and column is there, in order (extra columns are allowed)."""
+    expected = EXPECTED[name]
+    assert len(rows) == len(expected), (name, rows)
+    for row, want in zip(rows, expected):
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert row[key] == pytest.approx(value), (name, key, row)
+            else:
+                assert row[key] == value, (name, key, row)
+
+
+@pytest.fixture
+def known_log(tmp_path):
+    path = str(tmp_path / "log.db")
+    make_known_log(path)
+    return path
+
+
+def test_every_canned_query_gives_the_known_numbers(known_log):
+    meta = metadata_for_file(known_log)["databases"]["log"]
+    assert set(meta["queries"]) == set(QUERIES) == set(EXPECTED)
+    conn = sqlite3.connect(known_log)
+    conn.row_factory = sqlite3.Row
+    for name, query in meta["queries"].items():
+        rows = [dict(row) for row in conn.execute(query["sql"])]
+        assert_matches(name, rows)
+
+
+def test_descriptions_units_facets_labels_and_order(known_log):
+    meta = metadata_for_file(known_log)["databases"]["log"]
+    requests = meta["tables"]["requests"]
+    assert "seconds" in requests["columns"]["duration"]
+    assert "bytes" in requests["columns"]["body_size"]
+    assert requests["units"] == {
+        "duration": "s", "ttfb": "s", "body_size": "B", "request_body_size": "B"
+    }
+    assert requests["facets"] == ["http_status", "method", "content_type", "host"]
+    assert requests["sort_desc"] == "start"
+    assert meta["tables"]["requests_view"]["sort_desc"] == "start"
+    lookups = ["paths", "query_strings", "user_agents", "referers", "accept_languages",
+               "content_types", "hosts"]
+    for table in lookups:
+        assert meta["tables"][table]["label_column"] == "name"
+        assert meta["tables"][table]["description"]
+    for query in meta["queries"].values():
+        assert query["title"] and query["description"] and query["sql"]
+
+
+def test_an_old_schema_only_gets_queries_it_can_run():
+    tables = {
+        "requests": ["start", "method", "path", "http_status", "duration", "body_size"],
+        "paths": ["id", "name"],
+    }
+    meta = log_metadata(tables)
+    assert "bandwidth_per_day" not in meta["queries"]  # needs request_body_size
+    assert "top_referrers" not in meta["queries"]
+    assert {"traffic_per_hour", "top_paths", "slowest_endpoints"} <= set(meta["queries"])
+    assert set(meta["tables"]["requests"]["columns"]) == set(tables["requests"])
+
+
+def test_not_a_log_database(tmp_path):
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (a)")
+    with pytest.raises(ValueError, match="not a log database"):
+        metadata_for_file(other)
+    result = CliRunner().invoke(cli, ["metadata", str(other)])
+    assert result.exit_code == 1
+    assert "not a log database" in result.output
+
+
+def test_split_for_datasette_1(known_log):
+    metadata, config = split_for_datasette_1(metadata_for_file(known_log))
+    log_meta, log_config = metadata["databases"]["log"], config["databases"]["log"]
+    assert "queries" not in log_meta and set(log_config["queries"]) == set(QUERIES)
+    assert "facets" not in log_meta["tables"]["requests"]
+    assert "units" not in log_meta["tables"]["requests"]
+    assert log_meta["tables"]["requests"]["columns"]["duration"]
+    assert log_config["tables"]["requests"]["sort_desc"] == "start"
+    assert log_config["tables"]["paths"] == {"label_column": "name"}
+
+
+def test_cli_prints_the_same_metadata(known_log):
+    runner = CliRunner()
+    as_json = runner.invoke(cli, ["metadata", known_log])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output) == metadata_for_file(known_log)
+    as_yaml = runner.invoke(cli, ["metadata", known_log, "--yaml", "--database", "access"])
+    assert as_yaml.exit_code == 0, as_yaml.output
+    assert yaml.safe_load(as_yaml.output) == metadata_for_file(known_log, "access")
+    assert "sql: |" in as_yaml.output  # SQL as readable blocks
+    config = runner.invoke(cli, ["metadata", known_log, "--config", "--yaml"])
+    assert yaml.safe_load(config.output) == split_for_datasette_1(metadata_for_file(known_log))[1]
+
+
+def test_table_columns_lists_views_too(known_log):
+    conn = sqlite3.connect(known_log)
+    tables = table_columns(conn)
+    assert "requests_view" in tables and "start" in tables["requests_view"]
