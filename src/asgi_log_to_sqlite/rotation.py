@@ -227,10 +227,23 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _free_name(path: str, label: str) -> str:
-    """``log-<label>.db``, or ``log-<label>_001.db``... if taken (``_`` sorts after ``.``)."""
+    """``log-<label>.db``, or ``log-<label>_001.db``... after the last one taken.
+
+    ``_`` sorts after ``.``, so names sort in the order the files were made, and a number is
+    never reused while a later one exists (``keep`` deletes by that order).
+    """
     base, ext = _split(path)
-    candidate = f"{base}-{label}{ext}"
-    n = 0
+    first = f"{base}-{label}{ext}"
+    taken = [0 for s in ("", "-wal", "-shm", "-journal") if os.path.lexists(first + s)]
+    prefix = os.path.basename(f"{base}-{label}_")
+    for name in rotated_files(path):
+        name = os.path.basename(name)
+        if name.startswith(prefix):
+            taken.append(int(name[len(prefix):-len(ext) or None]))
+    if not taken:
+        return first
+    candidate = f"{base}-{label}_{max(taken) + 1:03d}{ext}"
+    n = max(taken) + 1
     while any(os.path.lexists(candidate + s) for s in ("", "-wal", "-shm", "-journal")):
         n += 1
         candidate = f"{base}-{label}_{n:03d}{ext}"

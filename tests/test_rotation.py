@@ -1,0 +1,312 @@
+"""Rotation and retention in the writer: policies, file names, keep, safety checks.
+
+The middleware runs in-process behind HTTPX's ASGI transport; time-based policies use the
+``clock`` option so that a test can cross a day boundary without waiting for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from asgi_log_to_sqlite import AsgiLogToSqlite, rotation
+from asgi_log_to_sqlite.options import Options, parse_duration, parse_size
+from asgi_log_to_sqlite.schema import latest_version
+
+
+async def hello(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def serve(log: AsgiLogToSqlite, paths: list[str], flush_every: int = 1) -> None:
+    """Send GETs for ``paths``, committing a batch after every ``flush_every`` requests."""
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=log)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for i, path in enumerate(paths, 1):
+                assert (await client.get(path)).status_code == 200
+                if i % flush_every == 0:
+                    await log.aflush(10)
+            await log.aflush(10)
+
+    asyncio.run(go())
+
+
+def paths_in(path: str) -> list[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT path FROM requests_view ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def all_files(log_path: str) -> list[str]:
+    return rotation.rotated_files(log_path) + [log_path]
+
+
+def assert_complete(path: str) -> None:
+    """A rotated file stands alone: no -wal/-shm beside it, intact, not in WAL mode."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        assert not os.path.exists(path + suffix), path + suffix
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+    finally:
+        conn.close()
+
+
+def tables(path: str) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type != 'index'")}
+    finally:
+        conn.close()
+
+
+class Clock:
+    def __init__(self, when: datetime.datetime) -> None:
+        self.now = when.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---- options ----------------------------------------------------------------------------
+def test_durations_and_sizes():
+    assert parse_duration("30d") == 30 * 86400
+    assert parse_duration("12h") == 12 * 3600
+    assert parse_duration("90m") == 5400
+    assert parse_duration("2w") == 14 * 86400
+    assert parse_duration(45) == 45.0
+    assert parse_duration(datetime.timedelta(hours=1)) == 3600
+    assert parse_size("100MB") == 100 * 1024**2
+    assert parse_size("512k") == 512 * 1024
+    assert parse_size(1000) == 1000
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "name"),
+    [
+        ({"rotate": "weekly"}, ValueError, "rotate"),
+        ({"rotate": 1}, TypeError, "rotate"),
+        ({"max_bytes": "lots"}, ValueError, "max_bytes"),
+        ({"max_bytes": 0}, ValueError, "max_bytes"),
+        ({"max_rows": 0}, ValueError, "max_rows"),
+        ({"max_rows": "10"}, TypeError, "max_rows"),
+        ({"keep": 3}, ValueError, "keep"),
+        ({"keep": 0, "max_rows": 5}, ValueError, "keep"),
+        ({"retain": "soon"}, ValueError, "retain"),
+        ({"retain": "-3d"}, ValueError, "retain"),
+        ({"retain": "30d", "rotate": "daily"}, ValueError, "retain"),
+        ({"clock": 12}, TypeError, "clock"),
+    ],
+)
+def test_bad_options_fail_at_construction(log_path, options, error, name):
+    with pytest.raises(error, match=repr(name)):
+        AsgiLogToSqlite(hello, log_path, **options)
+
+
+def test_good_options_are_normalised():
+    options = Options.from_kwargs({"rotate": "Daily", "max_bytes": "1MB", "keep": 7})
+    assert (options.rotate, options.max_bytes, options.keep) == ("daily", 1024**2, 7)
+    assert Options.from_kwargs({"retain": "1d"}).retain == 86400
+
+
+def test_period_labels():
+    when = datetime.datetime(2026, 11, 22, 13, 45, 7, tzinfo=datetime.timezone.utc).timestamp()
+    assert rotation.period_label("hourly", when) == "2026-11-22T13"
+    assert rotation.period_label("daily", when) == "2026-11-22"
+    assert rotation.period_label("monthly", when) == "2026-11"
+    assert rotation.time_label(when) == "2026-11-22T13-45-07"
+
+
+def test_rotated_files_sort_oldest_first(tmp_path):
+    base = tmp_path / "log.db"
+    for name in ("log-2026-11-22_001.db", "log-2026-11-21.db", "log-2026-11-22.db",
+                 "log-extra.db", "other-2026-11-20.db", "log-2026-11-22.db-wal"):
+        (tmp_path / name).write_bytes(b"")
+    assert [os.path.basename(p) for p in rotation.rotated_files(str(base))] == [
+        "log-2026-11-21.db", "log-2026-11-22.db", "log-2026-11-22_001.db"
+    ]
+
+
+# ---- rotation in the writer ------------------------------------------------------------------
+def test_max_rows_rotation_keeps_every_row(log_path):
+    log = AsgiLogToSqlite(hello, log_path, max_rows=5, flush_interval=0.05)
+    sent = [f"/r/{i}" for i in range(40)]
+    serve(log, sent, flush_every=3)
+    log.close(10)
+    files = all_files(log_path)
+    assert len(files) >= 6
+    found = [p for f in files for p in paths_in(f)]
+    assert sorted(found) == sorted(sent)  # every row once, none twice
+    for rotated in files[:-1]:
+        assert_complete(rotated)
+        assert 5 <= len(paths_in(rotated)) <= 7  # rotation comes before the batch that follows
+        assert tables(rotated) == tables(log_path)  # the fresh file has the same schema
+    # Oldest first by name is oldest first by content.
+    firsts = [int(paths_in(f)[0].rsplit("/", 1)[1]) for f in files if paths_in(f)]
+    assert firsts == sorted(firsts)
+    assert os.path.exists(rotation.lock_path(log_path))
+
+
+def test_daily_rotation_names_the_day(log_path):
+    clock = Clock(datetime.datetime(2026, 11, 22, 23, 0, tzinfo=datetime.timezone.utc))
+    log = AsgiLogToSqlite(hello, log_path, rotate="daily", clock=clock, flush_interval=0.05)
+    serve(log, ["/day1/a", "/day1/b"])
+    clock.now += 3600  # past midnight, UTC
+    serve(log, ["/day2/a"])
+    clock.now += 3600  # same day: no rotation
+    serve(log, ["/day2/b"])
+    log.close(10)
+    rotated = os.path.join(os.path.dirname(log_path), "log-2026-11-22.db")
+    assert rotation.rotated_files(log_path) == [rotated]
+    assert_complete(rotated)
+    assert paths_in(rotated) == ["/day1/a", "/day1/b"]
+    assert paths_in(log_path) == ["/day2/a", "/day2/b"]
+
+
+def test_hourly_and_monthly_names(tmp_path):
+    for period, expected in (("hourly", "log-2026-11-22T23.db"), ("monthly", "log-2026-11.db")):
+        path = str(tmp_path / period / "log.db")
+        os.mkdir(os.path.dirname(path))
+        clock = Clock(datetime.datetime(2026, 11, 30, 23, 30, tzinfo=datetime.timezone.utc))
+        if period == "hourly":
+            clock.now -= 8 * 86400
+        log = AsgiLogToSqlite(hello, path, rotate=period, clock=clock, flush_interval=0.05)
+        serve(log, ["/old"])
+        clock.now += 3600
+        serve(log, ["/new"])
+        log.close(10)
+        assert [os.path.basename(p) for p in rotation.rotated_files(path)] == [expected]
+
+
+def test_an_empty_file_is_not_rotated_across_periods(log_path):
+    clock = Clock(datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc))
+    log = AsgiLogToSqlite(hello, log_path, rotate="daily", clock=clock, flush_interval=0.05)
+    clock.now += 3 * 86400
+    serve(log, ["/first"])
+    log.close(10)
+    assert rotation.rotated_files(log_path) == []
+    assert paths_in(log_path) == ["/first"]
+
+
+def test_keep_deletes_the_oldest(log_path):
+    log = AsgiLogToSqlite(hello, log_path, max_rows=2, keep=2, flush_interval=0.05)
+    serve(log, [f"/k/{i}" for i in range(12)], flush_every=2)
+    log.close(10)
+    rotated = rotation.rotated_files(log_path)
+    assert len(rotated) == 2
+    kept = [p for f in rotated + [log_path] for p in paths_in(f)]
+    assert kept == [f"/k/{i}" for i in range(12 - len(kept), 12)]  # the newest survive
+
+
+def test_max_bytes(log_path):
+    log = AsgiLogToSqlite(hello, log_path, max_bytes=200_000, flush_interval=0.05)
+    serve(log, [f"/{'x' * 3000}/{i}" for i in range(120)], flush_every=10)
+    log.close(10)
+    rotated = rotation.rotated_files(log_path)
+    assert rotated
+    for name in rotated:
+        assert_complete(name)
+    assert sum(len(paths_in(f)) for f in rotated + [log_path]) == 120
+
+
+def test_rotation_waits_while_another_program_has_the_file_open(log_path, monkeypatch):
+    """A reader that does not take part in the lock (e.g. Datasette) holds the file: renaming it
+    then could strand its -wal, so rotation waits; rows keep going to the live file."""
+    monkeypatch.setattr(rotation, "BUSY_BACKOFF", 0.0)
+    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
+    serve(log, ["/a", "/b", "/c"])
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+         "c.execute('select count(*) from requests').fetchall(); print('open', flush=True);"
+         "sys.stdin.readline()", log_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        serve(log, ["/d", "/e"])
+        assert rotation.rotated_files(log_path) == []
+        assert len(paths_in(log_path)) == 5
+    finally:
+        reader.communicate("bye\n", timeout=10)
+    serve(log, ["/f"])
+    log.close(10)
+    rotated = rotation.rotated_files(log_path)
+    assert len(rotated) == 1
+    assert_complete(rotated[0])
+    assert paths_in(rotated[0]) == ["/a", "/b", "/c", "/d", "/e"]
+    assert paths_in(log_path) == ["/f"]
+
+
+def test_two_middlewares_on_one_file_rotate_once_per_boundary(log_path):
+    """Two writers (threads here, processes in the e2e test) share the file and the lock."""
+    one = AsgiLogToSqlite(hello, log_path, max_rows=10, flush_interval=0.02)
+    two = AsgiLogToSqlite(hello, log_path, max_rows=10, flush_interval=0.02)
+
+    async def go() -> None:
+        async def client(log: AsgiLogToSqlite, tag: str) -> None:
+            transport = httpx.ASGITransport(app=log)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                for i in range(60):
+                    await c.get(f"/{tag}/{i}")
+                    if i % 4 == 0:
+                        await log.aflush(10)
+            await log.aflush(10)
+
+        await asyncio.gather(client(one, "one"), client(two, "two"))
+
+    asyncio.run(go())
+    one.close(10)
+    two.close(10)
+    files = all_files(log_path)
+    found = [p for f in files for p in paths_in(f)]
+    assert len(found) == 120 and len(set(found)) == 120
+    for rotated in files[:-1]:
+        assert_complete(rotated)
+        # Had both writers rotated at one boundary, a file would hold a single small batch.
+        assert len(paths_in(rotated)) >= 10
+
+
+# ---- retention --------------------------------------------------------------------------------
+def test_retention_deletes_old_rows_in_place(log_path):
+    clock = Clock(datetime.datetime.now(datetime.timezone.utc))
+    log = AsgiLogToSqlite(hello, log_path, retain="1h", clock=clock, flush_interval=0.05)
+    serve(log, [f"/old/{i}" for i in range(30)])
+    clock.now += 2 * 3600  # the rows above are now two hours old
+    serve(log, ["/new/0"])
+    log.close(10)
+    assert paths_in(log_path) == ["/new/0"]
+    assert rotation.rotated_files(log_path) == []
+    assert not os.path.exists(rotation.lock_path(log_path))  # no lock needed without rotation
+
+
+def test_delete_older_than_in_small_transactions(log_path):
+    AsgiLogToSqlite(hello, log_path)  # creates the schema
+    conn = sqlite3.connect(log_path, isolation_level=None)
+    conn.executemany("INSERT INTO requests (start, method) VALUES (?, 'GET')",
+                     [(float(i),) for i in range(2500)])
+    calls = []
+    deleted, finished = rotation.delete_older_than(conn, 2000.0, batch=300, progress=calls.append)
+    assert (deleted, finished) == (2000, True)
+    assert sum(calls) == 2000 and max(calls) == 300
+    assert conn.execute("SELECT min(start), count(*) FROM requests").fetchone() == (2000.0, 500)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, from creation
+    assert rotation.reclaim_space(conn) >= 0
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    conn.close()
