@@ -153,9 +153,9 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 # ---- patterns ----------------------------------------------------------------------------------
 class Pattern:
-    """One configured pattern: ``kind`` is ``exact``, ``prefix``, ``substring``, ``glob`` or ``regex``."""
+    """One configured pattern; ``kind``: exact, prefix, substring, glob or regex."""
 
-    __slots__ = ("kind", "source", "_test")
+    __slots__ = ("_test", "kind", "source")
 
     def __init__(self, kind: str, source: str, test: Callable[[str], bool]) -> None:
         self.kind = kind
@@ -212,9 +212,7 @@ def _pattern(name: str, item: Any, plain: str, fold: bool) -> Pattern:
         base = item.rstrip("/")
         if not base:
             raise ValueError(f"option {name!r}: the prefix {item!r} would exclude every request")
-        return Pattern(
-            "prefix", item, lambda v, b=base: v == b or v.startswith(b + "/")
-        )
+        return Pattern("prefix", item, lambda v, b=base: v == b or v.startswith(b + "/"))
     if plain == "substring":
         low = item.lower()
         return Pattern("substring", item, lambda v, s=low: s in v.lower())
@@ -234,8 +232,10 @@ def path_patterns(name: str, value: Any) -> tuple[Pattern, ...]:
     """Paths: prefixes (``/static`` matches ``/static`` and ``/static/...``), globs, regexes."""
     items = _as_list(name, value, "path prefixes, globs or regexes")
     for item in items:
-        if isinstance(item, str) and not item.startswith(("/", "re:")) and not (
-            _GLOB_CHARS & set(item)
+        if (
+            isinstance(item, str)
+            and not item.startswith(("/", "re:"))
+            and not (_GLOB_CHARS & set(item))
         ):
             raise ValueError(f"option {name!r}: path prefix {item!r} must start with '/'")
     return tuple(_pattern(name, item, "prefix", False) for item in items)
@@ -416,6 +416,14 @@ def parse_ip(value: Any) -> Any:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def format_ip(address: Any) -> str:
+    """Text for an address; IPv4-mapped IPv6 always as ``::ffff:1.2.3.4`` (any Python version)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        return f"::ffff:{mapped}"
+    return str(address)
 
 
 def anonymize(address: Any, prefixes: tuple[int, int]) -> str:
@@ -684,7 +692,7 @@ class Policy:
             return None if self.anonymize else address
         if self.anonymize:
             return anonymize(address, self.anonymize)
-        return str(address)
+        return format_ip(address)
 
     def visitor(self, address: Any, user_agent: str | None, host: str | None, start: float) -> Any:
         """A hash of address + user agent + host under a salt that changes every UTC day."""
@@ -713,7 +721,8 @@ class Policy:
             if kind not in self._warned:
                 self._warned.add(kind)
                 logger.warning(
-                    "asgi-log-to-sqlite: the %s option raised; recorded without it", kind,
+                    "asgi-log-to-sqlite: the %s option raised; recorded without it",
+                    kind,
                     exc_info=True,
                 )
             return None

@@ -14,7 +14,7 @@ from typing import Any
 
 from .privacy import Policy, parse_ip
 
-__all__ = ["Exchange", "captured_headers", "skip_reason", "to_row", "text"]
+__all__ = ["Exchange", "captured_headers", "skip_reason", "text", "to_row"]
 
 
 class Exchange:
