@@ -118,11 +118,14 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
     from .maintenance import MaintenanceError
     from .maintenance import merge as merge_files
 
+    import sys
+
     bars: list = []
 
     def progress(done: int, total: int) -> None:
         if not bars:
-            bars.append(click.progressbar(length=total, label="Merging rows", file=click.get_text_stream("stderr")))
+            # On stderr: stdout stays the summary, for scripts.
+            bars.append(click.progressbar(length=total, label="Merging rows", file=sys.stderr))
             bars[0].__enter__()
         bar = bars[0]
         bar.update(done - bar.pos)

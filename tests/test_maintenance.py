@@ -1,0 +1,315 @@
+"""rotate_now, prune, vacuum, merge: as functions, as click commands, and as the real program."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from asgi_log_to_sqlite import AsgiLogToSqlite, maintenance, rotation
+from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.schema import latest_version
+
+SEED_DB = Path(__file__).parent / "fixtures" / "seed-0.1.1.db"
+PROGRAM = Path(sys.executable).parent / "asgi-log-to-sqlite"
+DAY = 86400.0
+
+
+async def hello(scope, receive, send):  # pragma: no cover - never served here
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def make_log(path: str, rows: list[tuple[float, str, str]]) -> None:
+    """A log file holding ``(start, path, user_agent)`` rows, lookups filled the usual way."""
+    AsgiLogToSqlite(hello, path)  # creates the schema
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for start, path_text, agent in rows:
+            ids = []
+            for table, name in (("paths", path_text), ("user_agents", agent)):
+                conn.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
+                ids.append(conn.execute(f"SELECT id FROM {table} WHERE name = ?", (name,))
+                           .fetchone()[0])
+            conn.execute(
+                "INSERT INTO requests (start, method, path, user_agent, http_status, duration,"
+                " body_size) VALUES (?, 'GET', ?, ?, 200, 0.01, 5)",
+                (start, *ids),
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def content(path: str) -> list[tuple]:
+    """Rows as a reader sees them: names, not ids (ids differ from file to file)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return sorted(conn.execute("SELECT start, path, user_agent FROM requests_view"))
+    finally:
+        conn.close()
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def bad_inputs(tmp_path) -> dict[str, str]:
+    text = tmp_path / "notes.db"
+    text.write_text("this is not a database, just some words that are long enough" * 20)
+    other = str(tmp_path / "other.db")
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE things (x)")
+    conn.commit()
+    conn.close()
+    newer = str(tmp_path / "newer.db")
+    make_log(newer, [(1.0, "/", "a")])
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version={latest_version() + 1}")
+    conn.close()
+    return {
+        "not SQLite": str(text),
+        "not a log": other,
+        "newer": newer,
+        "missing": str(tmp_path / "missing.db"),
+    }
+
+
+MESSAGES = {
+    "not SQLite": "not a SQLite database",
+    "not a log": "not a log database",
+    "newer": "is newer than this asgi-log-to-sqlite supports",
+    "missing": "no such file",
+}
+
+
+# ---- rotate_now ------------------------------------------------------------------------------
+def test_rotate_now(log_path):
+    make_log(log_path, [(1000.0, "/a", "x"), (2000.0, "/b", "y")])
+    first = maintenance.rotate_now(log_path)
+    assert os.path.basename(first) == "log-1970-01-01T00-16-40.db"  # when the file started
+    assert content(first) == [(1000.0, "/a", "x"), (2000.0, "/b", "y")]
+    assert not os.path.exists(first + "-wal")
+    assert content(log_path) == []  # a fresh, empty log with the full schema
+    second = maintenance.rotate_now(log_path, keep=1)
+    assert rotation.rotated_files(log_path) == [second]
+    assert not os.path.exists(first)
+
+
+def test_rotate_now_refuses_while_the_file_is_open_elsewhere(log_path):
+    make_log(log_path, [(1.0, "/a", "x")])
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+         "c.execute('select count(*) from requests').fetchall(); print('open', flush=True);"
+         "sys.stdin.readline()", log_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        with pytest.raises(maintenance.MaintenanceError, match="open in another program"):
+            maintenance.rotate_now(log_path, timeout=1)
+    finally:
+        reader.communicate("bye\n", timeout=10)
+    assert rotation.rotated_files(log_path) == []
+    assert content(log_path) == [(1.0, "/a", "x")]
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGES))
+def test_maintenance_refuses_bad_files(bad_inputs, kind):
+    path = bad_inputs[kind]
+    before = digest(path) if os.path.exists(path) else None
+    for call in (maintenance.rotate_now, maintenance.vacuum,
+                 lambda p: maintenance.prune(p, DAY)):
+        with pytest.raises(maintenance.MaintenanceError, match=MESSAGES[kind]):
+            call(path)
+    assert (digest(path) if os.path.exists(path) else None) == before
+
+
+# ---- prune and vacuum ----------------------------------------------------------------------
+def test_prune_removes_exactly_the_old_rows(log_path):
+    now = time.time()
+    ages = [40, 31, 30.5, 29.9, 10, 1, 0]
+    make_log(log_path, [(now - age * DAY, f"/p/{age}", "agent") for age in ages])
+    result = maintenance.prune(log_path, 30 * DAY, now=now)
+    assert (result.deleted, result.remaining) == (3, 4)
+    assert [row[1] for row in sorted(content(log_path))] == ["/p/29.9", "/p/10", "/p/1", "/p/0"]
+    again = maintenance.prune(log_path, 30 * DAY, now=now)
+    assert again.deleted == 0
+
+
+def test_prune_gives_space_back(log_path):
+    now = time.time()
+    make_log(log_path, [(now - 90 * DAY + i, f"/{'x' * 500}/{i}", "a") for i in range(3000)])
+    before = os.path.getsize(log_path)
+    result = maintenance.prune(log_path, 30 * DAY, now=now)
+    assert result.deleted == 3000 and result.pages_released > 0
+    conn = sqlite3.connect(log_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert os.path.getsize(log_path) <= before  # lookups stay; freed request pages go back
+
+
+def test_vacuum_switches_an_old_file_to_incremental(tmp_path):
+    path = str(tmp_path / "old.db")
+    shutil.copy(SEED_DB, path)
+    rows = content_count(path)
+    result = maintenance.vacuum(path)
+    assert result.bytes_after > 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    assert content_count(path) == rows
+
+
+def content_count(path: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# ---- merge --------------------------------------------------------------------------------------
+def test_merge_remaps_lookup_ids_and_is_idempotent(tmp_path):
+    a, b, out = (str(tmp_path / n) for n in ("a.db", "b.db", "out.db"))
+    make_log(a, [(1.0, "/shared", "firefox"), (2.0, "/only-a", "curl")])
+    # Same names in another order: other ids in b than in a.
+    make_log(b, [(3.0, "/only-b", "curl"), (4.0, "/shared", "safari"), (5.0, "/shared", "curl")])
+    progress = []
+    result = maintenance.merge(out, [b, a], progress=lambda done, total: progress.append(done))
+    assert (result.merged, result.skipped, result.rows) == ([a, b], [], 5)  # oldest first
+    assert progress[0] == 0 and progress[-1] == 5
+    assert content(out) == sorted(content(a) + content(b))
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT count(*) FROM paths").fetchone()[0] == 3
+    conn.close()
+    before = digest(out)
+    again = maintenance.merge(out, [a, b])
+    assert (again.merged, again.skipped, again.rows) == ([], [a, b], 0)
+    assert content(out) == sorted(content(a) + content(b))
+    # A renamed copy is the same content: skipped as well.
+    shutil.copy(a, tmp_path / "copy-of-a.db")
+    assert maintenance.merge(out, [str(tmp_path / "copy-of-a.db")]).skipped
+    assert content_count(out) == 5
+    assert before  # the file was there all along
+
+
+def test_merge_of_a_0_1_1_log(tmp_path):
+    seed = str(tmp_path / "seed.db")
+    shutil.copy(SEED_DB, seed)
+    out = str(tmp_path / "out.db")
+    make_log(out, [(1.0, "/mine", "me")])
+    result = maintenance.merge(out, [seed])
+    assert result.rows == content_count(seed)
+    conn = sqlite3.connect(seed)
+    expected = sorted(conn.execute(
+        "SELECT r.start, p.name FROM requests r LEFT JOIN paths p ON p.id = r.path"))
+    conn.close()
+    conn = sqlite3.connect(out)
+    got = sorted(conn.execute(
+        "SELECT start, path FROM requests_view WHERE path IS NOT '/mine'"))
+    conn.close()
+    assert got == expected
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGES))
+def test_merge_refuses_bad_input_without_writing(tmp_path, bad_inputs, kind):
+    good = str(tmp_path / "good.db")
+    make_log(good, [(1.0, "/a", "x")])
+    out = str(tmp_path / "out.db")
+    with pytest.raises(maintenance.MaintenanceError, match=MESSAGES[kind]):
+        maintenance.merge(out, [good, bad_inputs[kind]])
+    assert not os.path.exists(out)  # not even created
+    make_log(out, [(2.0, "/b", "y")])
+    before = digest(out)
+    with pytest.raises(maintenance.MaintenanceError, match="nothing was merged"):
+        maintenance.merge(out, [good, bad_inputs[kind]])
+    assert digest(out) == before
+
+
+def test_merge_refuses_a_bad_output(tmp_path, bad_inputs):
+    good = str(tmp_path / "good.db")
+    make_log(good, [(1.0, "/a", "x")])
+    for kind in ("not SQLite", "not a log", "newer"):
+        before = digest(bad_inputs[kind])
+        with pytest.raises(maintenance.MaintenanceError, match=MESSAGES[kind]):
+            maintenance.merge(bad_inputs[kind], [good])
+        assert digest(bad_inputs[kind]) == before
+    with pytest.raises(maintenance.MaintenanceError, match="output file itself"):
+        maintenance.merge(good, [good])
+
+
+# ---- the command line ------------------------------------------------------------------------
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for command in ("rotate", "prune", "vacuum", "merge"):
+        assert command in result.output
+
+
+def test_cli_commands(tmp_path):
+    runner = CliRunner()
+    log = str(tmp_path / "log.db")
+    now = time.time()
+    make_log(log, [(now - 40 * DAY, "/old", "a"), (now, "/new", "a")])
+    result = runner.invoke(cli, ["prune", log, "--older-than", "30d"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 row(s)" in result.output
+    result = runner.invoke(cli, ["prune", log, "--older-than", "soon"])
+    assert result.exit_code == 2 and "not a duration" in result.output
+    result = runner.invoke(cli, ["vacuum", log])
+    assert result.exit_code == 0 and "Vacuumed" in result.output
+    result = runner.invoke(cli, ["rotate", log])
+    assert result.exit_code == 0, result.output
+    rotated = rotation.rotated_files(log)
+    assert len(rotated) == 1 and rotated[0] in result.output
+    out = str(tmp_path / "all.db")
+    result = runner.invoke(cli, ["merge", out, rotated[0], log])
+    assert result.exit_code == 0, result.output
+    assert "Merged 2 file(s), 1 row(s)" in result.output
+    result = runner.invoke(cli, ["merge", out, rotated[0]])
+    assert "Skipped" in result.output and "Merged 0 file(s)" in result.output
+
+
+def test_cli_bad_input(tmp_path, bad_inputs):
+    runner = CliRunner()
+    out = str(tmp_path / "out.db")
+    for kind, path in bad_inputs.items():
+        result = runner.invoke(cli, ["merge", out, path])
+        assert result.exit_code == 1, result.output
+        assert MESSAGES[kind] in result.output
+        assert "Traceback" not in result.output
+        assert not os.path.exists(out)
+        result = runner.invoke(cli, ["rotate", path])
+        assert result.exit_code == 1 and MESSAGES[kind] in result.output
+
+
+def test_the_real_program(tmp_path, bad_inputs):
+    a, b, out = (str(tmp_path / n) for n in ("a.db", "b.db", "out.db"))
+    make_log(a, [(float(i), f"/a/{i % 7}", "x") for i in range(6000)])
+    make_log(b, [(float(i), f"/b/{i % 5}", "y") for i in range(6000, 9000)])
+    run = subprocess.run([str(PROGRAM), "merge", out, a, b], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "Merged 2 file(s), 9000 row(s)" in run.stdout
+    assert "Merging rows" in run.stderr  # the progress bar
+    assert content_count(out) == 9000
+    run = subprocess.run([str(PROGRAM), "merge", out, a, bad_inputs["not SQLite"]],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "not a SQLite database" in run.stderr and "Traceback" not in run.stderr
+    assert content_count(out) == 9000
+    run = subprocess.run([str(PROGRAM), "--help"], capture_output=True, text=True, timeout=60)
+    assert all(c in run.stdout for c in ("rotate", "prune", "vacuum", "merge"))
