@@ -382,7 +382,22 @@ def get_metadata(datasette: Any, key: Any, database: Any, table: Any) -> dict[st
     """Datasette 0.65. A fresh copy each time: Datasette merges the user's metadata into it."""
     import copy
 
-    return copy.deepcopy(log_databases_metadata(datasette))
+    found = copy.deepcopy(log_databases_metadata(datasette))
+    local = getattr(datasette, "_metadata_local", None) or {}
+    for name, database in (found.get("databases") or {}).items():
+        user_tables = ((local.get("databases") or {}).get(name) or {}).get("tables") or {}
+        _yield_sort_order(database.get("tables") or {}, user_tables)
+    return found
+
+
+def _yield_sort_order(ours: dict[str, Any], users: dict[str, Any]) -> None:
+    """A sort order the user chose replaces ours: Datasette refuses ``sort`` with ``sort_desc``."""
+    for table, user_table in users.items():
+        if isinstance(user_table, dict) and ("sort" in user_table or "sort_desc" in user_table):
+            our_table = ours.get(table)
+            if isinstance(our_table, dict):
+                our_table.pop("sort", None)
+                our_table.pop("sort_desc", None)
 
 
 def _is_datasette_1(datasette: Any) -> bool:
@@ -415,6 +430,7 @@ async def _apply_metadata_datasette_1(datasette: Any) -> None:
                     )
     for name, db_config in config["databases"].items():
         user_db = datasette.config.setdefault("databases", {}).setdefault(name, {})
+        _yield_sort_order(db_config.get("tables") or {}, user_db.get("tables") or {})
         for table, table_config in (db_config.get("tables") or {}).items():
             user_table = user_db.setdefault("tables", {}).setdefault(table, {})
             for key, value in table_config.items():
