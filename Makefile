@@ -20,7 +20,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-demo
 	$(BIN)/asgi-log-to-sqlite demo
 
-test: $(VENV)/.installed-test
+# A second virtualenv with the newest Datasette 1.0 pre-release, for the tests that run a real
+# Datasette 1.0 server beside the 0.65 one in .venv.
+DS1_VENV := .venv-datasette1
+
+$(DS1_VENV)/.installed: pyproject.toml
+	test -x $(DS1_VENV)/bin/python || $(PYTHON) -m venv $(DS1_VENV)
+	$(DS1_VENV)/bin/python -m pip install --quiet --upgrade --pre 'datasette>=1.0a0' 'datasette-configure-asgi>=0.1'
+	$(DS1_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+test: $(VENV)/.installed-test $(DS1_VENV)/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
