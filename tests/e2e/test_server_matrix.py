@@ -3,9 +3,9 @@
 Each case starts one real server process on 127.0.0.1, sends a bounded burst of concurrent
 requests (normal, streamed, file, not found; each with a unique query string) and one WebSocket
 connection, stops the server with SIGTERM and compares the log with what the client received.
-The ASGI extensions a server offers keep working through the middleware: granian's
-``http.response.pathsend`` (recorded with the file's size), hypercorn's HTTP/2 trailers and early
-hints.
+gunicorn runs two uvicorn workers forked from a ``--preload``-ed master. The ASGI extensions a
+server offers keep working through the middleware: granian's ``http.response.pathsend``
+(recorded with the file's size), hypercorn's HTTP/2 trailers and early hints.
 """
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ CASES = {
         pathsend=True,
     ),
     "daphne": Case(("daphne", "-b", "127.0.0.1", "-p", "{port}", APP)),
+    # The app (and the middleware) built once in the master, then forked into two workers.
+    "gunicorn-uvicorn-worker-preload": Case(
+        (
+            "gunicorn",
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "2",
+            "--preload",
+            "-b",
+            "127.0.0.1:{port}",
+            APP,
+        )
+    ),  # fmt: skip
 }
 
 
