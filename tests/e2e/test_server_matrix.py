@@ -64,7 +64,7 @@ CASES = {
             "127.0.0.1:{port}",
             APP,
         )
-    ),  # fmt: skip
+    ),
 }
 
 
