@@ -20,6 +20,13 @@ from asgi_log_to_sqlite import AsgiLogToSqlite, rotation
 from asgi_log_to_sqlite.options import Options, parse_duration, parse_size
 from asgi_log_to_sqlite.schema import latest_version
 
+# A program that keeps the log open (as Datasette does) until it reads a line.
+READER = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+    "c.execute('select count(*) from requests').fetchall(); print('open', flush=True);"
+    "sys.stdin.readline()"
+)
+
 
 async def hello(scope, receive, send):
     if scope["type"] != "http":
@@ -232,10 +239,7 @@ def test_rotation_waits_while_another_program_has_the_file_open(log_path, monkey
     log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
     serve(log, ["/a", "/b", "/c"])
     reader = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
-         "c.execute('select count(*) from requests').fetchall(); print('open', flush=True);"
-         "sys.stdin.readline()", log_path],
+        [sys.executable, "-c", READER, log_path],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:

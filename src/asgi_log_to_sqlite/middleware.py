@@ -19,6 +19,7 @@ from typing import Any
 from .options import Options
 from .record import Exchange
 from .schema import SchemaError, connect, ensure_schema
+from .rotation import shared_rotation_lock
 from .writer import Writer
 
 __all__ = ["AsgiLogToSqlite"]
@@ -96,7 +97,8 @@ class AsgiLogToSqlite:
         self.app = app
         self.options = Options.from_kwargs(options)
         self.file = _validated_path(file)
-        _prepare_database(self.file, self.options)
+        with shared_rotation_lock(self.file, self.options):  # never opened mid-rotation
+            _prepare_database(self.file, self.options)
         self._writer: Writer | None = None
         self._writer_lock = threading.Lock()
         self._closed = False

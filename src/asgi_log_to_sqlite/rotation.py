@@ -52,6 +52,7 @@ __all__ = [
     "lock_path",
     "rotate_file",
     "rotated_files",
+    "shared_rotation_lock",
 ]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
@@ -124,6 +125,23 @@ class FileLock:
             yield
         finally:
             self.release()
+
+
+def shared_rotation_lock(path: str, options: Options) -> contextlib.AbstractContextManager[None]:
+    """The shared lock for a one-off connection (start-up), when rotation is on."""
+    if Policy.from_options(options) is None:
+        return contextlib.nullcontext()
+    return _held_once(path, options.busy_timeout)
+
+
+@contextlib.contextmanager
+def _held_once(path: str, timeout: float) -> Iterator[None]:
+    lock = FileLock(path)
+    try:
+        with lock.held(False, timeout):
+            yield
+    finally:
+        lock.close()
 
 
 # ---- what a file knows about itself -------------------------------------------------------
