@@ -392,10 +392,12 @@ def redact_query(query: str, sensitive: Callable[[str], bool]) -> str:
         key, equals, value = part.partition("=")
         if not equals or not value:
             continue
-        try:
-            decoded = unquote_plus(key, errors="replace")
-        except Exception:
-            decoded = key
+        decoded = key
+        if "%" in key or "+" in key:
+            try:
+                decoded = unquote_plus(key, errors="replace")
+            except Exception:
+                decoded = key
         if sensitive(decoded.strip().lower()):
             parts[index] = key + "=" + REDACTED
             changed = True
@@ -551,6 +553,7 @@ class Policy:
         extra = options.redact_query
         self._query_patterns = defaults + extra
         self._keep = keep
+        self._verdicts: dict[str, bool] = {}
 
         self.exclude = options.exclude
         self.exclude_user_agents = options.exclude_user_agents
@@ -601,12 +604,20 @@ class Policy:
 
     # ---- secrets -----------------------------------------------------------------------------
     def _sensitive(self, key: str) -> bool:
-        if any(pattern(key) for pattern in self._keep):
-            return False
-        return any(pattern(key) for pattern in self._query_patterns)
+        # Keys repeat endlessly (page, q, sort...): remember each verdict, in bounded memory.
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if any(pattern(key) for pattern in self._keep):
+                verdict = False
+            else:
+                verdict = any(pattern(key) for pattern in self._query_patterns)
+            if len(self._verdicts) >= 10_000:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
 
     def query(self, query: str | None) -> str | None:
-        if not query:
+        if not query or "=" not in query:
             return query
         return redact_query(query, self._sensitive)
 
@@ -671,8 +682,10 @@ class Policy:
                 peer_text = client[0] if isinstance(client[0], str) else None
             except Exception:
                 peer_text = None
+        if not self.trusted:
+            return peer_text, peer_text, False  # parsed later only if it is to be anonymized
         peer = parse_ip(peer_text)
-        if not self.trusted or not self._trusted(peer):
+        if not self._trusted(peer):
             return (peer if peer is not None else peer_text), peer_text, False
         current: Any = peer
         for hop in reversed(self._hops(scope)):
@@ -688,8 +701,12 @@ class Policy:
         if address is None:
             return None
         if isinstance(address, str):
-            # Not an IP (a unix socket, a test client's name): kept only when not anonymizing.
-            return None if self.anonymize else address
+            if not self.anonymize:
+                return address
+            address = parse_ip(address)
+            if address is None:
+                # Not an IP (a unix socket, a test client's name): nothing to truncate.
+                return None
         if self.anonymize:
             return anonymize(address, self.anonymize)
         return format_ip(address)
@@ -709,6 +726,8 @@ class Policy:
                 # Forget earlier days' salts: their hashes can no longer be recomputed here.
                 self._salts = {d: s for d, s in self._salts.items() if d > day}
                 self._salts[day] = salt
+        if not isinstance(address, str):
+            address = format_ip(address)
         message = f"{address}\n{user_agent or ''}\n{host or ''}".encode("utf-8", "replace")
         return hmac.new(salt, message, hashlib.sha256).hexdigest()[:16]
 
