@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import Server, free_port
 
 from asgi_log_to_sqlite import maintenance, rotation
-from support import Server, free_port
 
 REQUESTS = 1200
 MAX_ROWS = 60
