@@ -13,6 +13,151 @@ def cli() -> None:
     """Log ASGI requests to SQLite, and turn those logs into answers."""
 
 
+# --- serve, report, tail, demo ------------------------------------------------------------
+def _option_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    """``--option name=value``: the value read as JSON when it parses (numbers, true, lists)."""
+    import json
+
+    options = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE")
+        try:
+            options[name.strip().replace("-", "_")] = json.loads(raw)
+        except ValueError:
+            options[name.strip().replace("-", "_")] = raw
+    return options
+
+
+@cli.command()
+@click.argument("app")
+@click.option("--db", default="log.db", show_default=True, help="The log database to write.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes; each logs through its own writer to the same file.")
+@click.option("--flush-interval", type=float, help="Seconds between the writer's commits.")
+@click.option("--batch-size", type=int, help="Rows committed per transaction at most.")
+@click.option("--max-queue", type=int, help="Records waiting for the writer at most.")
+@click.option("--option", "-O", "extra", multiple=True, callback=_option_pair,
+              metavar="NAME=VALUE", help="Any other middleware option, e.g. -O retry_for=30.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval: float | None,
+          batch_size: int | None, max_queue: int | None, extra: dict, log_level: str) -> None:
+    """Serve an ASGI app (module:attribute) under uvicorn, logging every request to --db."""
+    try:
+        from .serve import serve as run
+    except ImportError as error:  # uvicorn is in the cli extra
+        raise click.ClickException(f"{error}: pip install 'asgi-log-to-sqlite[cli]'") from None
+    options = dict(extra)
+    for name, value in (("flush_interval", flush_interval), ("batch_size", batch_size),
+                        ("max_queue", max_queue)):
+        if value is not None:
+            options[name] = value
+    try:
+        run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
+    except (TypeError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from .report import parse_when
+
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
+@click.option("--until", callback=_when, help="Only requests before: 24h, 7d or an ISO date.")
+@click.option("--format", "-f", "fmt", default="text", show_default=True,
+              type=click.Choice(["text", "json", "html"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Rows in each top-N table.")
+def report(logs: tuple[str, ...], since: float | None, until: float | None, fmt: str,
+           output: str | None, limit: int) -> None:
+    """Summarise one or more logs (rotated files read as one) as text, JSON or HTML."""
+    from .report import ReportError, build_report, render_html, render_json, render_text
+
+    try:
+        data = build_report(list(logs), since=since, until=until, limit=limit)
+    except ReportError as error:
+        raise click.ClickException(str(error)) from None
+    render = {"text": render_text, "json": render_json, "html": render_html}[fmt]
+    content = render(data)
+    if output:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(content)
+        click.echo(f"Wrote {fmt} report to {output}", err=True)
+    else:
+        click.echo(content, nl=False)
+
+
+def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+    from .report.tail import parse_status
+
+    try:
+        return [parse_status(part) for value in values for part in value.split(",") if part]
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(min=0),
+              help="How many recent requests to show first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing requests as they arrive.")
+@click.option("--status", "statuses", multiple=True, callback=_statuses,
+              help="Only these statuses: 404, 5xx, or a list 401,403 (repeatable).")
+@click.option("--path", "path_filter",
+              help="Only this path and below (/api), or a glob pattern (/blog/*).")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between polls with --follow.")
+def tail(log: str, lines: int, follow: bool, statuses: list, path_filter: str | None,
+         interval: float) -> None:
+    """Print recent requests as access-log lines; -f follows new ones."""
+    from .report import ReportError
+    from .report.tail import tail as run
+
+    try:
+        run(log, lines=lines, follow=follow, statuses=statuses, path_filter=path_filter,
+            interval=interval, emit=click.echo)
+    except ReportError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--db", default="demo.db", show_default=True, help="Where to write the demo log.")
+@click.option("--requests", "count", default=3000, show_default=True, type=click.IntRange(min=1))
+@click.option("--seconds", default=8.0, show_default=True, type=click.FloatRange(min=0),
+              help="Spread the traffic over about this long.")
+def demo(db: str, count: int, seconds: float) -> None:
+    """Serve a bundled example site with generated traffic, log it, and report on it."""
+    import sys
+
+    from .demo import run_demo
+    from .report import build_report, render_text
+
+    click.echo(f"Sending {count:,} requests from simulated visitors through the demo site...")
+    with click.progressbar(length=count, label="Requests", file=sys.stderr) as bar:
+        run_demo(db, requests=count, seconds=seconds, progress=bar.update)
+    click.echo(render_text(build_report([db])))
+    click.echo(f"The log is in {db}. Explore it with:")
+    click.echo(f"  datasette {db}")
+    click.echo(f"  asgi-log-to-sqlite report {db} --format html -o report.html")
+
+
 @cli.command(name="metadata")
 @click.argument("log_db", type=click.Path(exists=True, dir_okay=False))
 @click.option("--yaml", "as_yaml", is_flag=True, help="YAML instead of JSON (needs PyYAML).")

@@ -1,0 +1,140 @@
+"""Requests as access-log lines, newest last, optionally following the log as it grows.
+
+Following polls ``rowid``: rows are only ever appended, so "rowid greater than the last one
+printed" is exactly "new", and the read-only connection never blocks the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .queries import ReportError, _uri
+
+__all__ = ["format_line", "parse_status", "rows_after", "tail"]
+
+_LOOKUP_JOINS = {
+    "path": "paths",
+    "query_string": "query_strings",
+    "user_agent": "user_agents",
+    "referer": "referers",
+}
+
+
+def parse_status(text: str) -> tuple[int, int]:
+    """``404`` -> (404, 404); ``4xx`` -> (400, 499). ValueError otherwise."""
+    value = text.strip().lower()
+    if len(value) == 3 and value[0].isdigit() and value[1:] == "xx":
+        return int(value[0]) * 100, int(value[0]) * 100 + 99
+    if value.isdigit() and 100 <= int(value) <= 999:
+        return int(value), int(value)
+    raise ValueError(f"{text!r} is not a status like 404 or a class like 5xx")
+
+
+def _open(path: str) -> tuple[sqlite3.Connection, set[str]]:
+    if not os.path.exists(path):
+        raise ReportError(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(_uri(path), uri=True)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    except sqlite3.DatabaseError as error:
+        raise ReportError(f"{path}: not a SQLite database ({error})") from None
+    if not {"start", "path", "http_status", "duration"} <= columns:
+        conn.close()
+        raise ReportError(f"{path}: not an asgi-log-to-sqlite log (no 'requests' table)")
+    return conn, columns
+
+
+def _newest(conn: sqlite3.Connection, default: int) -> int:
+    return conn.execute("SELECT COALESCE(MAX(rowid), ?) FROM requests", (default,)).fetchone()[0]
+
+
+def _select(columns: set[str]) -> str:
+    fields = ["requests.rowid", "start", "client_ip", "method"]
+    joins = []
+    for column, table in _LOOKUP_JOINS.items():
+        fields.append(f"{table}.name")
+        joins.append(f"LEFT JOIN {table} ON {table}.id = requests.{column}")
+    for extra in ("http_version", "http_status", "body_size", "duration"):
+        fields.append(extra if extra in columns else "NULL")
+    return f"SELECT {', '.join(fields)} FROM requests {' '.join(joins)}"
+
+
+def rows_after(
+    conn: sqlite3.Connection,
+    columns: set[str],
+    after: int,
+    statuses: Sequence[tuple[int, int]] = (),
+    path: str | None = None,
+    last: int | None = None,
+    upto: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """Rows with ``after`` < rowid <= ``upto`` matching the filters; the ``last`` ones if given."""
+    where = ["requests.rowid > ?"]
+    params: list[Any] = [after]
+    if upto is not None:
+        where.append("requests.rowid <= ?")
+        params.append(upto)
+    if statuses:
+        where.append("(" + " OR ".join("http_status BETWEEN ? AND ?" for _ in statuses) + ")")
+        params += [v for pair in statuses for v in pair]
+    if path:
+        if any(c in path for c in "*?["):
+            where.append("paths.name GLOB ?")
+            params.append(path)
+        else:  # a plain path matches itself and everything below it
+            where.append("(paths.name = ? OR paths.name GLOB ?)")
+            params += [path, path.rstrip("/") + "/*"]
+    sql = f"{_select(columns)} WHERE {' AND '.join(where)}"
+    if last is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY requests.rowid DESC LIMIT {int(last)}) ORDER BY 1"
+    else:
+        sql += " ORDER BY requests.rowid"
+    return conn.execute(sql, params).fetchall()
+
+
+def format_line(row: Sequence[Any]) -> str:
+    """Combined log format, plus the time taken: familiar to every log tool and reader."""
+    (_, start, ip, method, path, query, agent, referer, version, status, size, took) = row
+    when = datetime.fromtimestamp(start or 0, timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    target = (path or "-") + (query or "")
+    request = f"{method or '-'} {target} HTTP/{version or '1.1'}"
+    taken = f"{took:.3f}s" if took is not None else "-"
+    return (
+        f'{ip or "-"} - - [{when}] "{request}" {status if status is not None else "-"} '
+        f'{size if size is not None else "-"} "{referer or "-"}" "{agent or "-"}" {taken}'
+    )
+
+
+def tail(
+    path: str,
+    lines: int = 10,
+    follow: bool = False,
+    statuses: Sequence[tuple[int, int]] = (),
+    path_filter: str | None = None,
+    interval: float = 0.5,
+    emit: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Print the last ``lines`` matching requests; with ``follow``, keep printing new ones."""
+    conn, columns = _open(path)
+    try:
+        newest = _newest(conn, 0)
+        if lines:
+            for row in rows_after(conn, columns, 0, statuses, path_filter, last=lines, upto=newest):
+                emit(format_line(row))
+        after = newest
+        while follow and not should_stop():
+            time.sleep(interval)
+            # Read up to a fixed rowid so that a row committed meanwhile is neither lost nor doubled.
+            newest = _newest(conn, after)
+            for row in rows_after(conn, columns, after, statuses, path_filter, upto=newest):
+                emit(format_line(row))
+            after = newest
+    finally:
+        conn.close()
+
