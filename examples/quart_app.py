@@ -55,6 +55,7 @@ async def echo():
     await websocket.send(f"echo: {text}")
 
 
-# Wrapping the app object works; so does quart_app.asgi_app = AsgiLogToSqlite(quart_app.asgi_app,
-# ...), which keeps `app` a Quart instance for `quart run` (see docs/frameworks.md).
-app = AsgiLogToSqlite(quart_app, LOG_FILE)
+# Quart's own way to add ASGI middleware: `app` stays a Quart instance (for `quart run`, the test
+# client...), and the log still wraps everything Quart answers, lifespan included.
+quart_app.asgi_app = AsgiLogToSqlite(quart_app.asgi_app, LOG_FILE)
+app = quart_app

@@ -7,6 +7,7 @@ the framework has one; then it is stopped with SIGTERM and the log is read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -39,7 +40,7 @@ STANDARD_PATHS = {
 
 @dataclass(frozen=True)
 class Framework:
-    target: str  # module:attribute for uvicorn
+    target: str  # module:attribute for uvicorn (Datasette: its metadata file)
     paths: dict[str, str] = field(default_factory=lambda: dict(STANDARD_PATHS))
     websocket: bool = True
     # What the row for /error may hold in its exception column. Frameworks that render the 500
@@ -57,8 +58,9 @@ FRAMEWORKS = {
     "django": Framework("django_example.asgi:application", websocket=False),
     "quart": Framework("quart_app:app"),
     "litestar": Framework("litestar_app:app"),
+    # Datasette through this package's own plugin, and through datasette-configure-asgi.
     "datasette": Framework(
-        "",
+        "metadata.json",
         paths={
             "hello": "/-/versions.json",
             "stream": "/data/items.csv?_stream=on&_size=max",
@@ -70,6 +72,9 @@ FRAMEWORKS = {
         websocket=False,
     ),
 }
+FRAMEWORKS["datasette-configure-asgi"] = dataclasses.replace(
+    FRAMEWORKS["datasette"], target="configure-asgi.json"
+)
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Served:
 
 
 def _command(name: str, framework: Framework, port: int, workdir: Path) -> list[str]:
-    if name == "datasette":
+    if name.startswith("datasette"):
         data = workdir / "data.db"
         with sqlite3.connect(data) as conn:
             conn.execute("create table items (id integer primary key, name text)")
@@ -95,7 +100,7 @@ def _command(name: str, framework: Framework, port: int, workdir: Path) -> list[
         conn.close()
         return [
             str(BIN / "datasette"), "serve", str(data),
-            "--metadata", str(EXAMPLES / "datasette" / "metadata.json"),
+            "--metadata", str(EXAMPLES / "datasette" / framework.target),
             "--plugins-dir", str(EXAMPLES / "datasette" / "plugins"),
             "--static", f"files:{EXAMPLES / 'files'}",
             "-h", "127.0.0.1", "-p", str(port),
