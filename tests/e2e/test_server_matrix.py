@@ -154,3 +154,27 @@ def test_rows_equal_responses(name, tmp_path):
         row = http_rows["/trailers"]
         assert responses["/trailers"].text == "Hello, world!"
         assert row["http_status"] == 200 and row["body_size"] == len(b"Hello, world!")
+
+
+def test_starlette_file_response_uses_pathsend_under_granian(tmp_path):
+    """Starlette's FileResponse switches to ``http.response.pathsend`` when the server offers it:
+    through the middleware too, and the row still has the file's size."""
+    port = free_port()
+    db = str(tmp_path / "log.db")
+    args = [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "starlette_app:app"]
+    env = {
+        "ASGI_LOG_FILE": db,
+        "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(ROOT / "tests")]),
+    }
+    with Server(args, port, cwd=tmp_path, env=env, log=tmp_path / "server.log") as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            files = [client.get(f"/file?n={i}") for i in range(5)]
+            streamed = client.get("/stream")
+        server.stop(signal.SIGTERM, timeout=30)
+    rows = read_rows(db)
+    assert len(rows) == 6, server.output()
+    size = SAMPLE_FILE.stat().st_size
+    assert all(r.status_code == 200 and r.content == SAMPLE_FILE.read_bytes() for r in files)
+    assert [(r["path"], r["body_size"]) for r in rows[:5]] == [("/file", size)] * 5
+    assert rows[5]["path"] == "/stream" and rows[5]["body_size"] == len(streamed.content)
