@@ -105,7 +105,7 @@ EXPECTED = {
         {"path": "/missing", "requests": 5, "last_seen": "2024-01-02T00:00:04Z"},
     ],
     "top_referrers": [{"referrer": "https://example.com/page", "requests": 3}],
-    "user_agents": [
+    "top_user_agents": [
         {"user_agent": "Mozilla/5.0", "requests": 100},
         {"user_agent": "curl/8.0", "requests": 10},
         {"user_agent": None, "requests": 7},

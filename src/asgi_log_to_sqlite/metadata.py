@@ -206,7 +206,7 @@ ORDER BY requests DESC, referrer
 LIMIT 100""",
         },
     ),
-    "user_agents": (
+    "top_user_agents": (
         frozenset({"user_agent"}),
         {
             "title": "User agents",
