@@ -65,7 +65,12 @@ async def whoami(request: Request) -> Response:
     )
 
 
+async def fail(request: Request) -> Response:
+    raise RuntimeError("this view always fails")
+
+
 ROUTES = [
+    Route("/fail", fail),
     Route("/page", page),
     Route("/streamed", streamed),
     Route("/visits", visits),
@@ -328,3 +333,34 @@ def test_outside_an_auth_middleware_logs_refusals(log_path):
         ("/whoami", 200),
     ]
     assert TOKEN not in all_text(log_path)
+
+
+# ---- Starlette's error handling ----------------------------------------------------------------
+def test_around_starlette_the_row_has_the_500_page(log_path):
+    """Wrapping the Starlette app: the row counts the 500 page Starlette sent."""
+    log = AsgiLogToSqlite(Starlette(routes=ROUTES), log_path)
+
+    async def requests(client):
+        with pytest.raises(RuntimeError):  # Starlette re-raises after its 500 page
+            await client.get("/fail")
+        return []
+
+    serve(log, requests)
+    (row,) = rows(log)
+    assert row["http_status"] == 500 and row["body_size"] == len(b"Internal Server Error")
+
+
+def test_in_starlette_middleware_list_the_row_has_the_exception(log_path):
+    """In ``middleware=[...]`` the log sits inside Starlette's error handler: it sees the
+    exception (recorded by name) before any 500 page exists."""
+    app = Starlette(routes=ROUTES, middleware=[Middleware(AsgiLogToSqlite, file=log_path)])
+
+    async def requests(client):
+        with pytest.raises(RuntimeError):
+            await client.get("/fail")
+        return []
+
+    serve(app, requests)
+    (row,) = rows(find_log(app))
+    assert row["http_status"] == 500 and row["exception"] == "RuntimeError"
+    assert row["body_size"] == 0
