@@ -62,7 +62,7 @@ def _bars_svg(items: list[tuple[str, int]], colours: dict[str, str] | None = Non
     """Horizontal bars with a label and a value, one per item."""
     if not items:
         return Markup('<p class="empty">none</p>')
-    row, width, label_w = 26, 480, 170
+    row, width, label_w = 24, 380, 140
     height = row * len(items) + 4
     peak = max(v for _, v in items) or 1
     parts = [f'<svg class="chart bars" viewBox="0 0 {width} {height}" role="img">']
@@ -70,7 +70,7 @@ def _bars_svg(items: list[tuple[str, int]], colours: dict[str, str] | None = Non
         y = 2 + i * row
         w = max(1.0, (width - label_w - 70) * value / peak)
         fill = f' style="fill:{colours[label]}"' if colours and label in colours else ""
-        short = label if len(label) <= 24 else label[:23] + "…"
+        short = label if len(label) <= 20 else label[:19] + "…"
         parts.append(f'<text class="label" x="{label_w - 6}" y="{y + 17}" text-anchor="end">'
                      f"{escape(short)}<title>{escape(label)}</title></text>")
         parts.append(f'<rect class="mark" x="{label_w}" y="{y + 4}" width="{w:.1f}" height="18" '

@@ -1,0 +1,99 @@
+"""The HTML report opened in a real headless Chromium: no console errors, charts drawn, no network,
+readable at phone and desktop widths. Screenshots are kept under test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from asgi_log_to_sqlite.demo import synthetic_log
+from asgi_log_to_sqlite.report import build_report, render_html
+
+from support import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("html")
+    log = folder / "log.db"
+    synthetic_log(log, 5000, end=time.time(), days=3, seed=3)
+    page = folder / "report.html"
+    page.write_text(render_html(build_report([log])), encoding="utf-8")
+    return page
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_api.sync_playwright() as pw:
+        # The system Chromium; never a downloaded browser. A fresh profile, nothing in the
+        # background that could reach the network.
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _open(browser, report_file, width, height):
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": height})
+    problems: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(report_file.as_uri())
+    page.wait_for_load_state("load")
+    return page, problems, requests
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("name", "width", "height"), [("desktop", 1280, 900), ("phone", 390, 844)])
+def test_html_report_renders_charts_without_errors(browser, report_file, name, width, height):
+    page, problems, requests = _open(browser, report_file, width, height)
+    try:
+        assert problems == []
+        # Self-contained: the only thing loaded is the file itself.
+        assert [u for u in requests if not u.startswith("file:")] == []
+        # Charts are drawn: the timeline has a column per bucket, bar charts have bars.
+        assert page.locator("#timeline svg rect.mark").count() >= 24
+        assert page.locator("#status svg rect.mark").count() >= 4
+        assert page.locator("#browsers svg rect.mark").count() >= 3
+        assert page.locator("#bots svg rect.mark").count() >= 1
+        box = page.locator("#timeline svg").bounding_box()
+        assert box is not None and box["height"] > 50 and box["width"] > width * 0.6
+        # Nothing wider than the screen: a phone scrolls down, not sideways.
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll_width <= width + 1
+        assert "requests" in page.locator("#summary").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"html-report-{name}.png"), full_page=True)
+        assert (ARTIFACTS / f"html-report-{name}.png").stat().st_size > 10_000
+    finally:
+        page.close()
+
+
+def test_html_report_is_one_file_without_external_references(report_file):
+    html = report_file.read_text(encoding="utf-8")
+    # Referrers in the data are text; nothing is loaded from anywhere but the page itself.
+    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", html) == []
+    assert "@import" not in html
+    assert "<script" not in html
