@@ -17,7 +17,7 @@ import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.privacy import REDACTED, Policy, anonymize, parse_ip
+from asgi_log_to_sqlite.privacy import REDACTED, Policy, anonymize, framework_actor, parse_ip
 
 SECRET = "Zq7-SECRET-VALUE"
 
@@ -210,9 +210,12 @@ def test_captured_request_and_response_headers(log_path):
         plain_app,
         log_path,
         [
+            {"url": "/healthz", "headers": {"X-Request-ID": "not-recorded"}},
             {"url": "/one", "headers": {"X-Request-ID": "abc-1", "Authorization": "Bearer nope"}},
+            {"url": "/static/x.css", "headers": {"X-Request-ID": "not-recorded"}},
             {"url": "/two"},
         ],
+        exclude=["/static"],
         capture_request_headers=["X-Request-ID"],
         capture_response_headers=["Cache-Control", "x-request-id"],
     ).close()
@@ -566,6 +569,47 @@ def test_actor_from_scope_auth_and_actor_callable(log_path):
     other = log_path + ".2"
     serve(plain_app, other, [{"url": "/"}], actor=lambda scope: "svc-batch").close()
     assert rows(other)[0]["actor"] == "svc-batch"
+
+
+class _Lazy:
+    """Shaped like Django's SimpleLazyObject before anyone looked at it."""
+
+    def __init__(self):
+        self._wrapped = object()
+
+    @property
+    def username(self):
+        raise AssertionError("the log must not resolve a lazy user")
+
+
+class _DjangoUser:
+    is_authenticated = True
+    pk = 7
+    username = ""
+
+
+class _Anonymous:
+    is_authenticated = False
+    username = ""
+    pk = None
+
+
+@pytest.mark.parametrize(
+    "scope, expected",
+    [
+        ({"user": _DjangoUser()}, "7"),
+        ({"user": _Anonymous()}, None),
+        ({"user": _Lazy()}, None),
+        ({"user": "carol"}, "carol"),
+        ({"auth": {"sub": "oidc|42"}}, "oidc|42"),
+        ({"auth": {"scopes": ["read"]}}, None),
+        ({"actor": {"id": "root"}}, "root"),
+        ({"asgi_log_to_sqlite.actor": "svc", "user": "carol"}, "svc"),
+        ({}, None),
+    ],
+)
+def test_actor_detection(scope, expected):
+    assert framework_actor(scope) == expected
 
 
 def test_a_failing_actor_or_route_callable_is_caught_and_counted(log_path):
