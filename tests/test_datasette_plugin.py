@@ -10,10 +10,10 @@ import time
 import pytest
 from datasette.app import Datasette
 from datasette.utils import StartupError
+from test_datasette_metadata import assert_matches, make_known_log
 
 from asgi_log_to_sqlite import datasette_plugin
 from asgi_log_to_sqlite.schema import connect, ensure_schema
-from test_datasette_metadata import assert_matches, make_known_log
 
 SECRET = "test-secret-for-signing-cookies"
 

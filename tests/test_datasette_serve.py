@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from itsdangerous import URLSafeSerializer
-
-from asgi_log_to_sqlite.schema import connect, ensure_schema
 from support import BIN, ROOT, Server, free_port
 from test_datasette_metadata import EXPECTED, assert_matches, make_known_log
+
+from asgi_log_to_sqlite.schema import connect, ensure_schema
 
 SECRET = "a-known-secret-for-these-tests"
 DATASETTE_1 = ROOT / ".venv-datasette1" / "bin" / "datasette"
@@ -157,16 +157,15 @@ def test_root_login_url(datasette, tmp_path):
     config = write_config(datasette, tmp_path, {"asgi-log-to-sqlite": {"file": log}})
     server = serve(datasette, tmp_path, [log], config)
     server.args.append("--root")
-    with server:
-        with client(server) as http:
-            assert http.get("/log/requests.json").status_code == 403
-            deadline = time.monotonic() + 10
-            while "auth-token" not in server.output() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            url = next(w for w in server.output().split() if "auth-token" in w)
-            http.get(url[len(server.url):])  # sets the ds_actor cookie
-            assert "ds_actor" in http.cookies
-            assert http.get("/log/requests.json").status_code == 200
+    with server, client(server) as http:
+        assert http.get("/log/requests.json").status_code == 403
+        deadline = time.monotonic() + 10
+        while "auth-token" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = next(w for w in server.output().split() if "auth-token" in w)
+        http.get(url[len(server.url):])  # sets the ds_actor cookie
+        assert "ds_actor" in http.cookies
+        assert http.get("/log/requests.json").status_code == 200
 
 
 @pytest.mark.parametrize("datasette", VERSIONS)
@@ -174,24 +173,23 @@ def test_metadata_and_canned_queries_on_a_known_log(datasette, tmp_path):
     log = str(tmp_path / "log.db")
     make_known_log(log)
     # Opened without the middleware: descriptions, facets and canned queries all the same.
-    with serve(datasette, tmp_path, [log], []) as server:
-        with client(server) as http:
-            for name in EXPECTED:
-                response = http.get(f"/log/{name}.json?_shape=array")
-                assert response.status_code == 200, (name, response.text[:300])
-                assert_matches(name, response.json())
-            page = http.get("/log/requests").text
-            assert "One row per HTTP request" in page
-            assert "in seconds" in page  # column descriptions
-            table = http.get("/log/requests.json?_shape=objects&_labels=on&_size=2").json()
-            starts = [row["start"] for row in table["rows"]]
-            assert starts == sorted(starts, reverse=True)
-            assert table["rows"][0]["path"] == {"value": 4, "label": "/boom"}
-            # 1.0 computes facets from the table page, 0.65 returns them in the JSON
-            if "facet_results" in table:
-                assert "http_status" in table["facet_results"]
-            else:
-                assert "http_status" in http.get("/log/requests").text
+    with serve(datasette, tmp_path, [log], []) as server, client(server) as http:
+        for name in EXPECTED:
+            response = http.get(f"/log/{name}.json?_shape=array")
+            assert response.status_code == 200, (name, response.text[:300])
+            assert_matches(name, response.json())
+        page = http.get("/log/requests").text
+        assert "One row per HTTP request" in page
+        assert "in seconds" in page  # column descriptions
+        table = http.get("/log/requests.json?_shape=objects&_labels=on&_size=2").json()
+        starts = [row["start"] for row in table["rows"]]
+        assert starts == sorted(starts, reverse=True)
+        assert table["rows"][0]["path"] == {"value": 4, "label": "/boom"}
+        # 1.0 computes facets from the table page, 0.65 returns them in the JSON
+        if "facet_results" in table:
+            assert "http_status" in table["facet_results"]
+        else:
+            assert "http_status" in http.get("/log/requests").text
 
 
 @pytest.mark.parametrize("datasette", VERSIONS)
@@ -212,7 +210,7 @@ def test_invalid_configuration_stops_start_up(datasette, tmp_path, options, opti
     result = subprocess.run(
         [str(datasette), "serve", data, *config, "--host", "127.0.0.1", "--port",
          str(free_port())],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

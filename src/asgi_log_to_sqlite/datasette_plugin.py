@@ -209,7 +209,7 @@ def actor_reader(datasette: Any) -> Callable[[Any], str | None]:
                     return None
             actor_id = decoded["a"].get("id")
             return None if actor_id is None else str(actor_id)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bad cookie is an unknown actor, never an error
             return None
 
     return actor
@@ -384,9 +384,9 @@ def get_metadata(datasette: Any, key: Any, database: Any, table: Any) -> dict[st
 
     found = copy.deepcopy(log_databases_metadata(datasette))
     local = getattr(datasette, "_metadata_local", None) or {}
-    for name, database in (found.get("databases") or {}).items():
+    for name, log_database in (found.get("databases") or {}).items():
         user_tables = ((local.get("databases") or {}).get(name) or {}).get("tables") or {}
-        _yield_sort_order(database.get("tables") or {}, user_tables)
+        _yield_sort_order(log_database.get("tables") or {}, user_tables)
     return found
 
 
