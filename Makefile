@@ -30,7 +30,22 @@ $(DS1_VENV)/.installed: pyproject.toml
 	$(DS1_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-test: $(VENV)/.installed-test $(DS1_VENV)/.installed
+# Django 6 needs Python 3.12 or newer: a third virtualenv runs the Django example under the newest
+# Django, beside Django 5.2 LTS in .venv. Skipped (and so are its tests) if no such Python is found.
+DJ6_VENV := .venv-django6
+DJ6_PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 \
+	$(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) \
+	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3),\
+	$(shell $(p) -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo $(p))))
+
+$(DJ6_VENV)/.installed: pyproject.toml
+	@if [ -z "$(DJ6_PYTHON)" ]; then echo "no Python 3.12+: the Django 6 tests will be skipped"; else \
+	  test -x $(DJ6_VENV)/bin/python || $(DJ6_PYTHON) -m venv $(DJ6_VENV); \
+	  $(DJ6_VENV)/bin/python -m pip install --quiet --upgrade 'django>=6' 'uvicorn>=0.30'; \
+	  $(DJ6_VENV)/bin/python -m pip install --quiet --no-deps -e .; \
+	  touch $@; fi
+
+test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
