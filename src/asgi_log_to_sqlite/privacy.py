@@ -377,6 +377,7 @@ def check_options(options: Any) -> None:
 
 # ---- query strings -------------------------------------------------------------------------------
 _SEPARATORS = re.compile(r"([&;])")
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
 def redact_query(query: str, sensitive: Callable[[str], bool]) -> str:
@@ -628,10 +629,11 @@ class Policy:
         head, hash_, fragment = referer.partition("#")
         scheme, sep, rest = head.partition("://")
         if sep:
-            authority, slash, tail = rest.partition("/")
+            end = _AUTHORITY_END.search(rest)
+            cut = end.start() if end else len(rest)
+            authority = rest[:cut]
             if "@" in authority:
-                authority = authority.rsplit("@", 1)[1]
-            head = scheme + sep + authority + slash + tail
+                head = scheme + sep + authority.rsplit("@", 1)[1] + rest[cut:]
         base, question, query = head.partition("?")
         if question:
             head = base + "?" + redact_query(query, self._sensitive)
