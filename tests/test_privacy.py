@@ -195,6 +195,25 @@ def test_redact_query_extends_the_defaults_and_keep_query_turns_one_off(log_path
     )
 
 
+def test_anchored_strings_and_compiled_patterns_are_regexes(log_path):
+    serve(
+        plain_app,
+        log_path,
+        [
+            {"url": "/x?my_a=1&b_pin=2&pin=3&other=4"},
+            {"url": "/api/v2/internal/sync"},
+            {"url": "/", "headers": {"User-Agent": "curl/8.5"}},
+        ],
+        redact_query=["^my_", "_pin$", re.compile("^oth")],
+        exclude=["^/api/v[0-9]+/internal/"],
+        exclude_user_agents=["^curl/"],
+    ).close()
+    assert [r["query_string"] for r in rows(log_path)] == [
+        f"?my_a={REDACTED}&b_pin={REDACTED}&pin=3&other={REDACTED}"
+    ]
+    assert excluded_counts(log_path) == {"excluded_path": 1, "excluded_user_agent": 1}
+
+
 def test_referer_loses_userinfo_and_sensitive_query_values(log_path):
     serve(
         plain_app,

@@ -193,7 +193,8 @@ def _regex(name: str, source: str | re.Pattern[str], flags: int = 0) -> re.Patte
 
 
 def _pattern(name: str, item: Any, plain: str, fold: bool) -> Pattern:
-    """``re:...`` or a compiled regex (searched), a glob (``*?[``), or ``plain`` matching."""
+    """A regex (compiled, ``re:...``, or anchored ``^...``/``...$``; searched), a glob
+    (contains ``*``, ``?`` or ``[``), or else ``plain`` matching (exact, prefix or substring)."""
     flags = re.IGNORECASE if fold else 0
     if isinstance(item, re.Pattern):
         regex = _regex(name, item)
@@ -202,9 +203,10 @@ def _pattern(name: str, item: Any, plain: str, fold: bool) -> Pattern:
         raise TypeError(f"option {name!r} must hold strings or compiled regexes, got {item!r}")
     if not item:
         raise ValueError(f"option {name!r} must not hold an empty pattern")
-    if item.startswith("re:"):
-        regex = _regex(name, item[3:], flags)
-        return Pattern("regex", item[3:], lambda v, r=regex: r.search(v) is not None)
+    if item.startswith(("re:", "^")) or (item.endswith("$") and len(item) > 1):
+        source = item[3:] if item.startswith("re:") else item
+        regex = _regex(name, source, flags)
+        return Pattern("regex", source, lambda v, r=regex: r.search(v) is not None)
     if _GLOB_CHARS & set(item):
         regex = re.compile(fnmatch.translate(item), flags)
         return Pattern("glob", item, lambda v, r=regex: r.match(v) is not None)
@@ -234,7 +236,7 @@ def path_patterns(name: str, value: Any) -> tuple[Pattern, ...]:
     for item in items:
         if (
             isinstance(item, str)
-            and not item.startswith(("/", "re:"))
+            and not item.startswith(("/", "re:", "^"))
             and not (_GLOB_CHARS & set(item))
         ):
             raise ValueError(f"option {name!r}: path prefix {item!r} must start with '/'")
