@@ -221,3 +221,39 @@ def test_table_columns_lists_views_too(known_log):
     conn = sqlite3.connect(known_log)
     tables = table_columns(conn)
     assert "requests_view" in tables and "start" in tables["requests_view"]
+
+
+def test_every_table_of_a_new_log_is_described(tmp_path):
+    path = str(tmp_path / "log.db")
+    conn = connect(path)
+    ensure_schema(conn)
+    conn.close()
+    meta = metadata_for_file(path)["databases"]["log"]
+    conn = sqlite3.connect(path)
+    for table, columns in table_columns(conn).items():
+        assert meta["tables"][table]["description"], table
+        if table != "requests_view":  # its id is the requests rowid
+            assert set(meta["tables"][table]["columns"]) == set(columns), table
+
+
+def test_sampled_rows_count_for_the_requests_they_stand_for(tmp_path):
+    path = str(tmp_path / "log.db")
+    conn = connect(path)
+    ensure_schema(conn)
+    if "sample_rate" not in table_columns(conn)["requests"]:
+        pytest.skip("this schema has no sample_rate column")
+    conn.execute("BEGIN")
+    for i in range(5):  # a 10% sample: 5 rows stand for 50 requests
+        _add(conn, start=DAY1 + i, method="GET", path="/", http_status=200, duration=0.1,
+             body_size=100, sample_rate=0.1)
+    _add(conn, start=DAY1 + 10, method="GET", path="/", http_status=500, duration=0.1,
+         body_size=7, sample_rate=1.0)
+    conn.execute("COMMIT")
+    conn.row_factory = sqlite3.Row
+    queries = metadata_for_file(path)["databases"]["log"]["queries"]
+    day = dict(conn.execute(queries["traffic_per_day"]["sql"]).fetchone())
+    assert day["requests"] == 51
+    assert day["server_errors"] == 1
+    assert day["bytes_sent"] == 5007
+    top = dict(conn.execute(queries["top_paths"]["sql"]).fetchone())
+    assert (top["path"], top["requests"], top["errors"]) == ("/", 51, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "route": "Route template the framework matched, e.g. /items/{item_id}",
     "peer_ip": "Address of the immediate peer (a proxy, when trusted proxies are configured)",
     "sample_rate": "Fraction of requests recorded when this row was written (1 = all)",
+    "visitor": "Daily-salted hash standing for one visitor (no address is stored)",
 }
 
 UNITS: dict[str, str] = {
@@ -73,17 +75,23 @@ LOOKUP_DESCRIPTIONS: dict[str, str] = {
     "accept_languages": "Distinct Accept-Language headers",
     "content_types": "Distinct response Content-Types",
     "hosts": "Distinct Host headers",
+    "actors": "Distinct authenticated users",
+    "routes": "Distinct route templates",
+    "header_names": "Names of the captured headers",
+    "header_values": "Distinct values of the captured headers",
 }
 
 FACETS = ["http_status", "method", "content_type", "host"]
 
-# Reused SQL fragments. Times are UTC; "start" is unix seconds.
+# Reused SQL fragments. Times are UTC; "start" is unix seconds. ``COUNT_ALL`` and ``TOTAL(x)``
+# become ``count(*)`` and ``sum(x)``, or, in a log with a ``sample_rate`` column, the same scaled
+# by each row's sample rate, so that sampled logs report estimated real totals.
 _HOUR = "strftime('%Y-%m-%d %H:00', requests.start, 'unixepoch')"
 _DAY = "date(requests.start, 'unixepoch')"
-_TRAFFIC_COLUMNS = """count(*) AS requests,
-  sum(requests.http_status >= 400 AND requests.http_status < 500) AS client_errors,
-  sum(requests.http_status >= 500) AS server_errors,
-  sum(requests.body_size) AS bytes_sent,
+_TRAFFIC_COLUMNS = """COUNT_ALL AS requests,
+  TOTAL(requests.http_status >= 400 AND requests.http_status < 500) AS client_errors,
+  TOTAL(requests.http_status >= 500) AS server_errors,
+  TOTAL(requests.body_size) AS bytes_sent,
   round(avg(requests.duration), 4) AS avg_duration_seconds"""
 
 
@@ -103,7 +111,7 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
         {
             "title": "Traffic per hour",
             "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
-            "for each hour, UTC, newest first",
+            "for each hour, UTC, newest first; sampled rows count for the requests they stand for",
             "sql": _traffic(_HOUR, "hour"),
         },
     ),
@@ -112,7 +120,7 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
         {
             "title": "Traffic per day",
             "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
-            "for each day, UTC, newest first",
+            "for each day, UTC, newest first; sampled rows count for the requests they stand for",
             "sql": _traffic(_DAY, "day"),
         },
     ),
@@ -122,9 +130,9 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
             "title": "Top paths",
             "description": "The 100 most requested paths",
             "sql": """SELECT paths.name AS path,
-  count(*) AS requests,
-  sum(requests.http_status >= 400) AS errors,
-  sum(requests.body_size) AS bytes_sent,
+  COUNT_ALL AS requests,
+  TOTAL(requests.http_status >= 400) AS errors,
+  TOTAL(requests.body_size) AS bytes_sent,
   round(avg(requests.duration), 4) AS avg_duration_seconds
 FROM requests
 LEFT JOIN paths ON paths.id = requests.path
@@ -167,7 +175,7 @@ LIMIT 100""",
             "title": "Error paths",
             "description": "Paths answered with a server error (status 500 and above)",
             "sql": """SELECT paths.name AS path, requests.http_status,
-  count(*) AS requests,
+  COUNT_ALL AS requests,
   strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
 FROM requests
 LEFT JOIN paths ON paths.id = requests.path
@@ -183,7 +191,7 @@ LIMIT 100""",
             "title": "404 paths",
             "description": "Paths answered with 404 Not Found: broken links and probes",
             "sql": """SELECT paths.name AS path,
-  count(*) AS requests,
+  COUNT_ALL AS requests,
   strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
 FROM requests
 LEFT JOIN paths ON paths.id = requests.path
@@ -198,7 +206,7 @@ LIMIT 100""",
         {
             "title": "Top referrers",
             "description": "Pages that sent visitors here (the Referer header)",
-            "sql": """SELECT referers.name AS referrer, count(*) AS requests
+            "sql": """SELECT referers.name AS referrer, COUNT_ALL AS requests
 FROM requests
 JOIN referers ON referers.id = requests.referer
 GROUP BY requests.referer
@@ -211,7 +219,7 @@ LIMIT 100""",
         {
             "title": "User agents",
             "description": "Browsers, bots and clients, by number of requests",
-            "sql": """SELECT user_agents.name AS user_agent, count(*) AS requests
+            "sql": """SELECT user_agents.name AS user_agent, COUNT_ALL AS requests
 FROM requests
 LEFT JOIN user_agents ON user_agents.id = requests.user_agent
 GROUP BY requests.user_agent
@@ -225,10 +233,10 @@ LIMIT 100""",
             "title": "Bandwidth per day",
             "description": "Bytes sent and received each day, UTC, newest first",
             "sql": f"""SELECT {_DAY} AS day,
-  count(*) AS requests,
-  sum(requests.body_size) AS bytes_sent,
-  sum(requests.request_body_size) AS bytes_received,
-  round(sum(requests.body_size) / 1048576.0, 2) AS mib_sent
+  COUNT_ALL AS requests,
+  TOTAL(requests.body_size) AS bytes_sent,
+  TOTAL(requests.request_body_size) AS bytes_received,
+  round(TOTAL(requests.body_size) / 1048576.0, 2) AS mib_sent
 FROM requests
 GROUP BY day
 ORDER BY day DESC
@@ -241,8 +249,8 @@ LIMIT 1000""",
             "title": "Bandwidth by content type",
             "description": "Bytes sent per response Content-Type, largest first",
             "sql": """SELECT content_types.name AS content_type,
-  count(*) AS requests,
-  sum(requests.body_size) AS bytes_sent,
+  COUNT_ALL AS requests,
+  TOTAL(requests.body_size) AS bytes_sent,
   round(avg(requests.body_size)) AS avg_bytes
 FROM requests
 LEFT JOIN content_types ON content_types.id = requests.content_type
@@ -252,6 +260,21 @@ LIMIT 100""",
         },
     ),
 }
+
+
+_WEIGHT = "coalesce(nullif(requests.sample_rate, 0), 1)"
+
+
+def _sql(template: str, sampled: bool) -> str:
+    if not sampled:
+        sql = template.replace("COUNT_ALL", "count(*)")
+        return re.sub(r"TOTAL\(([^()]*)\)", r"sum(\1)", sql)
+    sql = template.replace("COUNT_ALL", f"CAST(round(sum(1.0 / {_WEIGHT})) AS INTEGER)")
+    return re.sub(
+        r"TOTAL\(([^()]*)\)",
+        lambda m: f"CAST(round(sum(({m.group(1)}) / {_WEIGHT})) AS INTEGER)",
+        sql,
+    )
 
 
 def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -264,7 +287,7 @@ def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
         )
     ]
     return {
-        name: [row[1] for row in conn.execute(f"PRAGMA table_xinfo([{name}])") if row[5] != 2]
+        name: [row[1] for row in conn.execute(f"PRAGMA table_info([{name}])")]
         for name in names
     }
 
@@ -316,6 +339,29 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                 "count": "Number of records dropped",
             },
         }
+    if "excluded_requests" in tables:
+        meta_tables["excluded_requests"] = {
+            "description": "Requests deliberately not recorded (health checks, exclusions, "
+            "sampling), counted per hour (UTC) and reason",
+            "sort_desc": "hour",
+            "columns": {
+                "hour": "Hour of the requests, UTC",
+                "reason": "Why they were not recorded",
+                "count": "Number of requests",
+            },
+        }
+    for name in ("captured_headers", "captured_headers_view"):
+        if name in tables:
+            meta_tables[name] = {
+                "description": "Headers recorded on request (capture_request_headers, "
+                "capture_response_headers), one row per header of a request",
+                "columns": {
+                    "request": "Row id of the request in the requests table",
+                    "direction": "request or response",
+                    "name": "Header name, lower case",
+                    "value": "Header value",
+                },
+            }
     for name, columns in tables.items():
         if name not in meta_tables and _is_lookup(columns):
             meta_tables[name] = {
@@ -323,8 +369,9 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                 "label_column": "name",
                 "columns": {"id": "Key the requests table refers to", "name": "The value"},
             }
+    sampled = "sample_rate" in request_columns
     queries = {
-        name: dict(query)
+        name: {**query, "sql": _sql(query["sql"], sampled)}
         for name, (needs, query) in QUERIES.items()
         if request_columns and needs <= request_columns
     }
