@@ -94,9 +94,10 @@ class TokenBackend(AuthenticationBackend):
         return AuthCredentials(["authenticated"]), SimpleUser("alice")
 
 
-def require_token(app):
+def require_token(app, copy_scope: bool = False):
     """A plain ASGI auth middleware that refuses requests without the token, like many API
-    gateways do, and sets ``scope["auth"]`` for the ones it lets through."""
+    gateways do, and sets ``scope["auth"]`` for the ones it lets through: in the scope it was
+    given, or (``copy_scope``) in a copy that only the layers inside it see."""
 
     async def middleware(scope, receive, send):
         if scope["type"] != "http":
@@ -105,6 +106,8 @@ def require_token(app):
         if headers.get(b"authorization") != f"Bearer {TOKEN}".encode():
             await PlainTextResponse("Unauthorized", status_code=401)(scope, receive, send)
             return
+        if copy_scope:
+            scope = dict(scope)
         scope["auth"] = AuthCredentials(["authenticated"])
         scope["user"] = SimpleUser("alice")
         await app(scope, receive, send)
@@ -295,15 +298,21 @@ def test_outside_starlette_authentication(log_path):
     ok, anonymous, bad = serve(log, requests)
     assert ok.json() == {"user": "alice", "scopes": ["authenticated"], "raw": ["authenticated"]}
     assert anonymous.status_code == 403 and bad.status_code == 400
-    assert [r["http_status"] for r in rows(log)] == [200, 403, 400]
+    logged = rows(log)
+    assert [r["http_status"] for r in logged] == [200, 403, 400]
+    # Starlette sets the user in the scope itself: the log outside it sees who it was, and the
+    # route Starlette matched.
+    assert [r["actor"] for r in logged] == ["alice", None, None]
+    assert logged[0]["route"] == "/whoami"
     assert TOKEN not in all_text(log_path)
 
 
-def test_inside_an_auth_middleware(log_path):
+@pytest.mark.parametrize("copy_scope", [False, True], ids=["same-scope", "copied-scope"])
+def test_inside_an_auth_middleware(log_path, copy_scope):
     """Inside, the log passes the scope the auth layer built on to the app, unchanged; requests
     the auth layer refuses never reach it."""
     log = AsgiLogToSqlite(inner_app(), log_path)
-    app = require_token(log)
+    app = require_token(log, copy_scope)
 
     async def requests(client):
         return [
@@ -313,12 +322,15 @@ def test_inside_an_auth_middleware(log_path):
 
     ok, refused = serve(app, requests)
     assert ok.json()["user"] == "alice" and refused.status_code == 401
-    assert [r["http_status"] for r in rows(log)] == [200]
+    assert [(r["http_status"], r["actor"]) for r in rows(log)] == [(200, "alice")]
     assert TOKEN not in all_text(log_path)
 
 
-def test_outside_an_auth_middleware_logs_refusals(log_path):
-    log = AsgiLogToSqlite(require_token(inner_app()), log_path)
+@pytest.mark.parametrize("copy_scope", [False, True], ids=["same-scope", "copied-scope"])
+def test_outside_an_auth_middleware_logs_refusals(log_path, copy_scope):
+    """Outside, the log sees the refusals; it sees the user only if the auth layer set it in
+    the scope it was given, not in a copy."""
+    log = AsgiLogToSqlite(require_token(inner_app(), copy_scope), log_path)
 
     async def requests(client):
         return [
