@@ -727,6 +727,10 @@ def test_unsampled_rows_have_rate_one(log_path):
     assert excluded_counts(log_path) == {}
 
 
+async def _async_actor(scope):
+    return "x"
+
+
 # ---- bad options -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "option, value, error",
@@ -755,6 +759,7 @@ def test_unsampled_rows_have_rate_one(log_path):
         ("visitor_hash", 1, TypeError),
         ("actor", "user", TypeError),
         ("route", 3, TypeError),
+        ("actor", _async_actor, TypeError),
         ("exclude", "/static", TypeError),
         ("exclude", ["static"], ValueError),
         ("exclude", ["/"], ValueError),
@@ -784,3 +789,11 @@ def test_the_raw_byte_check_sees_a_value_that_is_stored(log_path):
         assert SECRET.encode() in raw_bytes(log_path)
     finally:
         logged.close()
+
+
+def test_a_callable_returning_a_coroutine_is_counted_without_a_warning(log_path):
+    logged = serve(plain_app, log_path, [{"url": "/"}], actor=lambda scope: _async_actor(scope))
+    stats = logged.stats()
+    logged.close()
+    assert stats["actor_errors"] == 1
+    assert rows(log_path)[0]["actor"] is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import random
@@ -340,7 +341,16 @@ def sample_setting(name: str, value: Any) -> float:
 
 def hook_setting(name: str, value: Any) -> Any:
     """None (detect automatically), False (never record), or a callable taking the scope."""
-    if value is None or value is False or callable(value):
+    if value is None or value is False:
+        return value
+    if callable(value):
+        if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+            getattr(value, "__call__", None)
+        ):
+            raise TypeError(
+                f"option {name!r} must be a plain (not async) callable: it runs in the writer "
+                "thread, after the response, with the request's scope"
+            )
         return value
     raise TypeError(f"option {name!r} must be a callable(scope), None or False, got {value!r}")
 
@@ -738,7 +748,12 @@ class Policy:
     # ---- route and actor -----------------------------------------------------------------------
     def _call(self, kind: str, hook: Callable[[Any], Any], scope: Any) -> Any:
         try:
-            return hook(scope)
+            result = hook(scope)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError(f"the {kind} callable returned an awaitable; it must not be async")
+            return result
         except Exception:
             self.errors[f"{kind}_errors"] += 1
             if kind not in self._warned:
