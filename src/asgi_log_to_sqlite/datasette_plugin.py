@@ -377,12 +377,33 @@ def log_databases_metadata(datasette: Any) -> dict[str, Any]:
     return {"databases": databases} if databases else {}
 
 
+# Keys found anywhere in our metadata: Datasette asks for others ("allow", "plugins", "source")
+# on every permission check, and those lookups need nothing from us.
+_OUR_KEYS = frozenset(
+    {"databases", "description", "tables", "queries", "columns", "units", "facets", "sort",
+     "sort_desc", "label_column"}
+)
+
+
+def _copy_dicts(value: Any) -> Any:
+    """A copy of every dict (Datasette merges the user's metadata into them); the rest shared."""
+    if isinstance(value, dict):
+        return {k: _copy_dicts(v) for k, v in value.items()}
+    return value
+
+
 @hookimpl
 def get_metadata(datasette: Any, key: Any, database: Any, table: Any) -> dict[str, Any]:
-    """Datasette 0.65. A fresh copy each time: Datasette merges the user's metadata into it."""
-    import copy
-
-    found = copy.deepcopy(log_databases_metadata(datasette))
+    """Datasette 0.65: the metadata of the log databases, only what the lookup can use."""
+    if key is not None and key not in _OUR_KEYS:
+        return {}
+    found = log_databases_metadata(datasette)
+    if database is not None:
+        ours = (found.get("databases") or {}).get(database)
+        if ours is None:
+            return {}
+        found = {"databases": {database: ours}}
+    found = _copy_dicts(found)
     local = getattr(datasette, "_metadata_local", None) or {}
     for name, log_database in (found.get("databases") or {}).items():
         user_tables = ((local.get("databases") or {}).get(name) or {}).get("tables") or {}
