@@ -231,3 +231,28 @@ def test_datasette_configure_asgi_recipe(datasette, tmp_path):
             assert http.get("/data/items.json").status_code == 200
         rows = wait_for_rows(log, lambda rows: any(r["path"] == "/data/items.json" for r in rows))
         assert rows[-1]["http_status"] == 200
+
+
+@pytest.mark.parametrize("datasette", VERSIONS)
+def test_the_users_choices_win_and_crossdb_stays_private(datasette, tmp_path):
+    log = str(tmp_path / "log.db")
+    make_known_log(log)
+    data = make_data(tmp_path)
+    mine = {"tables": {"requests": {"description": "My own words", "sort": "duration"}}}
+    (tmp_path / "metadata.json").write_text(json.dumps({"databases": {"log": mine}}))
+    config = write_config(datasette, tmp_path, {"asgi-log-to-sqlite": {"file": log}})
+    if datasette != DATASETTE_1:  # 0.65 has one file for both
+        both = {"databases": {"log": mine}, "plugins": {"asgi-log-to-sqlite": {"file": log}}}
+        (tmp_path / "metadata.json").write_text(json.dumps(both))
+        config = []
+    files = [data, log, "-m", str(tmp_path / "metadata.json"), *config, "--crossdb"]
+    with serve(datasette, tmp_path, files, []) as server:
+        with client(server, "root") as root:
+            assert "My own words" in root.get("/log/requests").text
+            rows = root.get("/log/requests.json?_shape=array&_size=2").json()
+            assert [row["duration"] for row in rows] == [0.001, 0.002]
+            cross = "/_memory.json?sql=select+count(*)+as+n+from+log.requests&_shape=array"
+            assert root.get(cross).json() == [{"n": 117}]
+        with client(server) as anonymous:
+            assert anonymous.get(cross).status_code == 403
+            assert anonymous.get("/data/items.json").status_code == 200
