@@ -188,6 +188,11 @@ def test_http2_scope():
     assert row["scheme"] == "https"
 
 
+def test_header_names_as_bytearray_and_memoryview():
+    row = row_of(http_scope(headers=[(bytearray(b"User-Agent"), b"ba"), (memoryview(b"referer"), b"mv")]))
+    assert (row["user_agent"], row["referer"]) == ("ba", "mv")
+
+
 def test_garbage_headers_are_skipped():
     row = row_of(http_scope(headers=[None, (b"user-agent",), 42, (b"user-agent", b"ok")]))
     assert row["user_agent"] == "ok"

@@ -18,8 +18,8 @@ from typing import Any
 
 from .options import Options
 from .record import Exchange
-from .schema import SchemaError, connect, ensure_schema
 from .rotation import shared_rotation_lock
+from .schema import SchemaError, connect, ensure_schema
 from .writer import Writer
 
 __all__ = ["AsgiLogToSqlite"]
@@ -220,7 +220,7 @@ class AsgiLogToSqlite:
 class _HttpObserver:
     """Per-request state for one HTTP request; its ``exchange`` is what gets recorded."""
 
-    __slots__ = ("owner", "exchange", "receive_inner", "send_inner", "trailers", "complete")
+    __slots__ = ("complete", "exchange", "owner", "receive_inner", "send_inner", "trailers")
 
     def __init__(self, owner: AsgiLogToSqlite, scope: Scope) -> None:
         self.owner = owner
@@ -247,9 +247,12 @@ class _HttpObserver:
                 if not exchange.queued:
                     if exchange.duration is None:
                         exchange.duration = time.perf_counter() - exchange.t0
-                    if exchange.status is None and exchange.exception is None:
-                        if not exchange.disconnected:
-                            exchange.status = 500  # the app returned without a response
+                    if (
+                        exchange.status is None
+                        and exchange.exception is None
+                        and not exchange.disconnected
+                    ):
+                        exchange.status = 500  # the app returned without a response
                     self.owner._submit(exchange)
             except Exception:
                 logger.exception("asgi-log-to-sqlite: could not record a request")
@@ -317,7 +320,7 @@ class _HttpObserver:
 class _WebSocketObserver:
     """One WebSocket connection: status 101 once accepted, 403 when refused, bytes both ways."""
 
-    __slots__ = ("owner", "exchange", "receive_inner", "send_inner", "accepted")
+    __slots__ = ("accepted", "exchange", "owner", "receive_inner", "send_inner")
 
     def __init__(self, owner: AsgiLogToSqlite, scope: Scope) -> None:
         self.owner = owner

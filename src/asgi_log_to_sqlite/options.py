@@ -163,7 +163,7 @@ class Options:
     #: Delete rows older than this ("30d") from the file itself, instead of rotating (seconds).
     retain: float | None = _field(None, _optional(parse_duration, "a duration such as '30d'"))
     #: Where "now" comes from for rotation and retention (unix seconds); for tests.
-    clock: Callable[[], float] | None = _field(None, optional_clock)  # noqa: RUF009
+    clock: Callable[[], float] | None = _field(None, optional_clock)
 
     # --- privacy (validators and defaults in privacy.py; see docs/privacy.md) ----------------
     #: Extra query keys whose values are replaced by REDACTED (names, globs, ``re:`` regexes).

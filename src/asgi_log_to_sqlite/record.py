@@ -21,19 +21,19 @@ class Exchange:
     """One HTTP request or WebSocket connection, as observed by the middleware."""
 
     __slots__ = (
-        "scope",
-        "start",
-        "t0",
-        "duration",
-        "ttfb",
-        "status",
-        "response_headers",
         "body_size",
-        "request_body_size",
-        "exception",
         "disconnected",
+        "duration",
+        "exception",
         "pathsend",
         "queued",
+        "request_body_size",
+        "response_headers",
+        "scope",
+        "start",
+        "status",
+        "t0",
+        "ttfb",
     )
 
     def __init__(self, scope: dict[str, Any], start: float, t0: float) -> None:
@@ -56,7 +56,13 @@ def text(value: Any, cap: int) -> str | None:
     """Valid text for any input: lossless for valid UTF-8, escapes for bad bytes, capped."""
     if value is None:
         return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    kind = type(value)
+    if kind is bytes:  # the common case first: this runs a dozen times per row
+        value = value.decode("utf-8", "backslashreplace")
+    elif kind is str:
+        if not value.isascii():
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode("utf-8", "backslashreplace")
     elif not isinstance(value, str):
         value = str(value)
@@ -74,10 +80,15 @@ REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"hos
 def request_headers(scope: dict[str, Any]) -> list[Any]:
     """user-agent, referer, accept-language, host: the first value of each, as bytes."""
     found: list[Any] = [None, None, None, None]
+    get = REQUEST_HEADERS.get
     for item in scope.get("headers") or ():
         try:
             name, value = item
-            index = REQUEST_HEADERS.get(bytes(name).lower())
+            # Servers send lower-case bytes names: skip the copy and .lower() when they did.
+            plain = type(name) is bytes
+            index = get(name) if plain else None
+            if index is None and not (plain and name.islower()):
+                index = get(bytes(name).lower())
         except Exception:
             continue
         if index is not None and found[index] is None:

@@ -1,0 +1,77 @@
+"""In-process cost: event-loop time per request, the ASGI app called directly in a loop.
+
+Run as a script in a fresh interpreter (in ``.venv`` for this package, in ``.venv-seed`` for
+0.1.1); prints one JSON object. Each repeat serves ``n`` requests of the realistic mix one after
+the other in one coroutine and divides the elapsed time by ``n``; the writer thread (if any)
+keeps running meanwhile, so its competition for the GIL is part of the figure. Between repeats
+the log is flushed, outside the timed part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import mix
+from app import make
+
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def receive():
+    return REQUEST
+
+
+async def send(message):
+    pass
+
+
+async def serve(app, scopes) -> float:
+    started = time.perf_counter()
+    for scope in scopes:
+        await app(scope, receive, send)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=["bare", "wrapped"], required=True)
+    parser.add_argument("--db", default="inprocess.db")
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    scopes = mix.scopes(args.n)
+    app = make(args.kind, args.db)
+    per_request = []
+    for _ in range(args.repeats):
+        # Fresh dicts each time, as a server builds a new scope per request.
+        batch = [dict(scope) for scope in scopes]
+        elapsed = asyncio.run(serve(app, batch))
+        per_request.append(elapsed / len(batch) * 1e6)
+        if hasattr(app, "flush"):
+            app.flush(60)
+    result = {"kind": args.kind, "n": args.n, "us_per_request": per_request,
+              "median_us": statistics.median(per_request)}
+    if args.kind == "wrapped":
+        if hasattr(app, "close"):
+            result["stats"] = app.stats()
+            app.close(60)
+        conn = sqlite3.connect(args.db)
+        result["rows"] = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        result["file_bytes"] = os.path.getsize(args.db)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
