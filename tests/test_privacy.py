@@ -797,3 +797,23 @@ def test_a_callable_returning_a_coroutine_is_counted_without_a_warning(log_path)
     logged.close()
     assert stats["actor_errors"] == 1
     assert rows(log_path)[0]["actor"] is None
+
+
+def test_a_log_from_before_the_privacy_columns_is_upgraded_in_place(log_path):
+    from asgi_log_to_sqlite import schema
+
+    conn = sqlite3.connect(log_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for step in schema.MIGRATIONS[:3]:
+        step(conn)
+    conn.execute("INSERT INTO requests (start, method, http_status) VALUES (1.5, 'GET', 200)")
+    conn.execute("PRAGMA user_version=3")
+    conn.close()
+    serve(plain_app, log_path, [{"url": "/new?token=x"}], anonymize_ip=True).close()
+    stored = rows(log_path)
+    assert [(r["method"], r["sample_rate"], r["route"]) for r in stored] == [
+        ("GET", None, None),
+        ("GET", 1.0, None),
+    ]
+    assert stored[1]["query_string"] == f"?token={REDACTED}"
+    assert stored[1]["client_ip"] == "127.0.0.0"
