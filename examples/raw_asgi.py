@@ -8,9 +8,10 @@ Run it with any ASGI server, from this folder::
     daphne raw_asgi:app
 
 It uses the ASGI extensions a server offers in ``scope["extensions"]``:
-``http.response.pathsend`` for ``/file`` (granian), and ``http.response.early_hint`` and
-``http.response.trailers`` for ``/trailers`` (hypercorn over HTTP/2). It does not speak the
-lifespan protocol; the middleware answers it, so its flush at shutdown still runs.
+``http.response.pathsend`` for ``/file`` (granian), ``http.response.early_hint`` and
+``http.response.trailers`` for ``/trailers`` (hypercorn over HTTP/2), and
+``websocket.http.response`` to refuse WebSockets on unknown paths with a 404 page. It does not
+speak the lifespan protocol; the middleware answers it, so its flush at shutdown still runs.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ async def websocket_echo(scope, receive, send):
         return
 
 
+async def refuse_websocket(scope, receive, send):
+    await receive()  # websocket.connect
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        # The denial response extension: a real HTTP answer instead of the server's bare 403.
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"No WebSocket here"})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
 ROUTES = {
     "/": hello,
     "/stream": stream,
@@ -134,7 +145,7 @@ async def raw_app(scope, receive, send):
     elif scope["type"] == "websocket" and scope["path"] == "/ws":
         await websocket_echo(scope, receive, send)
     elif scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008})
+        await refuse_websocket(scope, receive, send)
     # Other scopes (lifespan) are ignored: the middleware answers the lifespan protocol.
 
 

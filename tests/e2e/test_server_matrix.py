@@ -1,11 +1,13 @@
 """The raw ASGI example under every supported server and protocol: rows == responses.
 
 Each case starts one real server process on 127.0.0.1, sends a bounded burst of concurrent
-requests (normal, streamed, file, not found; each with a unique query string) and one WebSocket
-connection, stops the server with SIGTERM and compares the log with what the client received.
-gunicorn runs two uvicorn workers forked from a ``--preload``-ed master. The ASGI extensions a
-server offers keep working through the middleware: granian's ``http.response.pathsend``
-(recorded with the file's size), hypercorn's HTTP/2 trailers and early hints.
+requests (normal, streamed, file, not found; each with a unique query string), one WebSocket
+connection and one refused WebSocket, stops the server with SIGTERM and compares the log with
+what the client received. gunicorn runs two uvicorn workers forked from a ``--preload``-ed
+master. The ASGI extensions a server offers keep working through the middleware: granian's
+``http.response.pathsend`` (recorded with the file's size), hypercorn's HTTP/2 trailers and
+early hints, and the WebSocket denial response (``websocket.http.response``) of every server but
+daphne.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from support import BIN, ROOT, Server, free_port
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 EXAMPLES = ROOT / "examples"
@@ -35,6 +38,7 @@ class Case:
     args: tuple[str, ...]  # the command; {port} is replaced
     http2: bool = False  # the client speaks HTTP/2 with prior knowledge (h2c)
     pathsend: bool = False  # the server offers http.response.pathsend
+    denial: bool = True  # the server offers websocket.http.response (WebSocket denial pages)
 
 
 CASES = {
@@ -50,7 +54,7 @@ CASES = {
         ("granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}", APP),
         pathsend=True,
     ),
-    "daphne": Case(("daphne", "-b", "127.0.0.1", "-p", "{port}", APP)),
+    "daphne": Case(("daphne", "-b", "127.0.0.1", "-p", "{port}", APP), denial=False),
     # The app (and the middleware) built once in the master, then forked into two workers.
     "gunicorn-uvicorn-worker-preload": Case(
         (
@@ -94,6 +98,13 @@ def websocket_echo(port: int) -> str:
         return ws.recv(timeout=10)
 
 
+def websocket_refused(port: int) -> tuple[int, bytes]:
+    """Open a WebSocket on a path the app refuses: the HTTP status and body the client got."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{port}/nope", open_timeout=10, close_timeout=5)
+    return refused.value.response.status_code, refused.value.response.body or b""
+
+
 def read_rows(db: str) -> list[dict]:
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
@@ -117,19 +128,30 @@ def test_rows_equal_responses(name, tmp_path):
     with Server(args, port, cwd=tmp_path, env=env, log=tmp_path / "server.log") as server:
         responses = asyncio.run(burst(server.url, case.http2))
         reply = websocket_echo(port)
+        denied_status, denied_body = websocket_refused(port)
         server.stop(signal.SIGTERM, timeout=30)
         exited = server.process.poll() is not None
     assert exited, "the server did not stop within 30 s of SIGTERM"
     output = server.output()
 
     rows = read_rows(db)
-    http_rows = {row["query_string"] or row["path"]: row for row in rows if row["path"] != "/ws"}
+    http_rows = {
+        row["query_string"] or row["path"]: row for row in rows if row["connection_type"] == "http"
+    }
     ws_rows = [row for row in rows if row["path"] == "/ws"]
     # Every response is exactly one row, and nothing else is.
-    assert len(rows) == len(responses) + 1, output
+    assert len(rows) == len(responses) + 2, output
     assert set(http_rows) == set(responses), output
     assert reply == "echo: hi" and len(ws_rows) == 1
     assert ws_rows[0]["connection_type"] == "websocket" and ws_rows[0]["http_status"] == 101
+    # A refused WebSocket: the app's denial page where the server offers the extension, else the
+    # server's bare 403; the row has what the client got.
+    (denied,) = [row for row in rows if row["path"] == "/nope"]
+    if case.denial:
+        assert (denied_status, denied_body) == (404, b"No WebSocket here")
+    else:
+        assert denied_status == 403
+    assert denied["http_status"] == denied_status and denied["body_size"] == len(denied_body)
 
     version = "2" if case.http2 else "1.1"
     for key, response in responses.items():
