@@ -49,7 +49,7 @@ test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run.py
