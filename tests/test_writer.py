@@ -157,7 +157,8 @@ def test_records_are_written_in_batches_with_shared_lookups(make_writer, log_pat
 
 
 def test_rows_become_visible_without_a_flush(make_writer, log_path):
-    writer = make_writer(flush_interval=0.05)
+    """With the default options the writer commits on its own, every ``flush_interval``."""
+    writer = make_writer()
     writer.put(exchange())
     deadline = time.monotonic() + 10
     while count(log_path) == 0 and time.monotonic() < deadline:
@@ -499,3 +500,52 @@ def test_bug_in_row_building_is_logged_counted_and_skipped(log_path, caplog):
         assert any("could not record" in r.getMessage() and r.exc_info for r in caplog.records)
     finally:
         log.close(10)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "512k"):
+    """A real, tiny filesystem (tmpfs) that can fill up; needs root, skipped otherwise."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, check=False)
+    if mounted.returncode:
+        pytest.skip("cannot mount a small filesystem here")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def fill(path: Path) -> None:
+    """Take every free block of the filesystem holding ``path``."""
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+
+
+@pytest.mark.timeout(60)
+def test_disk_full_request_unaffected_then_retried(tmp_path, caplog):
+    with small_disk(tmp_path / "small") as disk:
+        db = str(disk / "log.db")
+        log = AsgiLogToSqlite(ok_app, db, flush_interval=0.05)
+        try:
+            serve(log, "/before")
+            log.flush(10)
+            filler = disk / "filler"
+            fill(filler)
+            with caplog.at_level(logging.WARNING, logger=LOGGER):
+                for i in range(300):  # enough rows to need new pages
+                    sent = serve(log, f"/full/{i}", headers=[(b"user-agent", b"x" * 200)])
+                    assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+                deadline = time.monotonic() + 10
+                while log.stats()["write_errors"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            assert log.stats()["write_errors"] >= 1
+            assert any("could not write" in r.getMessage() for r in caplog.records)
+            filler.unlink()
+            log.flush(20)
+            assert count(db) == 301
+            assert log.stats()["dropped_write_failed"] == 0
+        finally:
+            log.close(10)
