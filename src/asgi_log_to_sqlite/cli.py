@@ -260,28 +260,26 @@ def vacuum(path: str) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def merge(out: str, inputs: tuple[str, ...]) -> None:
     """Combine rotated or per-host logs into one database; files already merged are skipped."""
+    import contextlib
+    import sys
+
     from .maintenance import MaintenanceError
     from .maintenance import merge as merge_files
 
-    import sys
+    with contextlib.ExitStack() as stack:
+        bars: list = []
 
-    bars: list = []
+        def progress(done: int, total: int) -> None:
+            if not bars:  # the total is known once every input was checked
+                # On stderr: stdout stays the summary, for scripts.
+                bar = click.progressbar(length=total, label="Merging rows", file=sys.stderr)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos)
 
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            # On stderr: stdout stays the summary, for scripts.
-            bars.append(click.progressbar(length=total, label="Merging rows", file=sys.stderr))
-            bars[0].__enter__()
-        bar = bars[0]
-        bar.update(done - bar.pos)
-
-    try:
-        result = merge_files(out, list(inputs), progress=progress)
-    except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        if bars:
-            bars[0].__exit__(None, None, None)
+        try:
+            result = merge_files(out, list(inputs), progress=progress)
+        except MaintenanceError as error:
+            raise click.ClickException(str(error)) from None
     for path in result.skipped:
         click.echo(f"Skipped {path}: already merged")
     click.echo(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}")
