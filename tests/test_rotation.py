@@ -314,3 +314,30 @@ def test_delete_older_than_in_small_transactions(log_path):
     assert rotation.reclaim_space(conn) >= 0
     assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     conn.close()
+
+
+def test_rotated_files_open_in_datasette(log_path):
+    """Rotated files are served as they are, read-only, with labels from the lookups."""
+    from datasette.app import Datasette
+
+    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
+    serve(log, [f"/ds/{i}" for i in range(8)], flush_every=4)
+    log.close(10)
+    rotated = rotation.rotated_files(log_path)
+    assert rotated
+
+    async def go() -> list:
+        ds = Datasette(immutables=rotated)
+        await ds.invoke_startup()
+        found = []
+        for name in rotated:
+            db = os.path.splitext(os.path.basename(name))[0]
+            response = await ds.client.get(f"/{db}/requests_view.json?_shape=array")
+            assert response.status_code == 200, response.text
+            found += [row["path"] for row in response.json()]
+        return found
+
+    found = asyncio.run(go())
+    assert sorted(found) == sorted(p for f in rotated for p in paths_in(f))
+    for name in rotated:
+        assert_complete(name)  # reading left nothing behind
