@@ -1,0 +1,296 @@
+"""The serve, report, tail and demo commands, through click's runner and as real processes."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from asgi_log_to_sqlite import __version__
+from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.demo import synthetic_log
+from asgi_log_to_sqlite.schema import connect, ensure_schema
+
+from support import BIN, Server, free_port
+
+EXE = str(BIN / "asgi-log-to-sqlite")
+NOW = time.time()
+
+
+def run(*args: str, cwd: str | Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "log.db"
+    synthetic_log(path, 2000, end=NOW, days=2, seed=4)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    junk = folder / "junk.db"
+    junk.write_bytes(b"not sqlite " * 500)
+    other = folder / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    empty = folder / "empty.db"
+    conn = connect(str(empty))
+    ensure_schema(conn)
+    conn.close()
+    return {
+        "missing": (str(folder / "missing.db"), "no such file"),
+        "junk": (str(junk), "not a SQLite database"),
+        "other": (str(other), "not an asgi-log-to-sqlite log"),
+        "empty": (str(empty), "no requests"),
+    }
+
+
+# ---- help and version ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["serve", "report", "tail", "demo"])
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    process = run(command, "--help")
+    assert process.returncode == 0 and "Usage:" in process.stdout
+
+
+def test_version():
+    assert __version__ in CliRunner().invoke(cli, ["--version"]).output
+    assert __version__ in run("--version").stdout
+
+
+# ---- report -------------------------------------------------------------------------------
+def test_report_text_json_html_in_process(log, tmp_path):
+    runner = CliRunner()
+    text = runner.invoke(cli, ["report", log])
+    assert text.exit_code == 0, text.output
+    assert "Top paths" in text.output and "2,000" in text.output
+    data = runner.invoke(cli, ["report", log, "--format", "json", "--since", "24h"])
+    assert data.exit_code == 0
+    report = json.loads(data.output)
+    assert 0 < report["summary"]["requests"] < 2000
+    out = tmp_path / "r.html"
+    html = runner.invoke(cli, ["report", log, "-f", "html", "-o", str(out)])
+    assert html.exit_code == 0
+    assert out.read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_report_as_a_process_over_several_files(log, tmp_path):
+    older = tmp_path / "older.db"
+    synthetic_log(older, 500, end=NOW - 3 * 86400, days=1, seed=9)
+    process = run("report", log, str(older), "--format", "json")
+    assert process.returncode == 0, process.stderr
+    report = json.loads(process.stdout)
+    assert report["summary"]["requests"] == 2500
+    assert report["files"] == [log, str(older)]
+    text = run("report", log, "--until", "1d", "--limit", "3")
+    assert text.returncode == 0
+    assert max(len(line) for line in text.stdout.splitlines()) <= 80
+    out = tmp_path / "report.html"
+    html = run("report", log, "--format", "html", "-o", str(out))
+    assert html.returncode == 0 and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("kind", ["missing", "junk", "other", "empty"])
+def test_report_bad_input_is_a_clear_error(bad_files, kind):
+    path, message = bad_files[kind]
+    result = CliRunner().invoke(cli, ["report", path])
+    assert result.exit_code == 1
+    assert message in result.output
+    process = run("report", path)
+    assert process.returncode == 1
+    assert message in process.stderr and "Traceback" not in process.stderr
+
+
+@pytest.mark.parametrize("since", ["yesterday", "24x", "2024-99-01"])
+def test_report_bad_since_is_a_usage_error(log, since):
+    result = CliRunner().invoke(cli, ["report", log, "--since", since])
+    assert result.exit_code == 2
+    assert "--since" in result.output and "24h" in result.output
+    process = run("report", log, "--since", since)
+    assert process.returncode == 2 and "Traceback" not in process.stderr
+
+
+# ---- tail ---------------------------------------------------------------------------------
+def test_tail_filters_and_layout(log):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["tail", log, "-n", "5"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == 5
+    # Combined log format plus the time taken.
+    assert all(
+        line.count('"') == 6 and " - - [" in line and line.endswith("s") for line in lines
+    ), lines
+    conn = sqlite3.connect(log)
+    last = conn.execute("SELECT rowid, client_ip FROM requests ORDER BY rowid DESC LIMIT 1").fetchone()
+    assert lines[-1].startswith(f"{last[1]} - - [")
+
+    errors = runner.invoke(cli, ["tail", log, "-n", "1000", "--status", "5xx"]).output.splitlines()
+    expected = conn.execute("SELECT COUNT(*) FROM requests WHERE http_status >= 500").fetchone()[0]
+    assert len(errors) == min(1000, expected)
+    assert all('" 50' in line for line in errors)
+    two = runner.invoke(cli, ["tail", log, "-n", "1000", "--status", "404,401"]).output.splitlines()
+    assert two and all(('" 404 ' in line) or ('" 401 ' in line) for line in two)
+    blog = runner.invoke(cli, ["tail", log, "-n", "1000", "--path", "/blog"]).output.splitlines()
+    count = conn.execute(
+        "SELECT COUNT(*) FROM requests_view WHERE path = '/blog' OR path LIKE '/blog/%'"
+    ).fetchone()[0]
+    assert len(blog) == count and all(" /blog" in line for line in blog)
+    glob = runner.invoke(cli, ["tail", log, "-n", "1000", "--path", "/products/1*"]).output
+    assert glob and all(" /products/1" in line for line in glob.splitlines())
+
+
+def test_tail_bad_input(bad_files, log):
+    runner = CliRunner()
+    for kind in ("missing", "junk", "other"):
+        path, message = bad_files[kind]
+        result = runner.invoke(cli, ["tail", path])
+        assert result.exit_code == 1 and message in result.output
+    assert runner.invoke(cli, ["tail", bad_files["empty"][0]]).exit_code == 0
+    bad = runner.invoke(cli, ["tail", log, "--status", "teapot"])
+    assert bad.exit_code == 2 and "5xx" in bad.output
+    process = run("tail", bad_files["junk"][0])
+    assert process.returncode == 1 and "Traceback" not in process.stderr
+
+
+def _insert(path: str, paths: list[str], status: int = 200) -> None:
+    conn = connect(path)
+    conn.execute("BEGIN IMMEDIATE")
+    for name in paths:
+        conn.execute("INSERT OR IGNORE INTO paths (name) VALUES (?)", (name,))
+        pid = conn.execute("SELECT id FROM paths WHERE name = ?", (name,)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO requests (start, method, path, http_status, client_ip, duration, body_size)"
+            " VALUES (?, 'GET', ?, ?, '192.0.2.9', 0.002, 12)",
+            (time.time(), pid, status),
+        )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_tail_follow_as_a_process_prints_new_rows(tmp_path):
+    path = str(tmp_path / "live.db")
+    synthetic_log(path, 20, end=NOW, days=1)
+    process = subprocess.Popen(
+        [EXE, "tail", path, "-f", "-n", "2", "--interval", "0.05", "--status", "2xx"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True)
+    reader.start()
+
+    def next_line(timeout: float = 20) -> str:
+        return lines.get(timeout=timeout)
+
+    try:
+        first = [next_line(), next_line()]
+        assert all(" - - [" in line for line in first)
+        _insert(path, ["/new/one", "/new/two"])
+        _insert(path, ["/new/error"], status=500)  # filtered out
+        _insert(path, ["/new/three"])
+        seen = [next_line() for _ in range(3)]
+        assert [line.split('"')[1] for line in seen] == [
+            "GET /new/one HTTP/1.1", "GET /new/two HTTP/1.1", "GET /new/three HTTP/1.1",
+        ]
+        time.sleep(0.3)
+        assert lines.empty()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        reader.join(10)
+        errors = process.stderr.read()
+        process.stdout.close()
+        process.stderr.close()
+    assert "Traceback" not in errors
+
+
+# ---- serve --------------------------------------------------------------------------------
+def _serve(tmp_path, *extra: str) -> tuple[Server, str]:
+    port = free_port()
+    db = str(tmp_path / "served.db")
+    server = Server(
+        [EXE, "serve", "asgi_log_to_sqlite.demo:demo_app", "--db", db, "--port", str(port),
+         "--flush-interval", "0.05", *extra],
+        port, cwd=tmp_path, log=tmp_path / "server.log",
+    )
+    return server, db
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_every_request_of_a_real_server(tmp_path, workers):
+    server, db = _serve(tmp_path, "--workers", str(workers), "-O", "max_queue=5000")
+    with server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            statuses = [client.get(f"/blog/hello-world?n={i}").status_code for i in range(40)]
+            statuses += [client.get("/wp-login.php").status_code for _ in range(5)]
+        assert statuses.count(200) == 40 and statuses.count(404) == 5
+        assert server.stop(signal.SIGTERM) is not None, server.output()
+    conn = sqlite3.connect(db)
+    rows = conn.execute(
+        "SELECT path, http_status, client_ip FROM requests_view ORDER BY id").fetchall()
+    assert len(rows) == 45, server.output()
+    assert sum(1 for r in rows if r[:2] == ("/blog/hello-world", 200)) == 40
+    assert all(r[2] == "127.0.0.1" for r in rows)
+
+
+def test_serve_bad_app_or_option_is_a_clear_error(tmp_path, monkeypatch):
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    for args, message in [
+        (["no_such_module_here:app"], "cannot import module"),
+        (["asgi_log_to_sqlite.demo"], "module:attribute"),
+        (["asgi_log_to_sqlite.demo:nothing"], "has no attribute"),
+        (["asgi_log_to_sqlite.demo:demo_app", "-O", "nonsense=1"], "nonsense"),
+        (["asgi_log_to_sqlite.demo:demo_app", "--flush-interval", "-1"], "flush_interval"),
+        (["asgi_log_to_sqlite.demo:demo_app", "--db", "/no/such/folder/x.db"], "does not exist"),
+    ]:
+        result = runner.invoke(cli, ["serve", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output, (args, result.output)
+    process = run("serve", "no_such_module_here:app", cwd=tmp_path)
+    assert process.returncode == 1
+    assert "cannot import module" in process.stderr and "Traceback" not in process.stderr
+
+
+# ---- demo ---------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_demo_in_process(tmp_path):
+    db = tmp_path / "d.db"
+    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--requests", "150", "--seconds", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert f"datasette {db}" in result.output
+    assert "Top paths" in result.output
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 150
+
+
+@pytest.mark.timeout(120)
+def test_demo_as_a_process_writes_demo_db(tmp_path):
+    (tmp_path / "demo.db").write_bytes(b"stale file from an earlier run")
+    process = run("demo", "--requests", "300", "--seconds", "0.5", cwd=tmp_path, timeout=100)
+    assert process.returncode == 0, process.stderr
+    assert "datasette demo.db" in process.stdout
+    assert "Requests" in process.stderr  # the progress bar
+    conn = sqlite3.connect(tmp_path / "demo.db")
+    assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 300
+    kinds = dict(conn.execute(
+        "SELECT http_status / 100, COUNT(*) FROM requests GROUP BY 1").fetchall())
+    assert kinds[2] > 200 and kinds.get(4, 0) > 0
