@@ -14,20 +14,21 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import BIN, Server, free_port
 
 from asgi_log_to_sqlite import __version__
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 
-from support import BIN, Server, free_port
-
 EXE = str(BIN / "asgi-log-to-sqlite")
 NOW = time.time()
 
 
 def run(*args: str, cwd: str | Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="module")

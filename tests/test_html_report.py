@@ -8,11 +8,10 @@ import re
 import time
 
 import pytest
+from support import ROOT
 
 from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.report import build_report, render_html
-
-from support import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

@@ -15,7 +15,13 @@ from math import ceil
 import pytest
 
 from asgi_log_to_sqlite.demo import USER_AGENTS, synthetic_log
-from asgi_log_to_sqlite.report import ReportError, build_report, parse_when, render_json, render_text
+from asgi_log_to_sqlite.report import (
+    ReportError,
+    build_report,
+    parse_when,
+    render_json,
+    render_text,
+)
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 
 NOW = 1_750_000_000.0
@@ -60,7 +66,7 @@ def _percentile(conn, p, source, extra="1"):
 def check_against_sql(report, conn, source):
     """Every section of ``report`` recomputed from ``source`` (a subquery of requests rows)."""
     s = report["summary"]
-    q = lambda sql: conn.execute(sql.format(src=source)).fetchall()  # noqa: E731
+    q = lambda sql: conn.execute(sql.format(src=source)).fetchall()
     total, visitors, sent = q("SELECT COUNT(*), COUNT(DISTINCT client_ip), TOTAL(body_size) FROM {src}")[0]
     assert s["requests"] == total
     assert s["visitors"] == visitors

@@ -36,7 +36,7 @@ def load_app(spec: str, app_dir: str | None = None) -> Any:
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(target):
-        raise ValueError(f"{spec} is not an ASGI application (not callable)")
+        raise ValueError(f"{spec} is not an ASGI application (not callable)")  # noqa: TRY004
     return target
 
 

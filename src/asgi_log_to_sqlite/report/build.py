@@ -98,7 +98,7 @@ def build_report(
         with LogSet(paths, window) as logs:
             breakdown = logs.breakdown(width)
         percentiles = latency_f.result()
-        by_path, top_paths, slow, slow_percentiles, not_found = paths_f.result()
+        _, top_paths, slow, slow_percentiles, not_found = paths_f.result()
         hosts, referrers, agents = others_f.result()
     total = s["requests"]
     latency = {"avg": s["avg_duration"], **percentiles, "max": s["max_duration"]}

@@ -29,7 +29,7 @@ def duration(seconds: float | None) -> str:
     return f"{ms * 1000:.0f} µs"
 
 
-def nbytes(value: int | float | None) -> str:
+def nbytes(value: float | None) -> str:
     if value is None:
         return "-"
     size = float(value)

@@ -28,8 +28,8 @@ def _timeline_svg(points: list[dict[str, Any]]) -> Markup:
     slot = plot_w / n
     bar = max(1.0, slot * 0.8)
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="Requests over time" preserveAspectRatio="none">'
+        (f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+         'aria-label="Requests over time" preserveAspectRatio="none">')
     ]
     for frac in (0, 0.5, 1):
         y = 10 + plot_h * (1 - frac)

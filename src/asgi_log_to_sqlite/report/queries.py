@@ -131,7 +131,6 @@ class LogSet:
         # A visitor hash (privacy option) counts visitors where it was recorded; rows without
         # one (the option off, older rows) fall back to the client address.
         hashed = next((c for c in _VISITOR_COLUMNS if any(c in cols for cols in columns_per_file)), None)
-        visitor = f"COALESCE({hashed}, client_ip)" if hashed else "client_ip"
         for i, columns in enumerate(columns_per_file):
             exprs = [f"{i} AS src"] + [
                 (c if c in columns else f"NULL AS {c}") for c in _COLUMNS
@@ -157,7 +156,7 @@ class LogSet:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> LogSet:
+    def __enter__(self) -> LogSet:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
