@@ -2,8 +2,9 @@
 
 Run as a script in a fresh interpreter (in ``.venv`` for this package, in ``.venv-seed`` for
 0.1.1); prints one JSON object. Each repeat serves ``n`` requests of the realistic mix one after
-the other in one coroutine and divides the elapsed time by ``n``; the writer thread (if any)
-keeps running meanwhile, so its competition for the GIL is part of the figure. Between repeats
+the other in one coroutine and divides by ``n`` two times: the event-loop thread's own CPU time
+(the work done on the loop, unaffected by other processes), and the wall time, which also holds
+the time the loop waited for the GIL while the writer thread (if any) held it. Between repeats
 the log is flushed, outside the timed part.
 """
 
@@ -34,11 +35,13 @@ async def send(message):
     pass
 
 
-async def serve(app, scopes) -> float:
+async def serve(app, scopes) -> tuple[float, float]:
+    """Wall time and this thread's CPU time for serving ``scopes`` one after the other."""
+    cpu = time.thread_time()
     started = time.perf_counter()
     for scope in scopes:
         await app(scope, receive, send)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.thread_time() - cpu
 
 
 def main() -> None:
@@ -51,16 +54,19 @@ def main() -> None:
 
     scopes = mix.scopes(args.n)
     app = make(args.kind, args.db)
-    per_request = []
+    per_request, cpu_per_request = [], []
     for _ in range(args.repeats):
         # Fresh dicts each time, as a server builds a new scope per request.
         batch = [dict(scope) for scope in scopes]
-        elapsed = asyncio.run(serve(app, batch))
+        elapsed, cpu = asyncio.run(serve(app, batch))
         per_request.append(elapsed / len(batch) * 1e6)
+        cpu_per_request.append(cpu / len(batch) * 1e6)
         if hasattr(app, "flush"):
             app.flush(60)
     result = {"kind": args.kind, "n": args.n, "us_per_request": per_request,
-              "median_us": statistics.median(per_request)}
+              "median_us": statistics.median(per_request),
+              "cpu_us_per_request": cpu_per_request,
+              "median_cpu_us": statistics.median(cpu_per_request)}
     if args.kind == "wrapped":
         if hasattr(app, "close"):
             result["stats"] = app.stats()

@@ -73,14 +73,15 @@ class Load:
     def run(self, port: int, duration: float) -> float:
         if self.wrk:
             out = subprocess.run(
-                [self.wrk, "-t1", f"-c{self.connections}", f"-d{max(1, round(duration))}s", "-s", self.script,
+                [self.wrk, "-t1", f"-c{self.connections}", "--timeout", "30s", f"-d{max(1, round(duration))}s", "-s", self.script,
                  f"http://127.0.0.1:{port}/"],
                 capture_output=True, text=True, timeout=duration + 60, check=True,
             ).stdout
             match = re.search(r"Requests/sec:\s+([\d.]+)", out)
             if not match:
                 raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
-            if "Non-2xx" in out or "Socket errors" in out:
+            errors = re.search(r"connect (\d+), read (\d+), write (\d+)", out)
+            if "Non-2xx" in out or (errors and any(int(n) for n in errors.groups())):
                 raise RuntimeError(f"wrk saw errors:\n{out}")
             return float(match.group(1))
         out = subprocess.run(
