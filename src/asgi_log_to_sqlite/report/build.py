@@ -223,7 +223,7 @@ def _paths(logs: LogSet, limit: int) -> tuple[Any, ...]:
 
 def _others(logs: LogSet, limit: int) -> tuple[Any, ...]:
     return (
-        logs.by_name("host", limit=limit),
-        logs.by_name("referer", limit=limit),
-        logs.by_name("user_agent", limit=None, skip_null=False),
+        logs.by_name("host", limit=limit, detail=False),
+        logs.by_name("referer", limit=limit, detail=False),
+        logs.by_name("user_agent", limit=None, skip_null=False, detail=False),
     )

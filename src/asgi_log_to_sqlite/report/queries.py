@@ -246,6 +246,7 @@ class LogSet:
         order: str = "requests DESC",
         having: str = "1",
         skip_null: bool = True,
+        detail: bool = True,
     ) -> list[dict[str, Any]]:
         """Requests, bytes and time per name of a lookup column, across every file.
 
@@ -255,9 +256,16 @@ class LogSet:
         table = LOOKUPS[column]
         null_filter = f" AND {column} IS NOT NULL" if skip_null else ""
         tail = f" LIMIT {int(limit)}" if limit else ""
+        # Only what is asked for: SQLite sorts the rows to group them, and narrower rows sort
+        # faster.
+        measures = (
+            "TOTAL(body_size) AS b, TOTAL(duration) AS d, COUNT(duration) AS dc, "
+            "COALESCE(SUM(http_status = 404), 0) AS nf"
+            if detail
+            else "0 AS b, 0 AS d, 0 AS dc, 0 AS nf"
+        )
         inner = (
-            f"SELECT {{src}} AS src, {column} AS k, COUNT(*) AS c, TOTAL(body_size) AS b, "
-            "TOTAL(duration) AS d, COUNT(duration) AS dc, COALESCE(SUM(http_status = 404), 0) AS nf "
+            f"SELECT {{src}} AS src, {column} AS k, COUNT(*) AS c, {measures} "
             f"FROM {{r}} WHERE ({where}){null_filter} GROUP BY k"
         )
         rows = self._all(
