@@ -19,6 +19,7 @@ from asgi_log_to_sqlite.report import (
     ReportError,
     build_report,
     parse_when,
+    render_html,
     render_json,
     render_text,
 )
@@ -169,7 +170,10 @@ def test_empty_window_gives_zeros(log):
     assert report["summary"]["requests"] == 0
     assert report["summary"]["latency"]["p50"] is None
     assert report["top_paths"] == []
-    render_text(report)  # renders without numbers to show
+    # Every format renders a window without requests.
+    render_text(report)
+    render_json(report)
+    assert "<svg" in render_html(report)
 
 
 def test_log_from_0_1_1_without_newer_columns(tmp_path):
