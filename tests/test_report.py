@@ -165,6 +165,21 @@ def test_several_files_are_one_log(tmp_path, log):
     assert report["summary"]["requests"] == ROWS + 12 + 1500
 
 
+@pytest.mark.parametrize("sample", [50, 400, 5000])
+def test_sampled_percentiles_are_exact(log, monkeypatch, sample):
+    """Big logs take the sample-and-bracket route to percentiles; it must give the same values."""
+    from asgi_log_to_sqlite.report import queries
+
+    monkeypatch.setattr(queries, "SAMPLED_PERCENTILES_FROM", 0)
+    monkeypatch.setattr(queries, "PERCENTILE_SAMPLE", sample)
+    conn = sqlite3.connect(log)
+    for since in (None, NOW - 86400):
+        report = build_report([log], since=since)
+        source = _view(conn, f"start >= {since}" if since else "1")
+        for p in (50, 95, 99):
+            assert report["summary"]["latency"][f"p{p}"] == _percentile(conn, p, source)
+
+
 def test_empty_window_gives_zeros(log):
     report = build_report([log], since=NOW + 10, until=NOW + 20)
     assert report["summary"]["requests"] == 0
