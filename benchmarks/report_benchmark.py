@@ -32,13 +32,15 @@ from asgi_log_to_sqlite.report import (
 )
 
 
-def timed(work, repeat: int) -> tuple[float, object]:
-    times, result = [], None
+def timed(work, repeat: int) -> tuple[float, float, object]:
+    """Median wall-clock seconds, median CPU seconds (all threads), and the last result."""
+    times, cpu, result = [], [], None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         result = work()
         times.append(time.perf_counter() - started)
-    return statistics.median(times), result
+        cpu.append(time.process_time() - started_cpu)
+    return statistics.median(times), statistics.median(cpu), result
 
 
 def main() -> None:
@@ -58,12 +60,14 @@ def main() -> None:
         print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
               f"{os.cpu_count()} CPUs")
         print(f"generated {args.rows:,} rows in {generated:.1f} s ({size / 1e6:.0f} MB)")
-        whole, report = timed(lambda: build_report([path]), args.repeat)
-        print(f"report, whole log ({args.rows:,} rows):      {whole:.2f} s")
-        day, recent = timed(lambda: build_report([path], since=now - 86400), args.repeat)
-        print(f"report, last 24 hours ({recent['summary']['requests']:,} rows): {day:.2f} s")
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        whole, whole_cpu, report = timed(lambda: build_report([path]), args.repeat)
+        print(f"report, whole log ({args.rows:,} rows): {whole:.2f} s (CPU {whole_cpu:.2f} s)")
+        day, day_cpu, recent = timed(lambda: build_report([path], since=now - 86400), args.repeat)
+        print(f"report, last 24 hours ({recent['summary']['requests']:,} rows): {day:.2f} s "
+              f"(CPU {day_cpu:.2f} s)")
         for name, render in (("text", render_text), ("json", render_json), ("html", render_html)):
-            took, _ = timed(lambda render=render: render(report), 1)
+            took, _, _ = timed(lambda render=render: render(report), 1)
             print(f"render {name}: {took * 1000:.0f} ms")
 
 
