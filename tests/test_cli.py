@@ -223,6 +223,47 @@ def test_tail_follow_as_a_process_prints_new_rows(tmp_path):
     assert "Traceback" not in errors
 
 
+@pytest.mark.timeout(60)
+def test_tail_follow_continues_into_a_rotated_log(tmp_path):
+    path = str(tmp_path / "live.db")
+    synthetic_log(path, 3, end=NOW, days=1)
+    lines: list[str] = []
+    stop = threading.Event()
+
+    def emit(line: str) -> None:
+        lines.append(line)
+
+    from asgi_log_to_sqlite.report.tail import tail
+
+    follower = threading.Thread(
+        target=tail, args=(path,),
+        kwargs={"lines": 0, "follow": True, "interval": 0.02, "emit": emit,
+                "should_stop": stop.is_set},
+        daemon=True,
+    )
+    follower.start()
+    try:
+        time.sleep(0.2)
+        _insert(path, ["/before/rotation"])
+        (tmp_path / "live.db").rename(tmp_path / "live-old.db")
+        for suffix in ("-wal", "-shm"):
+            if (tmp_path / f"live.db{suffix}").exists():
+                (tmp_path / f"live.db{suffix}").rename(tmp_path / f"live-old.db{suffix}")
+        conn = connect(path)
+        ensure_schema(conn)
+        conn.close()
+        _insert(path, ["/after/rotation"])
+        deadline = time.monotonic() + 20
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        follower.join(10)
+    assert [line.split('"')[1] for line in lines] == [
+        "GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1",
+    ]
+
+
 # ---- serve --------------------------------------------------------------------------------
 def _serve(tmp_path, *extra: str) -> tuple[Server, str]:
     port = free_port()

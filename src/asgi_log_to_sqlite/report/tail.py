@@ -120,9 +120,14 @@ def tail(
     emit: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Print the last ``lines`` matching requests; with ``follow``, keep printing new ones."""
+    """Print the last ``lines`` matching requests; with ``follow``, keep printing new ones.
+
+    When following, a log that is rotated (renamed, and a new file started under its name) is
+    noticed by its inode: the rest of the old file is printed, then the new file from its start.
+    """
     conn, columns = _open(path)
     try:
+        identity = _identity(path)
         newest = _newest(conn, 0)
         if lines:
             for row in rows_after(conn, columns, 0, statuses, path_filter, last=lines, upto=newest):
@@ -130,11 +135,28 @@ def tail(
         after = newest
         while follow and not should_stop():
             time.sleep(interval)
+            current = _identity(path)  # before reading: the old file's last rows are read first
             # Read up to a fixed rowid so that a row committed meanwhile is neither lost nor doubled.
             newest = _newest(conn, after)
             for row in rows_after(conn, columns, after, statuses, path_filter, upto=newest):
                 emit(format_line(row))
             after = newest
+            if current is not None and current != identity:
+                try:
+                    fresh, fresh_columns = _open(path)
+                except ReportError:
+                    continue  # the new file has no schema yet: try again at the next poll
+                conn.close()
+                conn, columns, identity, after = fresh, fresh_columns, current, 0
+    except sqlite3.DatabaseError as error:
+        raise ReportError(f"{path}: cannot be read ({error})") from None
     finally:
         conn.close()
 
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # between a rotation's rename and the new file: keep the old one
+        return None
+    return (st.st_dev, st.st_ino)
