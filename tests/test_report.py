@@ -328,3 +328,33 @@ def test_report_reads_a_log_that_is_being_written(tmp_path):
         writer.execute("COMMIT")
         writer.close()
     assert build_report([str(path)])["summary"]["requests"] == 101
+
+
+def test_more_files_than_sqlite_attaches(tmp_path):
+    """Hourly rotation makes many files: past SQLite's 10 attached databases they are merged into
+    a temporary log first, with the same numbers."""
+    paths = []
+    for i in range(12):
+        path = tmp_path / f"log-{i:02d}.db"
+        synthetic_log(path, 50, end=NOW - i * 3600, days=1 / 24, seed=i)
+        paths.append(str(path))
+    report = build_report(paths)
+    assert report["files"] == paths
+    total = 0
+    for path in paths:
+        other = sqlite3.connect(path)
+        total += other.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        other.close()
+    assert report["summary"]["requests"] == total == 600
+    # Check in two halves: this connection can attach 10 too.
+    ips = set()
+    for chunk in (paths[:6], paths[6:]):
+        conn = sqlite3.connect(":memory:")
+        for i, path in enumerate(chunk):
+            conn.execute(f"ATTACH ? AS db{i}", (path,))
+        source = " UNION ALL ".join(f"SELECT client_ip FROM db{i}.requests" for i in range(len(chunk)))
+        ips |= {row[0] for row in conn.execute(source)}
+        conn.close()
+    assert report["summary"]["visitors"] == len(ips)
+    with pytest.raises(ReportError, match="no such file"):
+        build_report([*paths, str(tmp_path / "missing.db")])

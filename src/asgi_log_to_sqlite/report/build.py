@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Timeline bucket widths, seconds: the smallest giving at most MAX_BUCKETS buckets is used.
 _BUCKETS = (1, 10, 60, 300, 600, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 MAX_BUCKETS = 120
+# SQLite attaches at most 10 databases to a connection (its compile-time default).
+MAX_ATTACHED = 10
 
 
 def parse_when(text: str, now: float | None = None) -> float:
@@ -81,6 +84,8 @@ def build_report(
     """
     if since is not None and until is not None and since >= until:
         raise ReportError("--since must be earlier than --until")
+    if len(paths) > MAX_ATTACHED:
+        return _report_via_merge(paths, since, until, limit)
     window = Window(since, until)
     with LogSet(paths, window) as logs:
         if logs.total_rows() == 0:
@@ -197,6 +202,30 @@ def build_report(
             [(r["name"], r["requests"]) for r in agents], limit=limit
         ),
     }
+    return report
+
+
+def _report_via_merge(
+    paths: Sequence[str | os.PathLike[str]], since: float | None, until: float | None, limit: int
+) -> dict[str, Any]:
+    """More files than SQLite attaches at once: merge them into a temporary log, report on it."""
+    from ..maintenance import MaintenanceError, merge
+
+    names = [os.fspath(p) for p in paths]
+    for name in names:  # the same messages as for fewer files
+        with LogSet([name]):
+            pass
+    with tempfile.TemporaryDirectory(prefix="asgi-log-report-") as folder:
+        combined = os.path.join(folder, "combined.db")
+        try:
+            merge(combined, names)
+        except MaintenanceError as error:
+            raise ReportError(str(error)) from None
+        try:
+            report = build_report([combined], since, until, limit)
+        except ReportError as error:
+            raise ReportError(str(error).replace(combined, ", ".join(names))) from None
+    report["files"] = names
     return report
 
 
