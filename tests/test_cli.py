@@ -268,8 +268,10 @@ def test_tail_follow_continues_into_a_rotated_log(tmp_path):
 def _serve(tmp_path, *extra: str) -> tuple[Server, str]:
     port = free_port()
     db = str(tmp_path / "served.db")
+    # An app in the current folder, as users run it; each worker must import it from there.
+    (tmp_path / "site_app.py").write_text("from asgi_log_to_sqlite.demo import demo_app as app\n")
     server = Server(
-        [EXE, "serve", "asgi_log_to_sqlite.demo:demo_app", "--db", db, "--port", str(port),
+        [EXE, "serve", "site_app:app", "--db", db, "--port", str(port),
          "--flush-interval", "0.05", *extra],
         port, cwd=tmp_path, log=tmp_path / "server.log",
     )
