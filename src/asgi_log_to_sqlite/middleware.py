@@ -241,6 +241,11 @@ class _HttpObserver:
                 exchange.exception = _exception_name(error)
                 if exchange.status is None and isinstance(error, Exception):
                     exchange.status = 500  # what the server answers for an app that raised
+            elif isinstance(error, Exception) and exchange.exception is None:
+                # Error pages (Starlette's ServerErrorMiddleware) are sent, then the error is
+                # re-raised: the row is queued already, but the writer reads this attribute
+                # only when it builds the row, usually well after this line has run.
+                exchange.exception = _exception_name(error)
             raise
         finally:
             try:
