@@ -205,7 +205,7 @@ def _pattern(name: str, item: Any, plain: str, fold: bool) -> Pattern:
     if not item:
         raise ValueError(f"option {name!r} must not hold an empty pattern")
     if item.startswith(("re:", "^")) or (item.endswith("$") and len(item) > 1):
-        source = item[3:] if item.startswith("re:") else item
+        source = item.removeprefix("re:")
         regex = _regex(name, source, flags)
         return Pattern("regex", source, lambda v, r=regex: r.search(v) is not None)
     if _GLOB_CHARS & set(item):
@@ -345,7 +345,7 @@ def hook_setting(name: str, value: Any) -> Any:
         return value
     if callable(value):
         if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
-            getattr(value, "__call__", None)
+            getattr(value, "__call__", None)  # noqa: B004 (an object whose __call__ is async)
         ):
             raise TypeError(
                 f"option {name!r} must be a plain (not async) callable: it runs in the writer "
