@@ -136,10 +136,15 @@ def default_policy() -> Policy:
     return Policy(Options())
 
 
-def skip_reason(exchange: Exchange, policy: Policy | None = None) -> str | None:
-    """Why this request is left out of the log (excluded, a health check, sampled out), or None."""
+def skip_reason(
+    exchange: Exchange, policy: Policy | None = None, headers: list[Any] | None = None
+) -> str | None:
+    """Why this request is left out of the log (excluded, a health check, sampled out), or None.
+
+    ``headers`` is :func:`request_headers` of the scope when the caller has it already.
+    """
     policy = policy or default_policy()
-    user_agent = request_headers(exchange.scope)[0]
+    user_agent = (headers or request_headers(exchange.scope))[0]
     return policy.skip_reason(exchange.scope, text(user_agent, 4096))
 
 
@@ -153,7 +158,9 @@ def captured_headers(
     ]
 
 
-def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[Any, ...]:
+def to_row(
+    exchange: Exchange, cap: int, policy: Policy | None = None, headers: list[Any] | None = None
+) -> tuple[Any, ...]:
     """The ``requests`` row, lookup columns still as text (the writer swaps in their ids).
 
     Privacy rules apply here, before anything reaches the writer's connection: query values and
@@ -162,7 +169,7 @@ def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[
     policy = policy or default_policy()
     scope = exchange.scope
     websocket = scope.get("type") == "websocket"
-    user_agent, referer, accept_language, host = request_headers(scope)
+    user_agent, referer, accept_language, host = headers or request_headers(scope)
     if host is None:
         server = scope.get("server")
         if server:

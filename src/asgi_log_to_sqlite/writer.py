@@ -23,7 +23,7 @@ from typing import Any
 
 from .options import Options
 from .privacy import Policy
-from .record import Exchange, captured_headers, skip_reason, to_row
+from .record import Exchange, captured_headers, request_headers, skip_reason, to_row
 from .rotation import Maintainer
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
@@ -289,15 +289,16 @@ class Writer:
         privacy = self._privacy
         for exchange in pending:
             try:
-                reason = skip_reason(exchange, privacy)
+                headers = request_headers(exchange.scope)  # one walk serves both
+                reason = skip_reason(exchange, privacy, headers)
                 if reason is not None:
                     self._skipped[(_hour(exchange.start), reason)] += 1
                     continue
-                row = to_row(exchange, cap, privacy)
+                row = to_row(exchange, cap, privacy, headers)
                 if privacy.captures:
-                    headers = captured_headers(exchange, cap, privacy)
-                    if headers:
-                        self._captured.append((len(rows), headers))
+                    captured = captured_headers(exchange, cap, privacy)
+                    if captured:
+                        self._captured.append((len(rows), captured))
                 rows.append(row)
             except Exception:
                 self.dropped_bad_record += 1
