@@ -546,12 +546,17 @@ def _id_of(value: Any) -> Any:
     return None
 
 
+_ACTOR_KEYS = (SCOPE_ACTOR_KEY, "user", "auth", "actor")
+
+
 def framework_actor(scope: Any) -> str | None:
     """Who made the request, as a short id: ``scope["user"]``, ``scope["auth"]``, an actor."""
-    for key in (SCOPE_ACTOR_KEY, "user", "auth", "actor"):
-        found = _id_of(scope.get(key))
-        if found:
-            return found
+    for key in _ACTOR_KEYS:
+        value = scope.get(key)
+        if value is not None:
+            found = _id_of(value)
+            if found:
+                return found
     return None
 
 
@@ -594,23 +599,44 @@ class Policy:
     def skip_reason(self, scope: Any, user_agent: str | None) -> str | None:
         """Why this request is not recorded (counted per hour under that name), or None."""
         path = scope.get("path")
-        if not isinstance(path, str):
-            path = ""
+        return self.combine(
+            self.path_verdict(path if isinstance(path, str) else ""),
+            self.user_agent_verdict(user_agent),
+            scope,
+        )
+
+    def path_verdict(self, path: str) -> str | None:
+        """"health_check", "excluded_path" or None: the same for every request to ``path``."""
+        if self.health and (path.rstrip("/") in self._health_paths or path in self._health_paths):
+            return "health_check"
+        if any(pattern(path) for pattern in self.exclude):
+            return "excluded_path"
+        return None
+
+    def user_agent_verdict(self, user_agent: str | None) -> str | None:
+        """"health_check", "excluded_user_agent" or None, for a user agent."""
+        if not user_agent:
+            return None
         if self.health:
-            if path.rstrip("/") in self._health_paths or path in self._health_paths:
+            lowered = user_agent.lower()
+            if any(probe in lowered for probe in HEALTH_CHECK_USER_AGENTS):
                 return "health_check"
-            if user_agent:
-                lowered = user_agent.lower()
-                if any(probe in lowered for probe in HEALTH_CHECK_USER_AGENTS):
-                    return "health_check"
+        if any(pattern(user_agent) for pattern in self.exclude_user_agents):
+            return "excluded_user_agent"
+        return None
+
+    def combine(self, path_verdict: str | None, agent_verdict: str | None, scope: Any) -> str | None:
+        """The verdicts in their order of precedence, then the method rule and sampling."""
+        if path_verdict == "health_check" or agent_verdict == "health_check":
+            return "health_check"
         if self.methods is not None:
             method = scope.get("method") if scope.get("type") != "websocket" else "GET"
             if not isinstance(method, str) or method.upper() not in self.methods:
                 return "method"
-        if any(pattern(path) for pattern in self.exclude):
-            return "excluded_path"
-        if user_agent and any(pattern(user_agent) for pattern in self.exclude_user_agents):
-            return "excluded_user_agent"
+        if path_verdict is not None:
+            return path_verdict
+        if agent_verdict is not None:
+            return agent_verdict
         if self.sample < 1.0 and self._random.random() >= self.sample:
             return "sampled_out"
         return None
@@ -749,35 +775,50 @@ class Policy:
     def _call(self, kind: str, hook: Callable[[Any], Any], scope: Any) -> Any:
         try:
             result = hook(scope)
+            if result is None or type(result) is str:  # the usual answers, checked cheaply
+                return result
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
                 raise TypeError(f"the {kind} callable returned an awaitable; it must not be async")
             return result
         except Exception:
-            self.errors[f"{kind}_errors"] += 1
-            if kind not in self._warned:
-                self._warned.add(kind)
-                logger.warning(
-                    "asgi-log-to-sqlite: the %s option raised; recorded without it",
-                    kind,
-                    exc_info=True,
-                )
+            self._failed(kind)
             return None
+
+    def _failed(self, kind: str) -> None:
+        self.errors[f"{kind}_errors"] += 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning(
+                "asgi-log-to-sqlite: the %s option raised; recorded without it",
+                kind,
+                exc_info=True,
+            )
 
     def route(self, scope: Any) -> Any:
-        if self.route_hook is False:
+        hook = self.route_hook
+        if hook is None:
+            try:
+                return framework_route(scope)
+            except Exception:
+                self._failed("route")
+                return None
+        if hook is False:
             return None
-        if self.route_hook is not None:
-            return self._call("route", self.route_hook, scope)
-        return self._call("route", framework_route, scope)
+        return self._call("route", hook, scope)
 
     def actor(self, scope: Any) -> Any:
-        if self.actor_hook is False:
+        hook = self.actor_hook
+        if hook is None:
+            try:
+                return framework_actor(scope)
+            except Exception:
+                self._failed("actor")
+                return None
+        if hook is False:
             return None
-        if self.actor_hook is not None:
-            return _id_of(self._call("actor", self.actor_hook, scope))
-        return self._call("actor", framework_actor, scope)
+        return _id_of(self._call("actor", hook, scope))
 
     # ---- captured headers ----------------------------------------------------------------------
     def captured(self, scope: Any, response_headers: Any) -> list[tuple[str, bytes, Any]]:

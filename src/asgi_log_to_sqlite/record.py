@@ -2,19 +2,20 @@
 
 The middleware fills an :class:`Exchange` while the request runs (cheap attribute stores only) and
 hands it to the writer. Everything that costs more than O(1) (decoding bytes, walking header
-lists, capping long values, the file size of a ``pathsend``) happens in :func:`to_row`, which the
-writer calls off the event loop, before anything reaches the disk.
+lists, capping long values, the file size of a ``pathsend``) happens in :class:`RowBuilder`, which
+the writer calls off the event loop, before anything reaches the disk.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .privacy import Policy, parse_ip
 
-__all__ = ["Exchange", "captured_headers", "skip_reason", "text", "to_row"]
+__all__ = ["Exchange", "RowBuilder", "text", "to_row"]
 
 
 class Exchange:
@@ -79,16 +80,28 @@ REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"hos
 
 def request_headers(scope: dict[str, Any]) -> list[Any]:
     """user-agent, referer, accept-language, host: the first value of each, as bytes."""
+    headers = scope.get("headers")
+    if not headers:
+        return [None, None, None, None]
+    try:
+        # The usual case, in C: a list of (lower-case bytes, value) pairs; first value wins.
+        table = dict(reversed(headers))
+        if b"".join(table).islower():
+            get = table.get
+            return [get(b"user-agent"), get(b"referer"), get(b"accept-language"), get(b"host")]
+    except Exception:
+        pass
+    return _walk_request_headers(headers)
+
+
+def _walk_request_headers(headers: Any) -> list[Any]:
+    """:func:`request_headers` for anything else: odd case, odd types, broken items."""
     found: list[Any] = [None, None, None, None]
     get = REQUEST_HEADERS.get
-    for item in scope.get("headers") or ():
+    for item in headers:
         try:
             name, value = item
-            # Servers send lower-case bytes names: skip the copy and .lower() when they did.
-            plain = type(name) is bytes
-            index = get(name) if plain else None
-            if index is None and not (plain and name.islower()):
-                index = get(bytes(name).lower())
+            index = get(bytes(name).lower())
         except Exception:
             continue
         if index is not None and found[index] is None:
@@ -97,6 +110,17 @@ def request_headers(scope: dict[str, Any]) -> list[Any]:
 
 
 def response_header(headers: Any, wanted: bytes) -> Any:
+    """The first value of header ``wanted`` (lower-case bytes), whatever case the app used."""
+    try:
+        for name, value in headers or ():
+            if name == wanted:
+                return value
+            if type(name) is not bytes or not name.islower():
+                break  # odd case or type: the careful walk below
+        else:
+            return None
+    except Exception:
+        pass
     for item in headers or ():
         try:
             name, value = item
@@ -136,89 +160,197 @@ def default_policy() -> Policy:
     return Policy(Options())
 
 
-def skip_reason(
-    exchange: Exchange, policy: Policy | None = None, headers: list[Any] | None = None
-) -> str | None:
-    """Why this request is left out of the log (excluded, a health check, sampled out), or None.
+#: Distinct raw values remembered per column before a memo starts again (results stay exact).
+MEMO_LIMIT = 20_000
 
-    ``headers`` is :func:`request_headers` of the scope when the caller has it already.
+
+class _Memo(dict):  # type: ignore[type-arg]
+    """``memo[value]``: a dict hit in C for a value seen before, ``compute(value)`` otherwise."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, value: Any) -> Any:
+        found = self.compute(value)
+        if len(self) >= MEMO_LIMIT:
+            self.clear()
+        self[value] = found
+        return found
+
+
+class _NoMemo:
+    """The same interface without remembering: for values that cannot be dict keys."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
+        self.compute = compute
+
+    def __getitem__(self, value: Any) -> Any:
+        return self.compute(value)
+
+
+class RowBuilder:
+    """Turns exchanges into ``requests`` rows for one writer, remembering repeated work.
+
+    Paths, query strings, user agents, referers, hosts and addresses repeat endlessly in a log.
+    Decoding, redacting, capping and the exclusion verdicts are computed once per distinct raw
+    value and then looked up: this is most of what keeps the writer thread's share of the GIL,
+    and so its cost to the app, small (see docs/benchmarks.md). A request carrying a value that
+    cannot be a dict key (bad input such as a ``bytearray``) is built without the memos.
     """
-    policy = policy or default_policy()
-    user_agent = (headers or request_headers(exchange.scope))[0]
-    return policy.skip_reason(exchange.scope, text(user_agent, 4096))
+
+    def __init__(self, policy: Policy, cap: int, memo: type = _Memo) -> None:
+        self.policy = policy
+        self.cap = cap
+        self._method = memo(lambda value: text(value, 32))
+        self._text = memo(lambda value: text(value, cap))
+        self._short = memo(lambda value: text(value, 16))
+        self._query = memo(self._query_text)
+        self._referer = memo(lambda value: text(policy.referer(text(value, 1 << 30)), cap))
+        self._agent = memo(self._agent_facts)
+        self._path_verdict = memo(policy.path_verdict)
+        self._client = memo(lambda value: text(policy.storable(value), cap))
+        self._plain = RowBuilder(policy, cap, _NoMemo) if memo is _Memo else self
+
+    def _query_text(self, query: Any) -> str | None:
+        # Redact before capping: a cut could otherwise leave a secret's first characters behind.
+        redacted = text(self.policy.query(text(query, 1 << 30)), self.cap)
+        return ("?" + redacted)[: self.cap] if redacted else None
+
+    def _agent_facts(self, user_agent: Any) -> tuple[str | None, str | None]:
+        """(stored text, exclusion verdict) of a user agent."""
+        return text(user_agent, self.cap), self.policy.user_agent_verdict(text(user_agent, 4096))
+
+    def skip_reason(self, exchange: Exchange, headers: list[Any] | None = None) -> str | None:
+        """Why this request is left out of the log (excluded, a health check, sampled), or None."""
+        try:
+            return self._skip_reason(exchange, headers)
+        except TypeError:
+            if self._plain is self:
+                raise
+            return self._plain._skip_reason(exchange, headers)
+
+    def row(self, exchange: Exchange, headers: list[Any] | None = None) -> tuple[Any, ...]:
+        """The ``requests`` row, lookup columns still as text (the writer swaps in their ids).
+
+        Privacy rules apply here, before anything reaches the writer's connection: query values
+        and the referer are redacted, the client address resolved and anonymized (privacy.py).
+        """
+        try:
+            return self._row(exchange, headers)
+        except TypeError:
+            if self._plain is self:
+                raise
+            return self._plain._row(exchange, headers)
+
+    def _skip_reason(self, exchange: Exchange, headers: list[Any] | None) -> str | None:
+        scope = exchange.scope
+        path = scope.get("path")
+        user_agent = (headers or request_headers(scope))[0]
+        return self.policy.combine(
+            self._path_verdict[path if isinstance(path, str) else ""],
+            self._agent[user_agent][1] if user_agent is not None else None,
+            scope,
+        )
+
+    def _row(self, exchange: Exchange, headers: list[Any] | None) -> tuple[Any, ...]:
+        policy = self.policy
+        cap = self.cap
+        scope = exchange.scope
+        websocket = scope.get("type") == "websocket"
+        user_agent, referer, accept_language, host = headers or request_headers(scope)
+        if host is None:
+            host = _server_host(scope.get("server"))
+        path = scope.get("path")
+        if not isinstance(path, str) or not path:
+            path = scope.get("raw_path") or path
+        if user_agent is not None:
+            user_agent_text = self._agent[user_agent][0]
+        else:
+            user_agent_text = None
+        host_text = self._text[host] if host is not None else None
+        if policy.trusted:
+            address, peer, resolved = policy.addresses(scope)
+            client_ip = peer_ip = None
+            if policy.client_ip:
+                client_ip = text(policy.storable(address), cap)
+                peer_ip = text(policy.storable(parse_ip(peer) or peer), cap)
+        else:
+            address = _peer_text(scope.get("client"))
+            peer_ip = None
+            client_ip = self._client[address] if policy.client_ip and address is not None else None
+        visitor = None
+        if policy.visitor_key:
+            visitor = policy.visitor(address, user_agent_text, host_text, exchange.start)
+        body_size = exchange.body_size
+        if exchange.pathsend is not None:
+            body_size += _file_size(exchange.pathsend) or 0
+        query = scope.get("query_string")
+        content_type = response_header(exchange.response_headers, b"content-type")
+        route = policy.route(scope)
+        actor = policy.actor(scope)
+        return (
+            exchange.start,
+            self._method[scope.get("method")] if not websocket else "GET",
+            self._text[path],
+            self._query[query] if query else None,
+            user_agent_text,
+            self._referer[referer] if referer is not None else None,
+            self._text[accept_language] if accept_language is not None else None,
+            status if type(status := exchange.status) is int else _int_or_none(status),
+            self._text[content_type] if content_type is not None else None,
+            client_ip,
+            duration if type(duration := exchange.duration) is float else _float_or_none(duration),
+            body_size,
+            host_text,
+            self._short[scope.get("scheme") or ("ws" if websocket else "http")],
+            self._short[scope.get("http_version")],
+            exchange.request_body_size,
+            ttfb if type(ttfb := exchange.ttfb) is float else _float_or_none(ttfb),
+            exchange.exception,
+            1 if exchange.disconnected else 0,
+            "websocket" if websocket else "http",
+            peer_ip,
+            self._text[route] if route is not None else None,
+            text(actor, 200) if actor is not None else None,
+            policy.sample,
+            visitor,
+        )
+
+    def captured(self, exchange: Exchange) -> list[tuple[str, str | None, str | None]]:
+        """(direction, name, value) of the headers the options ask to capture."""
+        cap = self.cap
+        return [
+            (direction, text(name, cap), text(value, cap))
+            for direction, name, value in self.policy.captured(
+                exchange.scope, exchange.response_headers
+            )
+        ]
 
 
-def captured_headers(
-    exchange: Exchange, cap: int, policy: Policy
-) -> list[tuple[str, str | None, str | None]]:
-    """(direction, name, value) of the headers the options ask to capture."""
-    return [
-        (direction, text(name, cap), text(value, cap))
-        for direction, name, value in policy.captured(exchange.scope, exchange.response_headers)
-    ]
+def _peer_text(client: Any) -> str | None:
+    if client:
+        try:
+            peer = client[0]
+        except Exception:
+            return None
+        return peer if isinstance(peer, str) else None
+    return None
 
 
-def to_row(
-    exchange: Exchange, cap: int, policy: Policy | None = None, headers: list[Any] | None = None
-) -> tuple[Any, ...]:
-    """The ``requests`` row, lookup columns still as text (the writer swaps in their ids).
+def _server_host(server: Any) -> str | None:
+    if not server:
+        return None
+    try:
+        return f"{server[0]}:{server[1]}" if server[1] is not None else str(server[0])
+    except Exception:
+        return None
 
-    Privacy rules apply here, before anything reaches the writer's connection: query values and
-    the referer are redacted, the client address resolved and anonymized (see privacy.py).
-    """
-    policy = policy or default_policy()
-    scope = exchange.scope
-    websocket = scope.get("type") == "websocket"
-    user_agent, referer, accept_language, host = headers or request_headers(scope)
-    if host is None:
-        server = scope.get("server")
-        if server:
-            try:
-                host = f"{server[0]}:{server[1]}" if server[1] is not None else str(server[0])
-            except Exception:
-                host = None
-    path = scope.get("path")
-    if not isinstance(path, str) or not path:
-        path = scope.get("raw_path") or path
-    query = scope.get("query_string")
-    # Redact before capping: a cut could otherwise leave a secret's first characters behind.
-    query_text = text(policy.query(text(query, 1 << 30)), cap)
-    address, peer, resolved = policy.addresses(scope)
-    user_agent_text = text(user_agent, cap)
-    host_text = text(host, cap)
-    visitor = policy.visitor(address, user_agent_text, host_text, exchange.start)
-    client_ip = peer_ip = None
-    if policy.client_ip:
-        client_ip = text(policy.storable(address), cap)
-        if resolved or policy.trusted:
-            peer_ip = text(policy.storable(parse_ip(peer) or peer), cap)
-    body_size = exchange.body_size
-    if exchange.pathsend is not None:
-        body_size += _file_size(exchange.pathsend) or 0
-    return (
-        exchange.start,
-        text(scope.get("method"), 32) if not websocket else "GET",
-        text(path, cap),
-        ("?" + query_text)[:cap] if query_text else None,
-        user_agent_text,
-        text(policy.referer(text(referer, 1 << 30)), cap),
-        text(accept_language, cap),
-        _int_or_none(exchange.status),
-        text(response_header(exchange.response_headers, b"content-type"), cap),
-        client_ip,
-        _float_or_none(exchange.duration),
-        body_size,
-        host_text,
-        text(scope.get("scheme") or ("ws" if websocket else "http"), 16),
-        text(scope.get("http_version"), 16),
-        exchange.request_body_size,
-        _float_or_none(exchange.ttfb),
-        exchange.exception,
-        1 if exchange.disconnected else 0,
-        "websocket" if websocket else "http",
-        peer_ip,
-        text(policy.route(scope), cap),
-        text(policy.actor(scope), 200),
-        policy.sample,
-        visitor,
-    )
+
+def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[Any, ...]:
+    """One exchange's row with a fresh :class:`RowBuilder` (tests and one-off callers)."""
+    return RowBuilder(policy or default_policy(), cap).row(exchange)

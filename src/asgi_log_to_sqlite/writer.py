@@ -23,7 +23,8 @@ from typing import Any
 
 from .options import Options
 from .privacy import Policy
-from .record import Exchange, captured_headers, request_headers, skip_reason, to_row
+from .record import Exchange, RowBuilder, request_headers
+from .bulk import insert_columns, lookup_ids
 from .rotation import Maintainer
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
@@ -39,6 +40,7 @@ INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(REQUEST_COLUMNS), ", ".join("?" for _ in REQUEST_COLUMNS)
 )
 LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
+COLUMN_NAMES = tuple(REQUEST_COLUMNS)
 
 
 def _hour(start: float) -> str:
@@ -77,6 +79,7 @@ class Writer:
         }
         # Privacy: exclusions, sampling, redaction, captured headers (privacy.py).
         self._privacy = Policy(options)
+        self._builder = RowBuilder(self._privacy, options.max_value_length)
         self._skipped: collections.Counter[tuple[str, str]] = collections.Counter()
         self._captured: list[tuple[int, list[Any]]] = []
         self._stopped = False
@@ -281,22 +284,22 @@ class Writer:
             pass
 
     def _rows(self, pending: list[Exchange]) -> list[tuple[Any, ...]]:
-        cap = self.options.max_value_length
         rows = []
         # Counted afresh on every attempt: only a committed batch's counts reach the database.
         self._skipped = collections.Counter()
         self._captured = []
-        privacy = self._privacy
+        builder = self._builder
+        captures = self._privacy.captures
         for exchange in pending:
             try:
                 headers = request_headers(exchange.scope)  # one walk serves both
-                reason = skip_reason(exchange, privacy, headers)
+                reason = builder.skip_reason(exchange, headers)
                 if reason is not None:
                     self._skipped[(_hour(exchange.start), reason)] += 1
                     continue
-                row = to_row(exchange, cap, privacy, headers)
-                if privacy.captures:
-                    captured = captured_headers(exchange, cap, privacy)
+                row = builder.row(exchange, headers)
+                if captures:
+                    captured = builder.captured(exchange)
                     if captured:
                         self._captured.append((len(rows), captured))
                 rows.append(row)
@@ -321,8 +324,12 @@ class Writer:
         new_ids: dict[str, dict[str, int]] = {t: {} for t in self._cache}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            resolved = [self._resolve(conn, row, new_ids) for row in rows]
-            self._insert(conn, resolved, new_ids)
+            if rows:
+                columns: list[Any] = list(zip(*rows))
+                for position, table in LOOKUP_POSITIONS:
+                    columns[position] = self._ids(conn, table, columns[position], new_ids)
+                self._insert(conn, columns, new_ids)
+            self._insert_skipped(conn)
             drop_counts = self._write_dropped_counts(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -335,30 +342,51 @@ class Writer:
             if len(cache) + len(ids) > CACHE_LIMIT:
                 cache.clear()
             cache.update(ids)
-        self.written += len(resolved)
+        self.written += len(rows)
         self._dropped_reported = drop_counts
 
+    def _ids(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        names: tuple[Any, ...],
+        new_ids: dict[str, dict[str, int]],
+    ) -> list[int | None]:
+        """One lookup column of the batch, text swapped for ids (new names inserted)."""
+        cache = self._cache[table]
+        missing = set(names).difference(cache)
+        missing.discard(None)
+        if not missing:
+            return list(map(cache.get, names))
+        fresh = new_ids[table]
+        fresh.update(lookup_ids(conn, table, sorted(missing)))
+        get = cache.get
+        return [get(name) if name in cache else fresh.get(name) for name in names]
+
     def _insert(
-        self, conn: sqlite3.Connection, rows: list[Any], new_ids: dict[str, dict[str, int]]
+        self, conn: sqlite3.Connection, columns: list[Any], new_ids: dict[str, dict[str, int]]
     ) -> None:
-        """Insert the rows, their captured headers and the per-hour counts of skipped requests."""
+        """Insert the rows and their captured headers."""
         if not self._captured:
-            conn.executemany(INSERT_SQL, rows)
-        else:
-            captured = dict(self._captured)
-            for index, row in enumerate(rows):
-                rowid = conn.execute(INSERT_SQL, row).lastrowid
-                for direction, name, value in captured.get(index, ()):
-                    conn.execute(
-                        "INSERT INTO captured_headers (request, direction, name, value) "
-                        "VALUES (?, ?, ?, ?)",
-                        (
-                            rowid,
-                            direction,
-                            self._lookup(conn, "header_names", name, new_ids),
-                            self._lookup(conn, "header_values", value, new_ids),
-                        ),
-                    )
+            insert_columns(conn, "requests", COLUMN_NAMES, columns)
+            return
+        captured = dict(self._captured)
+        for index, row in enumerate(zip(*columns)):
+            rowid = conn.execute(INSERT_SQL, row).lastrowid
+            for direction, name, value in captured.get(index, ()):
+                conn.execute(
+                    "INSERT INTO captured_headers (request, direction, name, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    (
+                        rowid,
+                        direction,
+                        self._lookup(conn, "header_names", name, new_ids),
+                        self._lookup(conn, "header_values", value, new_ids),
+                    ),
+                )
+
+    def _insert_skipped(self, conn: sqlite3.Connection) -> None:
+        """The per-hour counts of requests left out of the log."""
         for (hour, reason), count in self._skipped.items():
             conn.execute(
                 "INSERT INTO excluded_requests (hour, reason, count) VALUES (?, ?, ?) "
@@ -373,30 +401,9 @@ class Writer:
             return None
         key = self._cache[table].get(name) or new_ids[table].get(name)
         if key is None:
-            conn.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
-            key = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+            key = lookup_ids(conn, table, [name])[name]
             new_ids[table][name] = key
         return key
-
-    def _resolve(
-        self, conn: sqlite3.Connection, row: tuple[Any, ...], new_ids: dict[str, dict[str, int]]
-    ) -> list[Any]:
-        values = list(row)
-        for position, table in LOOKUP_POSITIONS:
-            name = values[position]
-            if name is None:
-                continue
-            key = self._cache[table].get(name)
-            if key is None:
-                key = new_ids[table].get(name)
-                if key is None:
-                    conn.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
-                    key = conn.execute(
-                        f"SELECT id FROM [{table}] WHERE name = ?", (name,)
-                    ).fetchone()[0]
-                    new_ids[table][name] = key
-            values[position] = key
-        return values
 
     # ---- the visible drop count ------------------------------------------------------------
     def _drop_counts(self) -> dict[str, int]:
