@@ -782,18 +782,18 @@ class Policy:
                     result.close()
                 raise TypeError(f"the {kind} callable returned an awaitable; it must not be async")
             return result
-        except Exception:
-            self._failed(kind)
+        except Exception as error:
+            self._failed(kind, error)
             return None
 
-    def _failed(self, kind: str) -> None:
+    def _failed(self, kind: str, error: Exception) -> None:
         self.errors[f"{kind}_errors"] += 1
         if kind not in self._warned:
             self._warned.add(kind)
             logger.warning(
                 "asgi-log-to-sqlite: the %s option raised; recorded without it",
                 kind,
-                exc_info=True,
+                exc_info=error,
             )
 
     def route(self, scope: Any) -> Any:
@@ -801,8 +801,8 @@ class Policy:
         if hook is None:
             try:
                 return framework_route(scope)
-            except Exception:
-                self._failed("route")
+            except Exception as error:
+                self._failed("route", error)
                 return None
         if hook is False:
             return None
@@ -813,8 +813,8 @@ class Policy:
         if hook is None:
             try:
                 return framework_actor(scope)
-            except Exception:
-                self._failed("actor")
+            except Exception as error:
+                self._failed("actor", error)
                 return None
         if hook is False:
             return None

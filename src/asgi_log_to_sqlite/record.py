@@ -274,7 +274,7 @@ class RowBuilder:
             user_agent_text = None
         host_text = self._text[host] if host is not None else None
         if policy.trusted:
-            address, peer, resolved = policy.addresses(scope)
+            address, peer, _resolved = policy.addresses(scope)
             client_ip = peer_ip = None
             if policy.client_ip:
                 client_ip = text(policy.storable(address), cap)

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from .bulk import insert_columns, lookup_ids
 from .options import Options
 from .privacy import Policy
 from .record import Exchange, RowBuilder, request_headers
-from .bulk import insert_columns, lookup_ids
 from .rotation import Maintainer
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
