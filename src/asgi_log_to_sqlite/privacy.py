@@ -547,6 +547,9 @@ def _id_of(value: Any) -> Any:
 
 
 _ACTOR_KEYS = (SCOPE_ACTOR_KEY, "user", "auth", "actor")
+#: The scope keys :func:`framework_actor` and :func:`framework_route` read.
+ACTOR_SCOPE_KEYS = frozenset(_ACTOR_KEYS)
+ROUTE_SCOPE_KEYS = frozenset((SCOPE_ROUTE_KEY, "route", "path_template"))
 
 
 def framework_actor(scope: Any) -> str | None:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .privacy import Policy, parse_ip
+from .privacy import ACTOR_SCOPE_KEYS, ROUTE_SCOPE_KEYS, Policy, parse_ip
 
 __all__ = ["Exchange", "RowBuilder", "text", "to_row"]
 
@@ -215,6 +215,11 @@ class RowBuilder:
         self._path_verdict = memo(policy.path_verdict)
         self._client = memo(lambda value: text(policy.storable(value), cap))
         self._plain = RowBuilder(policy, cap, _NoMemo) if memo is _Memo else self
+        # Rules that apply to every request, not only to some paths or user agents.
+        self._rules = policy.methods is not None or policy.sample < 1.0
+        # Scope keys a route or an actor can come from (None: a hook of the user's, always asked).
+        self._route_keys = ROUTE_SCOPE_KEYS if policy.route_hook is None else None
+        self._actor_keys = ACTOR_SCOPE_KEYS if policy.actor_hook is None else None
 
     def _query_text(self, query: Any) -> str | None:
         # Redact before capping: a cut could otherwise leave a secret's first characters behind.
@@ -225,62 +230,49 @@ class RowBuilder:
         """(stored text, exclusion verdict) of a user agent."""
         return text(user_agent, self.cap), self.policy.user_agent_verdict(text(user_agent, 4096))
 
-    def skip_reason(self, exchange: Exchange, headers: list[Any] | None = None) -> str | None:
-        """Why this request is left out of the log (excluded, a health check, sampled), or None."""
-        try:
-            return self._skip_reason(exchange, headers)
-        except TypeError:
-            if self._plain is self:
-                raise
-            return self._plain._skip_reason(exchange, headers)
+    def build(self, exchange: Exchange) -> tuple[Any, ...] | str:
+        """The ``requests`` row, or the reason (a str) this request is left out of the log.
 
-    def row(self, exchange: Exchange, headers: list[Any] | None = None) -> tuple[Any, ...]:
-        """The ``requests`` row, lookup columns still as text (the writer swaps in their ids).
-
-        Privacy rules apply here, before anything reaches the writer's connection: query values
-        and the referer are redacted, the client address resolved and anonymized (privacy.py).
+        Lookup columns are still text (the writer swaps in their ids). Privacy rules apply here,
+        before anything reaches the writer's connection: exclusions and sampling, query values
+        and the referer redacted, the client address resolved and anonymized (privacy.py).
         """
         try:
-            return self._row(exchange, headers)
+            return self._build(exchange)
         except TypeError:
             if self._plain is self:
                 raise
-            return self._plain._row(exchange, headers)
+            return self._plain._build(exchange)
 
-    def _skip_reason(self, exchange: Exchange, headers: list[Any] | None) -> str | None:
-        scope = exchange.scope
-        path = scope.get("path")
-        user_agent = (headers or request_headers(scope))[0]
-        return self.policy.combine(
-            self._path_verdict[path if isinstance(path, str) else ""],
-            self._agent[user_agent][1] if user_agent is not None else None,
-            scope,
-        )
-
-    def _row(self, exchange: Exchange, headers: list[Any] | None) -> tuple[Any, ...]:
+    def _build(self, exchange: Exchange) -> tuple[Any, ...] | str:
         policy = self.policy
-        cap = self.cap
         scope = exchange.scope
-        websocket = scope.get("type") == "websocket"
-        user_agent, referer, accept_language, host = headers or request_headers(scope)
+        get = scope.get
+        user_agent, referer, accept_language, host = request_headers(scope)
+        user_agent_text, agent_verdict = (
+            self._agent[user_agent] if user_agent is not None else (None, None)
+        )
+        path = get("path")
+        path_verdict = self._path_verdict[path if isinstance(path, str) else ""]
+        if path_verdict is not None or agent_verdict is not None or self._rules:
+            reason = policy.combine(path_verdict, agent_verdict, scope)
+            if reason is not None:
+                return reason
+
+        websocket = get("type") == "websocket"
         if host is None:
-            host = _server_host(scope.get("server"))
-        path = scope.get("path")
+            host = _server_host(get("server"))
         if not isinstance(path, str) or not path:
-            path = scope.get("raw_path") or path
-        if user_agent is not None:
-            user_agent_text = self._agent[user_agent][0]
-        else:
-            user_agent_text = None
+            path = get("raw_path") or path
         host_text = self._text[host] if host is not None else None
         if policy.trusted:
             address, peer, _resolved = policy.addresses(scope)
             client_ip = peer_ip = None
             if policy.client_ip:
-                client_ip = text(policy.storable(address), cap)
-                peer_ip = text(policy.storable(parse_ip(peer) or peer), cap)
+                client_ip = text(policy.storable(address), self.cap)
+                peer_ip = text(policy.storable(parse_ip(peer) or peer), self.cap)
         else:
-            address = _peer_text(scope.get("client"))
+            address = _peer_text(get("client"))
             peer_ip = None
             client_ip = self._client[address] if policy.client_ip and address is not None else None
         visitor = None
@@ -289,13 +281,20 @@ class RowBuilder:
         body_size = exchange.body_size
         if exchange.pathsend is not None:
             body_size += _file_size(exchange.pathsend) or 0
-        query = scope.get("query_string")
+        query = get("query_string")
         content_type = response_header(exchange.response_headers, b"content-type")
-        route = policy.route(scope)
-        actor = policy.actor(scope)
+        # Only look for a route or an actor where the scope can hold one (most often it cannot).
+        keys = scope.keys()
+        route_keys, actor_keys = self._route_keys, self._actor_keys
+        route = None
+        if route_keys is None or not keys.isdisjoint(route_keys):
+            route = policy.route(scope)
+        actor = None
+        if actor_keys is None or not keys.isdisjoint(actor_keys):
+            actor = policy.actor(scope)
         return (
             exchange.start,
-            self._method[scope.get("method")] if not websocket else "GET",
+            self._method[get("method")] if not websocket else "GET",
             self._text[path],
             self._query[query] if query else None,
             user_agent_text,
@@ -307,8 +306,8 @@ class RowBuilder:
             duration if type(duration := exchange.duration) is float else _float_or_none(duration),
             body_size,
             host_text,
-            self._short[scope.get("scheme") or ("ws" if websocket else "http")],
-            self._short[scope.get("http_version")],
+            self._short[get("scheme") or ("ws" if websocket else "http")],
+            self._short[get("http_version")],
             exchange.request_body_size,
             ttfb if type(ttfb := exchange.ttfb) is float else _float_or_none(ttfb),
             exchange.exception,
@@ -351,6 +350,6 @@ def _server_host(server: Any) -> str | None:
         return None
 
 
-def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[Any, ...]:
-    """One exchange's row with a fresh :class:`RowBuilder` (tests and one-off callers)."""
-    return RowBuilder(policy or default_policy(), cap).row(exchange)
+def to_row(exchange: Exchange, cap: int, policy: Policy | None = None) -> tuple[Any, ...] | str:
+    """One exchange's row (or why it is left out) with a fresh :class:`RowBuilder`."""
+    return RowBuilder(policy or default_policy(), cap).build(exchange)

@@ -24,7 +24,7 @@ from typing import Any
 from .bulk import insert_columns, lookup_ids
 from .options import Options
 from .privacy import Policy
-from .record import Exchange, RowBuilder, request_headers
+from .record import Exchange, RowBuilder
 from .rotation import Maintainer
 from .schema import LOOKUP_TABLES, REQUEST_COLUMNS, connect, ensure_schema
 
@@ -292,12 +292,10 @@ class Writer:
         captures = self._privacy.captures
         for exchange in pending:
             try:
-                headers = request_headers(exchange.scope)  # one walk serves both
-                reason = builder.skip_reason(exchange, headers)
-                if reason is not None:
-                    self._skipped[(_hour(exchange.start), reason)] += 1
+                row = builder.build(exchange)
+                if type(row) is str:
+                    self._skipped[(_hour(exchange.start), row)] += 1
                     continue
-                row = builder.row(exchange, headers)
                 if captures:
                     captured = builder.captured(exchange)
                     if captured:
