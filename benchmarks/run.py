@@ -126,12 +126,13 @@ def under_uvicorn(folder: str, seed: str | None, quick: bool) -> dict:
     runs: dict[str, list[float]] = {"bare": [], "wrapped": []}
     if seed:
         runs["seed"] = []
+    cpu: dict[str, dict[str, list[float]]] = {k: {"main": [], "other": []} for k in runs}
     try:
         for round_ in range(rounds):
             for kind, found in runs.items():  # interleaved: drifts in machine load hit all alike
                 log(f"uvicorn: {kind}, round {round_ + 1}/{rounds}, {duration}s")
                 python = seed if kind == "seed" else sys.executable
-                rps = server_bench.serve_and_measure(
+                measured = server_bench.serve_and_measure(
                     python,
                     "wrapped" if kind == "seed" else kind,
                     os.path.join(folder, f"u-{kind}.db"),
@@ -140,11 +141,19 @@ def under_uvicorn(folder: str, seed: str | None, quick: bool) -> dict:
                     # 0.1.1 raises KeyError on the lifespan scope: run it without lifespan.
                     lifespan="off" if kind == "seed" else "on",
                 )
-                found.append(rps)
+                found.append(measured["rps"])
+                if measured["main_cpu_us"] is not None:
+                    cpu[kind]["main"].append(measured["main_cpu_us"])
+                    cpu[kind]["other"].append(measured["other_cpu_us"])
     finally:
         load.close()
     return {"load": load.name, "duration_s": duration, "rps": runs,
-            "median_rps": {k: statistics.median(v) for k, v in runs.items()}}
+            "median_rps": {k: statistics.median(v) for k, v in runs.items()},
+            "cpu_us_per_request": cpu,
+            "median_cpu_us_per_request": {
+                k: {part: statistics.median(v) for part, v in parts.items() if v}
+                for k, parts in cpu.items()
+            }}
 
 
 def writer(folder: str, quick: bool) -> dict:
@@ -198,6 +207,16 @@ def report(results: dict) -> str:
     seed_ratio = f"{seed_rps / rps['bare']:.3f}" if seed_rps else "n/a"
     lines.append(f"| ratio to bare | 1.00 | {ratio:.2f} | {seed_ratio} | "
                  f">= {TARGETS['throughput_ratio']:.2f}: {mark('throughput_ratio')} |")
+    cpu = b.get("median_cpu_us_per_request", {})
+
+    def cpu_cell(kind: str, part: str) -> str:
+        value = cpu.get(kind, {}).get(part)
+        return f"{value:,.1f} µs" if value is not None else "n/a"
+
+    lines.append(f"| uvicorn CPU per request, event-loop thread (median) | {cpu_cell('bare', 'main')} | "
+                 f"{cpu_cell('wrapped', 'main')} | {cpu_cell('seed', 'main')} | |")
+    lines.append(f"| uvicorn CPU per request, other threads (the writer) | {cpu_cell('bare', 'other')} | "
+                 f"{cpu_cell('wrapped', 'other')} | {cpu_cell('seed', 'other')} | |")
     lines.append(f"| writer ingest, rows/s (median) | | {ingest:,.0f} "
                  f"({w['median_rows_per_cpu_s']:,.0f} per CPU-second) | | "
                  f">= {TARGETS['ingest_rows_per_s']:,}: {mark('ingest_rows_per_s')} |")

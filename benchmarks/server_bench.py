@@ -70,7 +70,8 @@ class Load:
             return f"wrk, 1 thread, {self.connections} connections"
         return f"benchmarks/loadgen.py, {self.connections} connections"
 
-    def run(self, port: int, duration: float) -> float:
+    def run(self, port: int, duration: float) -> tuple[float, int]:
+        """(requests/s, requests served) over one run of ``duration`` seconds."""
         if self.wrk:
             out = subprocess.run(
                 [self.wrk, "-t1", f"-c{self.connections}", "--timeout", "30s", f"-d{max(1, round(duration))}s", "-s", self.script,
@@ -83,21 +84,40 @@ class Load:
             errors = re.search(r"connect (\d+), read (\d+), write (\d+)", out)
             if "Non-2xx" in out or (errors and any(int(n) for n in errors.groups())):
                 raise RuntimeError(f"wrk saw errors:\n{out}")
-            return float(match.group(1))
+            served = re.search(r"(\d+) requests in", out)
+            return float(match.group(1)), int(served.group(1)) if served else 0
         out = subprocess.run(
             [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
              "--connections", str(self.connections), "--duration", str(duration)],
             capture_output=True, text=True, timeout=duration + 60, check=True,
         ).stdout
-        return json.loads(out)["rps"]
+        result = json.loads(out)
+        return result["rps"], result["requests"]
 
     def close(self) -> None:
         if self.script:
             os.remove(self.script)
 
 
+def thread_cpu(pid: int) -> dict[str, float] | None:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id; None off Linux."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        found = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            found[tid] = (int(fields[11]) + int(fields[12])) / tick
+        return found
+    except OSError:
+        return None
+
+
 def serve_and_measure(python: str, kind: str, db: str, load: Load, duration: float,
-                      warmup: float = 1.0, lifespan: str = "on") -> float:
+                      warmup: float = 1.0, lifespan: str = "on") -> dict[str, float | None]:
+    """Requests/s, and the server's CPU time per request: its main (event-loop) thread and all
+    its other threads (the writer). CPU per request is steadier than requests/s on a shared
+    machine, and says where the time goes."""
     port = free_port()
     env = {**os.environ, "BENCH_APP": kind, "BENCH_DB": db, "PYTHONPATH": HERE}
     process = subprocess.Popen(
@@ -109,7 +129,16 @@ def serve_and_measure(python: str, kind: str, db: str, load: Load, duration: flo
     try:
         wait_for_port(port, process)
         load.run(port, warmup)
-        return load.run(port, duration)
+        before = thread_cpu(process.pid)
+        rps, served = load.run(port, duration)
+        after = thread_cpu(process.pid)
+        main_us = other_us = None
+        if before is not None and after is not None and served:
+            main = str(process.pid)
+            main_us = (after[main] - before.get(main, 0.0)) / served * 1e6
+            total = sum(after.values()) - sum(before.get(tid, 0.0) for tid in after)
+            other_us = total / served * 1e6 - main_us
+        return {"rps": rps, "main_cpu_us": main_us, "other_cpu_us": other_us}
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
