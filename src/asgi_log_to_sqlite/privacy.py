@@ -599,15 +599,6 @@ class Policy:
         self._warned: set[str] = set()
 
     # ---- what is recorded at all -------------------------------------------------------------
-    def skip_reason(self, scope: Any, user_agent: str | None) -> str | None:
-        """Why this request is not recorded (counted per hour under that name), or None."""
-        path = scope.get("path")
-        return self.combine(
-            self.path_verdict(path if isinstance(path, str) else ""),
-            self.user_agent_verdict(user_agent),
-            scope,
-        )
-
     def path_verdict(self, path: str) -> str | None:
         """"health_check", "excluded_path" or None: the same for every request to ``path``."""
         if self.health and (path.rstrip("/") in self._health_paths or path in self._health_paths):
@@ -629,7 +620,9 @@ class Policy:
         return None
 
     def combine(self, path_verdict: str | None, agent_verdict: str | None, scope: Any) -> str | None:
-        """The verdicts in their order of precedence, then the method rule and sampling."""
+        """Why this request is not recorded (counted per hour under that name), or None: the
+        path's and the user agent's verdicts in their order of precedence, then the method rule
+        and sampling."""
         if path_verdict == "health_check" or agent_verdict == "health_check":
             return "health_check"
         if self.methods is not None:
