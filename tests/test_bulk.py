@@ -200,11 +200,6 @@ def test_real_and_integer_typeof_in_untyped_column(conn):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulk.insert_columns treats 0.0 and -0.0 as one constant (equal values, both float) "
-    "and binds the first row's float for all rows; executemany stores each row's own sign",
-)
 def test_negative_zero_keeps_its_sign(conn):
     make_tables(conn, ["a", "b"])
     assert_same_as_executemany(conn, ["a", "b"], [(0.0, 1), (-0.0, 2), (0.0, 3)])

@@ -471,12 +471,6 @@ def test_excluded_paths_through_the_builder():
         assert builder.build(exchange_of(scope)) == "excluded_user_agent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RowBuilder memos key raw values by equality: 1.0, 1 and True (or equal values of "
-    "other types) share one entry, so a scope value is recorded as the text of the first equal "
-    "value met (http_version 1 becomes '1.0'), unlike a fresh builder",
-)
 def test_equal_raw_values_of_other_types_are_memoised_apart():
     builder = RowBuilder(default_policy(), 4096)
     for version in (1.0, 1, True):
@@ -484,13 +478,6 @@ def test_equal_raw_values_of_other_types_are_memoised_apart():
         assert builder.build(exchange) == to_row(exchange, 4096)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RowBuilder.build retries the whole row with the un-memoised builder on TypeError, "
-    "after the route/actor hooks (and sampling) already ran: a request with an unhashable "
-    "value late in the row (bytearray query_string) calls the route hook twice and counts "
-    "its error twice",
-)
 def test_hooks_run_once_for_a_request_with_an_unhashable_value():
     calls = []
 

@@ -11,6 +11,7 @@ inserting many rows releases it once. Row order is kept: rowids follow the queue
 from __future__ import annotations
 
 import itertools
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -94,6 +95,9 @@ def _one_type(column: Sequence[Any], first: Any) -> bool:
     kind = type(first)
     if kind is str or first is None:
         return True  # equal to a str (or None) means being one
+    if kind is float:  # 0.0 == -0.0, yet SQLite keeps the sign
+        sign = math.copysign(1.0, first)
+        return all(type(value) is float and math.copysign(1.0, value) == sign for value in column)
     return all(type(value) is kind for value in column)
 
 

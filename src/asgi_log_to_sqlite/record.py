@@ -165,7 +165,7 @@ MEMO_LIMIT = 20_000
 
 
 class _Memo(dict):  # type: ignore[type-arg]
-    """``memo[value]``: a dict hit in C for a value seen before, ``compute(value)`` otherwise."""
+    """``memo[value]``: a dict hit in C for a str or bytes seen before, else ``compute(value)``."""
 
     __slots__ = ("compute",)
 
@@ -175,9 +175,12 @@ class _Memo(dict):  # type: ignore[type-arg]
 
     def __missing__(self, value: Any) -> Any:
         found = self.compute(value)
-        if len(self) >= MEMO_LIMIT:
-            self.clear()
-        self[value] = found
+        kind = type(value)
+        # Only text and bytes are remembered: 1, 1.0 and True are equal keys with other texts.
+        if kind is str or kind is bytes:
+            if len(self) >= MEMO_LIMIT:
+                self.clear()
+            self[value] = found
         return found
 
 
@@ -245,6 +248,9 @@ class RowBuilder:
             return self._plain._build(exchange)
 
     def _build(self, exchange: Exchange) -> tuple[Any, ...] | str:
+        # Memo lookups first: only they raise TypeError (an unhashable value), and build()
+        # then starts again without memos. Sampling and the user's hooks come after them, so
+        # that they run once per request.
         policy = self.policy
         scope = exchange.scope
         get = scope.get
@@ -254,17 +260,22 @@ class RowBuilder:
         )
         path = get("path")
         path_verdict = self._path_verdict[path if isinstance(path, str) else ""]
-        if path_verdict is not None or agent_verdict is not None or self._rules:
-            reason = policy.combine(path_verdict, agent_verdict, scope)
-            if reason is not None:
-                return reason
-
         websocket = get("type") == "websocket"
-        if host is None:
-            host = _server_host(get("server"))
         if not isinstance(path, str) or not path:
             path = get("raw_path") or path
+        path_text = self._text[path]
+        method = self._method[get("method")] if not websocket else "GET"
+        query = get("query_string")
+        query_text = self._query[query] if query else None
+        referer_text = self._referer[referer] if referer is not None else None
+        language = self._text[accept_language] if accept_language is not None else None
+        content_type = response_header(exchange.response_headers, b"content-type")
+        content_type_text = self._text[content_type] if content_type is not None else None
+        if host is None:
+            host = _server_host(get("server"))
         host_text = self._text[host] if host is not None else None
+        scheme = self._short[get("scheme") or ("ws" if websocket else "http")]
+        http_version = self._short[get("http_version")]
         if policy.trusted:
             address, peer, _resolved = policy.addresses(scope)
             client_ip = peer_ip = None
@@ -275,47 +286,51 @@ class RowBuilder:
             address = _peer_text(get("client"))
             peer_ip = None
             client_ip = self._client[address] if policy.client_ip and address is not None else None
+
+        if path_verdict is not None or agent_verdict is not None or self._rules:
+            reason = policy.combine(path_verdict, agent_verdict, scope)
+            if reason is not None:
+                return reason
         visitor = None
         if policy.visitor_key:
             visitor = policy.visitor(address, user_agent_text, host_text, exchange.start)
         body_size = exchange.body_size
         if exchange.pathsend is not None:
             body_size += _file_size(exchange.pathsend) or 0
-        query = get("query_string")
-        content_type = response_header(exchange.response_headers, b"content-type")
         # Only look for a route or an actor where the scope can hold one (most often it cannot).
         keys = scope.keys()
         route_keys, actor_keys = self._route_keys, self._actor_keys
         route = None
         if route_keys is None or not keys.isdisjoint(route_keys):
             route = policy.route(scope)
+            route = self._text[route] if type(route) is str else text(route, self.cap)
         actor = None
         if actor_keys is None or not keys.isdisjoint(actor_keys):
-            actor = policy.actor(scope)
+            actor = text(policy.actor(scope), 200)
         return (
             exchange.start,
-            self._method[get("method")] if not websocket else "GET",
-            self._text[path],
-            self._query[query] if query else None,
+            method,
+            path_text,
+            query_text,
             user_agent_text,
-            self._referer[referer] if referer is not None else None,
-            self._text[accept_language] if accept_language is not None else None,
+            referer_text,
+            language,
             status if type(status := exchange.status) is int else _int_or_none(status),
-            self._text[content_type] if content_type is not None else None,
+            content_type_text,
             client_ip,
             duration if type(duration := exchange.duration) is float else _float_or_none(duration),
             body_size,
             host_text,
-            self._short[get("scheme") or ("ws" if websocket else "http")],
-            self._short[get("http_version")],
+            scheme,
+            http_version,
             exchange.request_body_size,
             ttfb if type(ttfb := exchange.ttfb) is float else _float_or_none(ttfb),
             exchange.exception,
             1 if exchange.disconnected else 0,
             "websocket" if websocket else "http",
             peer_ip,
-            self._text[route] if route is not None else None,
-            text(actor, 200) if actor is not None else None,
+            route,
+            actor,
             policy.sample,
             visitor,
         )
