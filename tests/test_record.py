@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -491,3 +493,32 @@ def test_hooks_run_once_for_a_request_with_an_unhashable_value():
     assert dict(zip(COLUMNS, row))["query_string"] == "?a=1"
     assert calls == ["/x"]
     assert policy.stats()["route_errors"] == 1
+
+
+def test_bytes_and_text_of_the_same_content_under_python_bb():
+    """A Host header and the server address that stands in for a missing one can be the same
+    ASCII text as bytes and as str: under ``python -bb`` comparing those raises, so they must
+    never meet in one memo."""
+    code = """
+from asgi_log_to_sqlite.record import Exchange, RowBuilder, default_policy
+builder = RowBuilder(default_policy(), 4096)
+def scope(headers):
+    return {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": headers,
+            "client": ("10.0.0.1", 1), "server": ("127.0.0.1", 8000)}
+rows = []
+for headers in ([(b"host", b"127.0.0.1:8000")], [], [(b"host", b"127.0.0.1:8000")], []):
+    exchange = Exchange(scope(headers), 1.0, 0.0)
+    exchange.status = 200
+    rows.append(builder.build(exchange))
+assert {row[12] for row in rows} == {"127.0.0.1:8000"}, rows
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-bb", "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -210,7 +210,11 @@ class RowBuilder:
         self.policy = policy
         self.cap = cap
         self._method = memo(lambda value: text(value, 32))
+        # Header values (bytes), paths and routes (str) apart: an ASCII bytes and str of the same
+        # content hash alike, and comparing them fails under ``python -bb``.
         self._text = memo(lambda value: text(value, cap))
+        self._path = memo(lambda value: text(value, cap))
+        self._route = memo(lambda value: text(value, cap))
         self._short = memo(lambda value: text(value, 16))
         self._query = memo(self._query_text)
         self._referer = memo(lambda value: text(policy.referer(text(value, 1 << 30)), cap))
@@ -263,7 +267,7 @@ class RowBuilder:
         websocket = get("type") == "websocket"
         if not isinstance(path, str) or not path:
             path = get("raw_path") or path
-        path_text = self._text[path]
+        path_text = self._path[path]
         method = self._method[get("method")] if not websocket else "GET"
         query = get("query_string")
         query_text = self._query[query] if query else None
@@ -271,9 +275,10 @@ class RowBuilder:
         language = self._text[accept_language] if accept_language is not None else None
         content_type = response_header(exchange.response_headers, b"content-type")
         content_type_text = self._text[content_type] if content_type is not None else None
-        if host is None:
-            host = _server_host(get("server"))
-        host_text = self._text[host] if host is not None else None
+        if host is not None:
+            host_text = self._text[host]
+        else:
+            host_text = text(_server_host(get("server")), self.cap)
         scheme = self._short[get("scheme") or ("ws" if websocket else "http")]
         http_version = self._short[get("http_version")]
         if policy.trusted:
@@ -303,7 +308,7 @@ class RowBuilder:
         route = None
         if route_keys is None or not keys.isdisjoint(route_keys):
             route = policy.route(scope)
-            route = self._text[route] if type(route) is str else text(route, self.cap)
+            route = self._route[route] if type(route) is str else text(route, self.cap)
         actor = None
         if actor_keys is None or not keys.isdisjoint(actor_keys):
             actor = text(policy.actor(scope), 200)
