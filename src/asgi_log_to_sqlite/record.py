@@ -83,12 +83,26 @@ def request_headers(scope: dict[str, Any]) -> list[Any]:
     headers = scope.get("headers")
     if not headers:
         return [None, None, None, None]
+    # The usual case: lower-case bytes names, compared by equality (no hashing of fresh bytes).
+    user_agent = referer = language = host = None
     try:
-        # The usual case, in C: a list of (lower-case bytes, value) pairs; first value wins.
-        table = dict(reversed(headers))
-        if b"".join(table).islower():
-            get = table.get
-            return [get(b"user-agent"), get(b"referer"), get(b"accept-language"), get(b"host")]
+        for name, value in headers:
+            if name == b"user-agent":
+                if user_agent is None:
+                    user_agent = value
+            elif name == b"referer":
+                if referer is None:
+                    referer = value
+            elif name == b"accept-language":
+                if language is None:
+                    language = value
+            elif name == b"host":
+                if host is None:
+                    host = value
+            elif not name.islower():
+                break  # odd case or type: the careful walk below
+        else:
+            return [user_agent, referer, language, host]
     except Exception:
         pass
     return _walk_request_headers(headers)
