@@ -18,6 +18,7 @@ from asgi_log_to_sqlite.metadata import (
     split_for_datasette_1,
     table_columns,
 )
+from asgi_log_to_sqlite.maintenance import merge
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 
 DAY1 = 1704067200  # 2024-01-01T00:00:00Z
@@ -234,6 +235,28 @@ def test_every_table_of_a_new_log_is_described(tmp_path):
         assert meta["tables"][table]["description"], table
         if table != "requests_view":  # its id is the requests rowid
             assert set(meta["tables"][table]["columns"]) == set(columns), table
+
+
+def test_rotation_and_merge_tables_are_described(tmp_path):
+    """``log_meta`` (written by rotation) and ``merged_files`` (by merge) get descriptions too."""
+    source = str(tmp_path / "a.db")
+    conn = connect(source)
+    ensure_schema(conn)
+    conn.execute("INSERT INTO requests (start, method, http_status) VALUES (1700000000.5, 'GET', 200)")
+    conn.close()
+    out = str(tmp_path / "merged.db")
+    merge(out, [source])
+    conn = sqlite3.connect(out)
+    # The table rotation keeps in each file (rotation.py), as it creates it.
+    conn.execute("CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.commit()
+    tables = table_columns(conn)
+    conn.close()
+    assert {"log_meta", "merged_files"} <= set(tables)
+    meta = metadata_for_file(out)["databases"]["merged"]
+    for table in ("log_meta", "merged_files"):
+        assert meta["tables"][table]["description"], table
+        assert set(meta["tables"][table]["columns"]) == set(tables[table]), table
 
 
 def test_sampled_rows_count_for_the_requests_they_stand_for(tmp_path):

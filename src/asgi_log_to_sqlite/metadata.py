@@ -350,6 +350,27 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                 "count": "Number of requests",
             },
         }
+    if "log_meta" in tables:
+        meta_tables["log_meta"] = {
+            "description": "What the file knows about itself, e.g. when rotation started it",
+            "columns": {
+                "key": "started: unix time (UTC) of the file's first request",
+                "value": "The value, as text",
+            },
+        }
+    if "merged_files" in tables:
+        meta_tables["merged_files"] = {
+            "description": "Logs merged into this one (asgi-log-to-sqlite merge), one row each",
+            "sort_desc": "merged_at",
+            "columns": {
+                "fingerprint": "Hash of the merged file's rows: merging it again adds nothing",
+                "name": "File name it was merged from",
+                "rows": "Requests it brought",
+                "first_start": "Its first request: unix time, in seconds (UTC)",
+                "last_start": "Its last request: unix time, in seconds (UTC)",
+                "merged_at": "When it was merged, ISO 8601 UTC",
+            },
+        }
     for name in ("captured_headers", "captured_headers_view"):
         if name in tables:
             meta_tables[name] = {
