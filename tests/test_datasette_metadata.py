@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.maintenance import merge
 from asgi_log_to_sqlite.metadata import (
     QUERIES,
     log_metadata,
@@ -18,7 +19,6 @@ from asgi_log_to_sqlite.metadata import (
     split_for_datasette_1,
     table_columns,
 )
-from asgi_log_to_sqlite.maintenance import merge
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 
 DAY1 = 1704067200  # 2024-01-01T00:00:00Z
