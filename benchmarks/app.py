@@ -2,11 +2,18 @@
 
 ``BENCH_APP=bare`` serves the bare app; ``wrapped`` wraps it in ``AsgiLogToSqlite`` writing to
 ``BENCH_DB``. In the ``.venv-seed`` virtualenv the same import gives asgi-log-to-sqlite 0.1.1.
+
+Two variants take the cost apart (``run.py --diagnose``): ``discard`` is the middleware with a
+writer that drops every record (what the event loop's own work costs), ``busy-thread`` the bare
+app beside a thread that computes in Python a quarter of the time (what any such thread costs
+the loop, through the GIL).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 BODY = b"Hello, world!"
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
@@ -25,11 +32,31 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": BODY})
 
 
+def busy_thread(duty: float = 0.25, period: float = 0.08) -> None:
+    """Start a daemon thread that spins ``duty`` of every ``period`` seconds, sleeping between."""
+
+    def spin() -> None:
+        while True:
+            end = time.perf_counter() + duty * period
+            while time.perf_counter() < end:
+                sum(range(100))
+            time.sleep((1 - duty) * period)
+
+    threading.Thread(target=spin, name="busy", daemon=True).start()
+
+
 def make(kind: str, db: str | None):
     if kind == "bare":
         return hello
+    if kind == "busy-thread":
+        busy_thread()
+        return hello
     from asgi_log_to_sqlite import AsgiLogToSqlite
 
+    if kind == "discard":
+        from asgi_log_to_sqlite.writer import Writer
+
+        Writer.put = lambda self, exchange: None  # this process only: a benchmark variant
     return AsgiLogToSqlite(hello, db)
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py            # or: make bench   (a few minutes)
     .venv/bin/python benchmarks/run.py --quick    # shorter runs, for a smoke check
+    .venv/bin/python benchmarks/run.py --diagnose # where the throughput under uvicorn goes
 
 What is measured (all on 127.0.0.1, the realistic mix of ``mix.py``):
 
@@ -120,10 +121,12 @@ def in_process(folder: str, seed: str | None, quick: bool) -> dict:
     return result
 
 
-def under_uvicorn(folder: str, seed: str | None, quick: bool) -> dict:
+def under_uvicorn(
+    folder: str, seed: str | None, quick: bool, kinds: tuple[str, ...] = ("bare", "wrapped")
+) -> dict:
     duration, rounds = (3, 1) if quick else (8, 3)
     load = server_bench.Load(server_bench.find_wrk(), connections=32)
-    runs: dict[str, list[float]] = {"bare": [], "wrapped": []}
+    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     if seed:
         runs["seed"] = []
     cpu: dict[str, dict[str, list[float]]] = {k: {"main": [], "other": []} for k in runs}
@@ -227,12 +230,46 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+DIAGNOSE = {
+    "bare": "bare app",
+    "discard": "middleware, writer drops its records (the loop's own work)",
+    "busy-thread": "bare app beside a thread computing in Python 25% of the time",
+    "wrapped": "middleware with its writer",
+}
+
+
+def diagnose(folder: str, quick: bool) -> str:
+    """Throughput of the variants of ``app.py`` that take the cost apart, as a table."""
+    b = under_uvicorn(folder, None, quick, kinds=tuple(DIAGNOSE))
+    rps, cpu = b["median_rps"], b["median_cpu_us_per_request"]
+    lines = ["| variant | requests/s | vs bare | loop CPU/request | other threads |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for kind, label in DIAGNOSE.items():
+        main_us = cpu.get(kind, {}).get("main")
+        other_us = cpu.get(kind, {}).get("other")
+        lines.append(
+            f"| {label} | {rps[kind]:,.0f} | {rps[kind] / rps['bare']:.2f} | "
+            f"{f'{main_us:.1f} µs' if main_us is not None else 'n/a'} | "
+            f"{f'{other_us:.1f} µs' if other_us is not None else 'n/a'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (less precise)")
     parser.add_argument("--no-seed", action="store_true", help="leave asgi-log-to-sqlite 0.1.1 out")
     parser.add_argument("--json", help="also write every measurement to this JSON file")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="only the uvicorn runs of the variants that take the cost apart")
     args = parser.parse_args()
+    if args.diagnose:
+        folder = tempfile.mkdtemp(prefix="asgi-log-bench-")
+        try:
+            print(diagnose(folder, args.quick))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
 
     started = time.monotonic()
     seed = None if args.no_seed else ensure_seed_venv()
