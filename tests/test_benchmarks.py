@@ -1,0 +1,55 @@
+"""The benchmark scripts still run and measure what they say (tiny sizes; no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+def run_json(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, check=True,
+        cwd=BENCHMARKS,
+    ).stdout
+    return json.loads(out)
+
+
+def test_writer_bench_commits_every_record(tmp_path):
+    result = run_json("writer_bench.py", "--folder", str(tmp_path), "--n", "500", "--repeats", "1")
+    assert result["n"] == 500
+    assert result["median_rows_per_s"] > 0
+    assert 50 < result["median_bytes_per_request"] < 5000
+
+
+def test_in_process_bench_logs_every_request(tmp_path):
+    db = str(tmp_path / "inprocess.db")
+    result = run_json("inprocess.py", "--kind", "wrapped", "--db", db, "--n", "300", "--repeats", "2")
+    assert result["rows"] == 600
+    assert result["stats"]["dropped_queue_full"] == 0
+    assert result["median_cpu_us"] > 0
+
+
+@pytest.mark.parametrize("kind", ["bare", "wrapped", "discard", "busy-thread"])
+def test_server_bench_measures_each_variant(tmp_path, kind):
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import server_bench
+    finally:
+        sys.path.remove(BENCHMARKS)
+    load = server_bench.Load(None, connections=4)  # loadgen.py: no wrk needed
+    try:
+        measured = server_bench.serve_and_measure(
+            sys.executable, kind, str(tmp_path / "server.db"), load, duration=1.0, warmup=0.3
+        )
+    finally:
+        load.close()
+    assert measured["rps"] > 0
+    if measured["main_cpu_us"] is not None:  # Linux: per-thread CPU from /proc
+        assert measured["main_cpu_us"] > 0
+        assert measured["other_cpu_us"] >= 0
