@@ -350,16 +350,17 @@ class Writer:
         names: tuple[Any, ...],
         new_ids: dict[str, dict[str, int]],
     ) -> list[int | None]:
-        """One lookup column of the batch, text swapped for ids (new names inserted)."""
-        cache = self._cache[table]
-        missing = set(names).difference(cache)
+        """Lookup names swapped for their ids (new names inserted): a column of the batch, or
+        the one name of a captured header."""
+        cache, fresh = self._cache[table], new_ids[table]
+        missing = set(names).difference(cache, fresh)
         missing.discard(None)
-        if not missing:
+        if missing:
+            fresh.update(lookup_ids(conn, table, sorted(missing)))
+        if not fresh:
             return list(map(cache.get, names))
-        fresh = new_ids[table]
-        fresh.update(lookup_ids(conn, table, sorted(missing)))
-        get = cache.get
-        return [get(name) if name in cache else fresh.get(name) for name in names]
+        cached, new = cache.get, fresh.get
+        return [cached(name) or new(name) for name in names]  # ids start at 1
 
     def _insert(
         self, conn: sqlite3.Connection, columns: list[Any], new_ids: dict[str, dict[str, int]]
@@ -378,8 +379,8 @@ class Writer:
                     (
                         rowid,
                         direction,
-                        self._lookup(conn, "header_names", name, new_ids),
-                        self._lookup(conn, "header_values", value, new_ids),
+                        self._ids(conn, "header_names", (name,), new_ids)[0],
+                        self._ids(conn, "header_values", (value,), new_ids)[0],
                     ),
                 )
 
@@ -391,17 +392,6 @@ class Writer:
                 "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
                 (hour, reason, count),
             )
-
-    def _lookup(
-        self, conn: sqlite3.Connection, table: str, name: Any, new_ids: dict[str, dict[str, int]]
-    ) -> int | None:
-        if name is None:
-            return None
-        key = self._cache[table].get(name) or new_ids[table].get(name)
-        if key is None:
-            key = lookup_ids(conn, table, [name])[name]
-            new_ids[table][name] = key
-        return key
 
     # ---- the visible drop count ------------------------------------------------------------
     def _drop_counts(self) -> dict[str, int]:
