@@ -101,3 +101,18 @@ class Server:
 
     def output(self) -> str:
         return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+
+    def wait_for_output(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Wait (bounded) until the server's log holds ``text`` ``count`` times.
+
+        A multi-worker server listens as soon as its first worker does; tests that need every
+        worker serving wait for each one's startup line.
+        """
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.output().count(text) < count:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not seen {count} times within {timeout}s")
+            time.sleep(0.05)

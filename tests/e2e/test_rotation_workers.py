@@ -54,15 +54,18 @@ APP = textwrap.dedent(
 
 
 def send_traffic(base_url: str, first: int = 0, count: int = REQUESTS) -> tuple[set, set]:
-    """``count`` requests over 6 connections; the query strings answered, the worker pids."""
+    """``count`` requests over 6 threads, 20 per connection; the query strings answered, the worker pids."""
 
     def batch(numbers: range) -> list[tuple[str, str]]:
+        # A fresh connection every 20 requests, so that the kernel hands connections to every
+        # worker rather than keeping all six on whichever accepted first.
         seen = []
-        with httpx.Client(base_url=base_url, timeout=30) as client:
-            for i in numbers:
-                response = client.get(f"/item?n={i}")
-                assert response.status_code == 200
-                seen.append((f"?n={i}", response.text))
+        for start in range(0, len(numbers), 20):
+            with httpx.Client(base_url=base_url, timeout=30) as client:
+                for i in numbers[start:start + 20]:
+                    response = client.get(f"/item?n={i}")
+                    assert response.status_code == 200
+                    seen.append((f"?n={i}", response.text))
         return seen
 
     queries, pids = set(), set()
