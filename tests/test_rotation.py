@@ -341,3 +341,26 @@ def test_rotated_files_open_in_datasette(log_path):
     assert sorted(found) == sorted(p for f in rotated for p in paths_in(f))
     for name in rotated:
         assert_complete(name)  # reading left nothing behind
+
+
+def test_keep_deletes_by_rotation_order_when_by_hand_and_daily_names_mix(log_path):
+    # A by-hand rotation names the file by time (log-<day>T<time>.db); the rest of that day,
+    # rotated at midnight, gets the day's name, which sorts before it.
+    clock = Clock(datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.timezone.utc))
+    log = AsgiLogToSqlite(hello, log_path, rotate="daily", keep=1, clock=clock,
+                          flush_interval=0.05)
+    serve(log, ["/morning"])
+    log.close(10)
+    clock.now += 3600
+    with rotation.FileLock(rotation.lock_path(log_path)).held(True, 10):
+        by_hand = rotation.rotate_file(log_path, now=clock.now, force=True)
+    log = AsgiLogToSqlite(hello, log_path, rotate="daily", keep=1, clock=clock,
+                          flush_interval=0.05)
+    serve(log, ["/afternoon"])
+    clock.now += 86400
+    serve(log, ["/tomorrow"])
+    log.close(10)
+    rotated = rotation.rotated_files(log_path)
+    assert by_hand not in rotated  # the older one went
+    assert [paths_in(f) for f in rotated] == [["/afternoon"]]
+    assert paths_in(log_path) == ["/tomorrow"]

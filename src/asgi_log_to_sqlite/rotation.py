@@ -32,6 +32,7 @@ import errno
 import fcntl
 import logging
 import os
+import pathlib
 import re
 import sqlite3
 import time
@@ -269,12 +270,18 @@ def _free_name(path: str, label: str) -> str:
 
 
 def rotated_files(path: str) -> list[str]:
-    """The rotated files of ``path`` beside it, oldest first (their names sort by time)."""
+    """The rotated files of ``path`` beside it, oldest first.
+
+    Oldest means rotated first. Names alone do not say it when time-based and by-hand rotations
+    mix (``log-2026-11-24.db``, the rest of a day rotated at midnight, sorts before
+    ``log-2026-11-24T19-35-03.db``, rotated by hand earlier that day), so each file's own
+    ``rotated`` stamp decides, and the time in its name for files that have none.
+    """
     base, ext = _split(path)
     folder, stem = os.path.split(base)
     pattern = re.compile(
         re.escape(stem)
-        + r"-\d{4}-\d{2}(?:-\d{2}(?:T\d{2}(?:-\d{2}-\d{2})?)?)?(?:_\d{3,})?"
+        + r"-(\d{4})-(\d{2})(?:-(\d{2})(?:T(\d{2})(?:-(\d{2})-(\d{2}))?)?)?(?:_\d{3,})?"
         + re.escape(ext)
         + r"\Z"
     )
@@ -282,7 +289,32 @@ def rotated_files(path: str) -> list[str]:
         names = os.listdir(folder)
     except OSError:
         return []
-    return [os.path.join(folder, n) for n in sorted(names) if pattern.match(n)]
+    found = []
+    for name in names:
+        match = pattern.match(name)
+        if match:
+            full = os.path.join(folder, name)
+            found.append((_rotated_at(full, match.groups()), name, full))
+    return [full for _, _, full in sorted(found)]
+
+
+def _rotated_at(path: str, label: tuple[str | None, ...]) -> float:
+    """When ``path`` was rotated: its ``rotated`` stamp, else the start of the time it names."""
+    try:
+        conn = sqlite3.connect(f"{pathlib.Path(path).as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            stamp = _read_meta(conn, "rotated")
+        finally:
+            conn.close()
+        if stamp is not None:
+            return float(stamp)
+    except (sqlite3.Error, ValueError):
+        pass
+    parts = [int(part or default) for part, default in zip(label, (0, 1, 1, 0, 0, 0))]
+    try:
+        return datetime(*parts, tzinfo=timezone.utc).timestamp()
+    except ValueError:  # a name that only looks like a date (month 13)
+        return 0.0
 
 
 def apply_keep(path: str, keep: int | None) -> list[str]:
@@ -333,6 +365,7 @@ def rotate_file(
             return None
         started = file_started(conn, now)
         label = policy.label(started) if policy is not None else time_label(started)
+        _write_meta(conn, "rotated", repr(float(now)), True)  # the order ``keep`` deletes by
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         # Leaving WAL mode needs every other connection closed: SQLite's own proof that the
         # rename cannot strand anyone's -wal. A short wait only: writers are paused meanwhile.
