@@ -152,6 +152,38 @@ def test_prune_removes_exactly_the_old_rows(log_path):
     assert again.deleted == 0
 
 
+def test_prune_takes_captured_headers_and_old_counts_with_the_rows(log_path):
+    now = time.time()
+    make_log(log_path, [(now - age * DAY, f"/p/{age}", "agent") for age in (40, 35, 1)])
+    conn = sqlite3.connect(log_path, isolation_level=None)
+    conn.execute("INSERT INTO header_names (name) VALUES ('x-request-id')")
+    for rowid, path in conn.execute("SELECT id, path FROM requests_view").fetchall():
+        conn.execute("INSERT INTO header_values (name) VALUES (?)", (f"rid{path}",))
+        conn.execute(
+            "INSERT INTO captured_headers VALUES (?, 'request', 1, last_insert_rowid())", (rowid,)
+        )
+    conn.execute("INSERT INTO captured_headers VALUES (999, 'request', 1, 1)")  # an orphan
+    for days, reason in ((40, "health_check"), (0, "sampled_out")):
+        hour = time.strftime("%Y-%m-%dT%H:00", time.gmtime(now - days * DAY))
+        conn.execute("INSERT INTO excluded_requests VALUES (?, ?, 3)", (hour, reason))
+    conn.close()
+
+    maintenance.prune(log_path, 30 * DAY, now=now)
+    conn = sqlite3.connect(log_path, isolation_level=None)
+    assert conn.execute("SELECT request, value FROM captured_headers_view").fetchall() == [
+        (3, "rid/p/1")
+    ]
+    assert [r[0] for r in conn.execute("SELECT reason FROM excluded_requests")] == ["sampled_out"]
+    conn.close()
+
+    # With every row gone, row ids start again: a new request must not inherit old headers.
+    maintenance.prune(log_path, 0, now=now + 1)
+    make_log(log_path, [(now + 2, "/new", "agent")])
+    conn = sqlite3.connect(log_path)
+    assert conn.execute("SELECT count(*) FROM captured_headers").fetchone()[0] == 0
+    conn.close()
+
+
 def test_prune_gives_space_back(log_path):
     now = time.time()
     make_log(log_path, [(now - 90 * DAY + i, f"/{'x' * 500}/{i}", "a") for i in range(3000)])

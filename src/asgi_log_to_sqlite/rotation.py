@@ -405,17 +405,24 @@ def delete_older_than(
 ) -> tuple[int, bool]:
     """Delete rows with ``start < cutoff``, ``batch`` per transaction; (deleted, finished).
 
+    Their captured headers go with them (a row id freed here can be given to a new request),
+    and so do the hourly counts of dropped and excluded requests before the cutoff's hour.
     Lookup rows are never deleted: writers in other processes may hold their ids in memory.
     """
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    doomed = "SELECT rowid FROM requests WHERE start < ? LIMIT ?"
     deleted = 0
     transactions = 0
     while max_transactions is None or transactions < max_transactions:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if "captured_headers" in tables:
+                # The same query twice in one transaction: the same rows.
+                conn.execute(
+                    f"DELETE FROM captured_headers WHERE request IN ({doomed})", (cutoff, batch)
+                )
             count = conn.execute(
-                "DELETE FROM requests WHERE rowid IN "
-                "(SELECT rowid FROM requests WHERE start < ? LIMIT ?)",
-                (cutoff, batch),
+                f"DELETE FROM requests WHERE rowid IN ({doomed})", (cutoff, batch)
             ).rowcount
             conn.execute("COMMIT")
         except BaseException:
@@ -428,8 +435,21 @@ def delete_older_than(
             progress(count)
         if count < batch:
             hour = datetime.fromtimestamp(cutoff, timezone.utc).strftime("%Y-%m-%dT%H:00")
-            with contextlib.suppress(sqlite3.OperationalError):  # a 0.1.1 file has no table
-                conn.execute("DELETE FROM dropped WHERE hour < ?", (hour,))
+            conn.execute("BEGIN IMMEDIATE")
+            try:  # a 0.1.1 file has none of these tables
+                for table in ("dropped", "excluded_requests"):
+                    if table in tables:
+                        conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+                if "captured_headers" in tables:  # left behind by versions before this one
+                    conn.execute(
+                        "DELETE FROM captured_headers WHERE request NOT IN "
+                        "(SELECT rowid FROM requests)"
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             return deleted, True
     return deleted, False
 
