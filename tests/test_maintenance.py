@@ -242,6 +242,44 @@ def test_merge_remaps_lookup_ids_and_is_idempotent(tmp_path):
     assert before  # the file was there all along
 
 
+def capture_request_ids(path: str, hour: str) -> None:
+    """Give every row of ``path`` a captured ``x-request-id`` header, and an excluded count."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("INSERT OR IGNORE INTO header_names (name) VALUES ('zz-unused')")
+    conn.execute("INSERT OR IGNORE INTO header_names (name) VALUES ('x-request-id')")
+    name = conn.execute("SELECT id FROM header_names WHERE name = 'x-request-id'").fetchone()[0]
+    for rowid, row_path in conn.execute("SELECT id, path FROM requests_view").fetchall():
+        conn.execute("INSERT INTO header_values (name) VALUES (?)", (f"{path[-4:]}{row_path}",))
+        conn.execute("INSERT INTO captured_headers VALUES (?, 'request', ?, last_insert_rowid())",
+                     (rowid, name))
+    conn.execute("INSERT INTO excluded_requests VALUES (?, 'health_check', 2)", (hour,))
+    conn.close()
+
+
+def test_merge_keeps_captured_headers_with_their_rows_and_sums_excluded_counts(tmp_path):
+    a, b, out = (str(tmp_path / n) for n in ("a.db", "b.db", "out.db"))
+    make_log(a, [(1.0, "/a1", "x"), (2.0, "/a2", "x")])
+    make_log(b, [(3.0, "/b1", "x"), (4.0, "/b2", "x"), (5.0, "/b3", "x")])
+    capture_request_ids(a, "2026-11-24T10:00")
+    capture_request_ids(b, "2026-11-24T10:00")
+    make_log(out, [(0.5, "/already-there", "x")])
+    maintenance.merge(out, [a, b])
+    conn = sqlite3.connect(out)
+    joined = conn.execute(
+        "SELECT r.path, h.name, h.value FROM captured_headers_view h "
+        "JOIN requests_view r ON r.id = h.request ORDER BY r.start"
+    ).fetchall()
+    assert joined == [
+        (p, "x-request-id", f"{db}{p}")
+        for db, p in (("a.db", "/a1"), ("a.db", "/a2"), ("b.db", "/b1"), ("b.db", "/b2"),
+                      ("b.db", "/b3"))
+    ]
+    assert conn.execute("SELECT * FROM excluded_requests").fetchall() == [
+        ("2026-11-24T10:00", "health_check", 4)
+    ]
+    conn.close()
+
+
 def test_merge_of_a_0_1_1_log(tmp_path):
     seed = str(tmp_path / "seed.db")
     shutil.copy(SEED_DB, seed)

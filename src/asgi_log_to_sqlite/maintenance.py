@@ -220,11 +220,25 @@ def _lookups(conn: sqlite3.Connection) -> dict[str, str]:
     return {row[3]: row[2] for row in conn.execute("PRAGMA foreign_key_list(requests)")}
 
 
+def _map_lookup(src: sqlite3.Connection, out: sqlite3.Connection, table: str) -> dict[int, int]:
+    """Source id -> output id for every name of lookup ``table`` (added to the output)."""
+    mapping: dict[int, int] = {}
+    for key, name in src.execute(f"SELECT id, name FROM [{table}]"):
+        if name is None:
+            continue
+        out.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
+        mapping[key] = out.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+    return mapping
+
+
 def _copy(
     out: sqlite3.Connection, source: _Source, report: Callable[[int], None]
 ) -> int:
     src = _open_readonly(source.path)
     try:
+        src_tables = {
+            row[0] for row in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         out_columns = set(_columns(out))
         out_lookups = _lookups(out)
         src_lookups = _lookups(src)
@@ -235,52 +249,72 @@ def _copy(
             table = src_lookups.get(column)
             if table is None or out_lookups.get(column) != table or table in maps:
                 continue
-            mapping: dict[int, int] = {}
-            for key, name in src.execute(f"SELECT id, name FROM [{table}]"):
-                if name is None:
-                    continue
-                out.execute(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", (name,))
-                mapping[key] = out.execute(
-                    f"SELECT id FROM [{table}] WHERE name = ?", (name,)
-                ).fetchone()[0]
-            maps[table] = mapping
+            maps[table] = _map_lookup(src, out, table)
         remap = [
             (i, maps[src_lookups[c]]) for i, c in enumerate(columns)
             if c in src_lookups and src_lookups[c] in maps
         ]
+        # Captured headers point at request row ids: the output gives the copied rows new ones,
+        # consecutive after its largest (one transaction, nobody else writing).
+        wanted: set[int] = set()
+        if "captured_headers" in src_tables:
+            wanted = {row[0] for row in src.execute("SELECT DISTINCT request FROM captured_headers")}
+        base = out.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
+        new_rowid: dict[int, int] = {}
         names = ", ".join(f"[{c}]" for c in columns)
         insert = f"INSERT INTO requests ({names}) VALUES ({', '.join('?' for _ in columns)})"
-        cursor = src.execute(f"SELECT {names} FROM requests ORDER BY rowid")
+        cursor = src.execute(f"SELECT rowid, {names} FROM requests ORDER BY rowid")
         copied = 0
         while True:
             chunk = cursor.fetchmany(MERGE_CHUNK)
             if not chunk:
                 break
-            if remap:
-                rows = []
-                for row in chunk:
-                    values = list(row)
-                    for i, mapping in remap:
-                        if values[i] is not None:
-                            values[i] = mapping.get(values[i])
-                    rows.append(values)
-                out.executemany(insert, rows)
-            else:
-                out.executemany(insert, chunk)
+            if wanted:
+                for i, row in enumerate(chunk):
+                    if row[0] in wanted:
+                        new_rowid[row[0]] = base + copied + i + 1
+            rows = []
+            for row in chunk:
+                values = list(row[1:])
+                for i, mapping in remap:
+                    if values[i] is not None:
+                        values[i] = mapping.get(values[i])
+                rows.append(values)
+            out.executemany(insert, rows)
             copied += len(chunk)
             report(len(chunk))
-        has_dropped = src.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dropped'"
-        ).fetchone()
-        if has_dropped:
-            out.executemany(
-                "INSERT INTO dropped (hour, reason, count) VALUES (?, ?, ?) "
-                "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
-                src.execute("SELECT hour, reason, count FROM dropped").fetchall(),
-            )
+        if new_rowid:
+            _copy_captured_headers(src, out, new_rowid, base + copied, source.path)
+        for table in ("dropped", "excluded_requests"):
+            if table in src_tables:
+                out.executemany(
+                    f"INSERT INTO {table} (hour, reason, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
+                    src.execute(f"SELECT hour, reason, count FROM {table}").fetchall(),
+                )
         return copied
     finally:
         src.close()
+
+
+def _copy_captured_headers(
+    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int], last: int,
+    path: str,
+) -> None:
+    if out.execute("SELECT max(rowid) FROM requests").fetchone()[0] != last:
+        raise MaintenanceError(f"{path}: the copied rows did not get consecutive ids")
+    names = _map_lookup(src, out, "header_names")
+    values = _map_lookup(src, out, "header_values")
+    out.executemany(
+        "INSERT INTO captured_headers (request, direction, name, value) VALUES (?, ?, ?, ?)",
+        (
+            (new_rowid[request], direction, names.get(name), values.get(value))
+            for request, direction, name, value in src.execute(
+                "SELECT request, direction, name, value FROM captured_headers ORDER BY rowid"
+            )
+            if request in new_rowid  # a header whose row is gone stays behind
+        ),
+    )
 
 
 def merge(
