@@ -259,6 +259,30 @@ def test_captured_request_and_response_headers(log_path):
     conn.close()
 
 
+async def redirect_app(scope, receive, send):
+    location = f"https://u:{SECRET}-pw@example.com/cb?code={SECRET}-code&next=/home".encode()
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", location), (b"content-location", location)]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_captured_url_headers_are_redacted_like_the_referer(log_path):
+    serve(
+        redirect_app,
+        log_path,
+        [{"url": "/", "headers": {"Referer": f"https://x.com/?access_token={SECRET}-ref"}}],
+        capture_request_headers=["Referer"],
+        capture_response_headers=["Location", "Content-Location"],
+    ).close()
+    captured = {r["name"]: r["value"] for r in rows(log_path, "SELECT * FROM captured_headers_view")}
+    assert captured == {
+        "referer": f"https://x.com/?access_token={REDACTED}",
+        "location": f"https://example.com/cb?code={REDACTED}&next=/home",
+        "content-location": f"https://example.com/cb?code={REDACTED}&next=/home",
+    }
+    assert_no_secret(raw_bytes(log_path))
+
+
 @pytest.mark.parametrize(
     "option, header",
     [

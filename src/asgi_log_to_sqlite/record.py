@@ -75,6 +75,9 @@ def text(value: Any, cap: int) -> str | None:
     return value[:cap]
 
 
+#: Headers whose value is a URL, redacted like the referer when captured.
+URL_HEADERS = frozenset({b"referer", b"location", b"content-location"})
+
 REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"host": 3}
 
 
@@ -355,14 +358,18 @@ class RowBuilder:
         )
 
     def captured(self, exchange: Exchange) -> list[tuple[str, str | None, str | None]]:
-        """(direction, name, value) of the headers the options ask to capture."""
-        cap = self.cap
-        return [
-            (direction, text(name, cap), text(value, cap))
-            for direction, name, value in self.policy.captured(
-                exchange.scope, exchange.response_headers
-            )
-        ]
+        """(direction, name, value) of the headers the options ask to capture.
+
+        Headers that hold a URL get the referer's treatment (no user:password@, sensitive query
+        values redacted): capturing them must not store what the columns leave out.
+        """
+        cap, policy = self.cap, self.policy
+        found = []
+        for direction, name, value in policy.captured(exchange.scope, exchange.response_headers):
+            if name in URL_HEADERS:
+                value = policy.referer(text(value, 1 << 30))
+            found.append((direction, text(name, cap), text(value, cap)))
+        return found
 
 
 def _peer_text(client: Any) -> str | None:
