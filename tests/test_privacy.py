@@ -116,6 +116,11 @@ SENSITIVE_KEYS = [
     "AWSAccessKeyId",
     "access%5Ftoken",  # percent-encoded key
     "user[password]",
+    "key[]",  # the array form
+    "user[key]",
+    "accessKey",
+    "OSSAccessKeyId",  # Alibaba OSS signed URLs
+    "passphrase",
 ]
 
 

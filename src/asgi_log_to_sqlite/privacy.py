@@ -70,6 +70,7 @@ DEFAULT_REDACT_QUERY: tuple[str, ...] = (
     "*secret*",
     "*password*",
     "*passwd*",
+    "*passphrase*",
     "pwd",
     "pass",
     "*credential*",
@@ -82,9 +83,9 @@ DEFAULT_REDACT_QUERY: tuple[str, ...] = (
     "state",
     "nonce",
     "code_verifier",
-    # cloud-storage signed URLs (AWS S3, Google Cloud Storage, Azure SAS)
+    # cloud-storage signed URLs (AWS S3, Alibaba OSS, Google Cloud Storage, Azure SAS)
     "x-amz-*",
-    "awsaccesskeyid",
+    "*accesskey*",
     "x-goog-*",
     "googleaccessid",
 )
@@ -389,6 +390,7 @@ def check_options(options: Any) -> None:
 
 # ---- query strings -------------------------------------------------------------------------------
 _SEPARATORS = re.compile(r"([&;])")
+_BRACKETS = re.compile(r"[\[\]]+")
 _AUTHORITY_END = re.compile(r"[/?#]")
 
 
@@ -411,7 +413,9 @@ def redact_query(query: str, sensitive: Callable[[str], bool]) -> str:
                 decoded = unquote_plus(key, errors="replace")
             except Exception:
                 decoded = key
-        if sensitive(decoded.strip().lower()):
+        name = decoded.strip().lower()
+        # Bracketed names (``key[]``, ``user[password]``) are sensitive if any part is.
+        if sensitive(name) or ("[" in name and any(map(sensitive, _BRACKETS.split(name)))):
             parts[index] = key + "=" + REDACTED
             changed = True
     return "".join(parts) if changed else query
