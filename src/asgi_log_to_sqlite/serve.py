@@ -79,4 +79,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        # Forwarding headers are the middleware's to read, and only from ``trusted_proxies``:
+        # uvicorn's own handling would trust X-Forwarded-For from any local client.
+        proxy_headers=False,
     )
