@@ -551,17 +551,37 @@ def test_route_templates_with_fastapi(log_path):
         return {"ok": True}
 
     app.include_router(router)
+    # Prefixes given to include_router, nested routers, and a sub-app with its own includes.
+    plain, outer, inner = APIRouter(), APIRouter(prefix="/outer"), APIRouter(prefix="/inner")
+
+    @plain.get("/b/{y}")
+    def b(y: str):
+        return {}
+
+    @inner.get("/c/{z}")
+    def c(z: str):
+        return {}
+
+    outer.include_router(inner)
+    app.include_router(plain, prefix="/v2")
+    app.include_router(outer, prefix="/p")
     sub = FastAPI()
 
     @sub.get("/things/{name}")
     def thing(name: str):
         return {"name": name}
 
+    sub.include_router(plain, prefix="/in-sub")
     app.mount("/sub", sub)
-    serve(app, log_path, [{"url": "/api/users/1/posts/2"}, {"url": "/sub/things/x"}]).close()
+    urls = ["/api/users/1/posts/2", "/sub/things/x", "/v2/b/1", "/p/outer/inner/c/3",
+            "/sub/in-sub/b/4"]
+    serve(app, log_path, [{"url": url} for url in urls]).close()
     assert [(r["path"], r["route"]) for r in rows(log_path)] == [
         ("/api/users/1/posts/2", "/api/users/{user_id}/posts/{post_id}"),
         ("/sub/things/x", "/sub/things/{name}"),
+        ("/v2/b/1", "/v2/b/{y}"),
+        ("/p/outer/inner/c/3", "/p/outer/inner/c/{z}"),
+        ("/sub/in-sub/b/4", "/sub/in-sub/b/{y}"),
     ]
 
 

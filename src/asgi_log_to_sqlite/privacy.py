@@ -500,7 +500,14 @@ def framework_route(scope: Any) -> str | None:
         return explicit
     route = scope.get("route")
     if route is not None:
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        # FastAPI 0.165+ includes routers lazily: the route keeps its own path, and the one
+        # with every include_router() prefix is in its effective route context.
+        fastapi = scope.get("fastapi")
+        context = fastapi.get("effective_route_context") if isinstance(fastapi, dict) else None
+        effective = getattr(context, "path", None)
+        template = effective if isinstance(effective, str) and effective else (
+            getattr(route, "path_format", None) or getattr(route, "path", None)
+        )
         if not isinstance(template, str):
             return None
         root_path = scope.get("root_path") or ""
@@ -508,7 +515,9 @@ def framework_route(scope: Any) -> str | None:
         if isinstance(app_root, str) and root_path != app_root and root_path.startswith(app_root):
             # Mounted: the route's template is relative to its mount point.
             path = scope.get("path") or ""
-            found = _mounted_template(scope.get("router"), path[len(app_root) :] or "/", route)
+            found = None
+            if template is not effective:
+                found = _mounted_template(scope.get("router"), path[len(app_root) :] or "/", route)
             return found if found is not None else root_path[len(app_root) :] + template
         return template
     template = scope.get("path_template")  # Litestar
