@@ -103,7 +103,11 @@ def rotate_now(
                 busy_timeout=timeout,
             )
     except RotationBusy as error:
-        raise MaintenanceError(f"cannot rotate now: {error}") from None
+        raise MaintenanceError(
+            f"cannot rotate now: {error}. Nothing was renamed. Servers take turns with rotate "
+            "only when they run with a rotation option (rotate, max_bytes or max_rows); "
+            "other programs (a server without one, Datasette) must close the file first"
+        ) from None
     except TimeoutError as error:
         raise MaintenanceError(f"cannot rotate now: {error}") from None
     finally:

@@ -376,7 +376,7 @@ def rotate_file(
             mode = str(error)
         if str(mode).lower() != "delete":
             raise RotationBusy(
-                f"{path} is open in another program ({mode}); it will be rotated once it is closed"
+                f"{path} is open in another program ({mode})"
             )
         target = _free_name(path, label)
         os.rename(path, target)
@@ -538,7 +538,10 @@ class Maintainer:
                 self.rotations += 1
         except RotationBusy as error:
             self._busy_until = time.monotonic() + BUSY_BACKOFF
-            logger.warning("asgi-log-to-sqlite: rotation postponed: %s", error)
+            logger.warning(
+                "asgi-log-to-sqlite: rotation postponed: %s; it will be rotated once it is closed",
+                error,
+            )
         except Exception:
             logger.exception("asgi-log-to-sqlite: could not rotate %s", self.path)
         finally:
