@@ -502,6 +502,34 @@ def test_bug_in_row_building_is_logged_counted_and_skipped(log_path, caplog):
         log.close(10)
 
 
+def test_bug_in_the_writer_loop_is_logged_counted_and_writing_goes_on(log_path, caplog):
+    log = AsgiLogToSqlite(ok_app, log_path, flush_interval=60)
+    try:
+        serve(log, "/first")
+        writer = log._writer
+        commit = writer._commit
+        failures = []
+
+        def broken_once(pending, give_up):
+            if pending and not failures:
+                failures.append(len(pending))
+                raise RuntimeError("a bug of ours")
+            return commit(pending, give_up)
+
+        writer._commit = broken_once
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            log.flush(10)  # released, not left hanging
+            serve(log, "/after")
+            log.flush(10)
+        assert writer.alive
+        assert count(log_path) == 1  # /after; /first was in hand when the bug struck
+        assert log.stats()["dropped_bad_record"] == failures[0] == 1
+        assert dropped(log_path) == {"bad_record": 1}
+        assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+    finally:
+        log.close(10)
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str = "512k"):
     """A real, tiny filesystem (tmpfs) that can fill up; needs root, skipped otherwise."""

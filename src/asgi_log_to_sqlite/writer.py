@@ -145,55 +145,78 @@ class Writer:
 
     # ---- the thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        pending: list[Exchange] = []
+        self._pending: list[Exchange] = []
+        self._markers: list[_Flush] = []
+        self._stopping = False
         try:
             while True:
-                self._wake.wait(self.options.flush_interval)
-                self._wake.clear()
-                stop = False
-                markers: list[_Flush] = []
-                queue = self.queue
-                while queue:
-                    item = queue.popleft()
-                    if item is _STOP:
-                        stop = True
-                        break
-                    if isinstance(item, _Flush):
-                        # Commit what came before the marker, then release the flusher.
-                        pending = self._commit(pending, give_up=stop)
-                        if pending:
-                            markers.append(item)
-                        else:
-                            self._release(markers + [item])
-                            markers = []
-                        continue
-                    pending.append(item)
-                    if len(pending) >= self.options.batch_size:
-                        pending = self._commit(pending, give_up=False)
-                        if pending:
-                            break  # failing: retry after a pause, leave the rest queued
-                pending = self._commit(pending, give_up=stop)
-                if not pending:
+                try:
+                    if self._cycle():
+                        return
+                except Exception:
+                    # A bug of ours: count what was in hand, release the flushers, write on.
+                    lost, self._pending = len(self._pending), []
+                    self.dropped_bad_record += lost
+                    logger.exception(
+                        "asgi-log-to-sqlite: writer for %s hit an unexpected error; "
+                        "%d record(s) dropped, writing goes on",
+                        self.path,
+                        lost,
+                    )
+                    markers, self._markers = self._markers, []
                     self._release(markers)
-                else:
-                    # Still failing: put markers back in front so they wait for the retry.
-                    queue.extendleft(reversed(markers))
+                    self._close_connection()
+                    if self._stopping:
+                        return
                     time.sleep(min(1.0, self.options.flush_interval))
-                if stop:
-                    # One more drain: a stop with records still failing keeps retrying them.
-                    while queue:
-                        item = queue.popleft()
-                        if isinstance(item, _Flush):
-                            markers.append(item)
-                        elif item is not _STOP:
-                            pending.append(item)
-                    pending = self._commit(pending, give_up=True)
-                    self._release(markers)
-                    return
-        except BaseException:  # a bug of ours: never let it pass silently
+        except BaseException:  # not even that worked: never let it pass silently
             logger.exception("asgi-log-to-sqlite: writer for %s stopped by an error", self.path)
         finally:
             self._close_connection()
+
+    def _cycle(self) -> bool:
+        """Wait for the next batch, write it; True once stopped and drained."""
+        if not self._stopping:
+            self._wake.wait(self.options.flush_interval)
+            self._wake.clear()
+        queue = self.queue
+        while queue and not self._stopping:
+            item = queue.popleft()
+            if item is _STOP:
+                self._stopping = True
+                break
+            if isinstance(item, _Flush):
+                # Commit what came before the marker, then release the flusher.
+                self._markers.append(item)
+                self._pending = self._commit(self._pending, give_up=False)
+                if not self._pending:
+                    markers, self._markers = self._markers, []
+                    self._release(markers)
+                continue
+            self._pending.append(item)
+            if len(self._pending) >= self.options.batch_size:
+                self._pending = self._commit(self._pending, give_up=False)
+                if self._pending:
+                    break  # failing: retry after a pause, leave the rest queued
+        self._pending = self._commit(self._pending, give_up=self._stopping)
+        if not self._pending:
+            markers, self._markers = self._markers, []
+            self._release(markers)
+        else:
+            time.sleep(min(1.0, self.options.flush_interval))  # still failing: retry later
+        if not self._stopping:
+            return False
+        # One more drain: what was queued after the stop, and records still failing.
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, _Flush):
+                self._markers.append(item)
+            elif item is not _STOP:
+                self._pending.append(item)
+        self._pending = self._commit(self._pending, give_up=True)
+        markers, self._markers = self._markers, []
+        self._release(markers)
+        return True
 
     def _release(self, markers: list[_Flush]) -> None:
         for marker in markers:
