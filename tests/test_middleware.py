@@ -263,6 +263,16 @@ def test_empty_body_and_head(make_log, log_path):
     ]
 
 
+def test_head_counts_no_body_even_when_the_app_passes_one(make_log, log_path):
+    # Starlette's Response sends its body for HEAD too; servers drop it: nothing is sent.
+    log = make_log(responder(body=b"hello"))
+    asyncio.run(get(log, "/page", method="HEAD"))
+    log.flush(timeout=10)
+    assert [(r["method"], r["http_status"], r["body_size"]) for r in rows(log_path)] == [
+        ("HEAD", 200, 0)
+    ]
+
+
 def test_request_body_bytes(make_log, log_path):
     async def app(scope, receive, send):
         while True:
@@ -296,6 +306,23 @@ def test_pathsend_counts_the_file_size(make_log, log_path, tmp_path):
     assert sent[-1] == {"type": "http.response.pathsend", "path": str(served)}
     log.flush(timeout=10)
     assert rows(log_path)[0]["body_size"] == 4321
+
+
+def test_pathsend_of_a_file_removed_after_the_response(make_log, log_path, tmp_path):
+    # A temporary download (Starlette's FileResponse sets Content-Length) removed right after.
+    served = tmp_path / "export.csv"
+    served.write_bytes(b"z" * 777)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"777")]})
+        await send({"type": "http.response.pathsend", "path": str(served)})
+        served.unlink()
+
+    log = make_log(app)
+    asyncio.run(drive(log, http_scope(extensions={"http.response.pathsend": {}})))
+    log.flush(timeout=10)
+    assert rows(log_path)[0]["body_size"] == 777
 
 
 def test_duration_runs_to_the_last_byte(make_log, log_path):

@@ -220,13 +220,17 @@ class AsgiLogToSqlite:
 class _HttpObserver:
     """Per-request state for one HTTP request; its ``exchange`` is what gets recorded."""
 
-    __slots__ = ("complete", "exchange", "owner", "receive_inner", "send_inner", "trailers")
+    __slots__ = (
+        "complete", "exchange", "head", "owner", "receive_inner", "send_inner", "trailers"
+    )
 
     def __init__(self, owner: AsgiLogToSqlite, scope: Scope) -> None:
         self.owner = owner
         self.exchange = Exchange(scope, time.time(), time.perf_counter())  # type: ignore[arg-type]
         self.trailers = False
         self.complete = False
+        # Servers send no body in answer to HEAD, whatever the app passes them.
+        self.head = scope.get("method") == "HEAD"
 
     async def run(self, receive: Receive, send: Send) -> None:
         self.receive_inner = receive
@@ -289,18 +293,20 @@ class _HttpObserver:
                 self.trailers = bool(message.get("trailers"))
             elif kind == "http.response.body":
                 body = message.get("body")
-                if body:
+                if body and not self.head:
                     counted = len(body)
                     exchange.body_size += counted
                 finished = not message.get("more_body") and not self.trailers
             elif kind == "http.response.pathsend":
-                exchange.pathsend = message.get("path")
+                if not self.head:
+                    exchange.pathsend = message.get("path")
                 finished = True
             elif kind == "http.response.zerocopysend":
-                count = message.get("count")
-                if count is None:
-                    count = os.fstat(message["file"].fileno()).st_size - message.get("offset", 0)
-                exchange.body_size += count
+                if not self.head:
+                    count = message.get("count")
+                    if count is None:
+                        count = os.fstat(message["file"].fileno()).st_size - message.get("offset", 0)
+                    exchange.body_size += count
                 finished = not message.get("more_body")
             elif kind == "http.response.trailers":
                 finished = not message.get("more_trailers")

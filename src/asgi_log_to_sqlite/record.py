@@ -162,6 +162,16 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+def _sent_file_size(exchange: Exchange) -> int:
+    """Bytes of a ``pathsend`` file: the response's Content-Length when it has one (Starlette's
+    FileResponse always does), since by now the file may be gone (a temporary download removed
+    by a background task); else the file's size now."""
+    length = _int_or_none(response_header(exchange.response_headers, b"content-length"))
+    if length is not None and length >= 0:
+        return length
+    return _file_size(exchange.pathsend) or 0
+
+
 def _file_size(path: Any) -> int | None:
     try:
         return os.path.getsize(path)
@@ -318,7 +328,7 @@ class RowBuilder:
             visitor = policy.visitor(address, user_agent_text, host_text, exchange.start)
         body_size = exchange.body_size
         if exchange.pathsend is not None:
-            body_size += _file_size(exchange.pathsend) or 0
+            body_size += _sent_file_size(exchange)
         # Only look for a route or an actor where the scope can hold one (most often it cannot).
         keys = scope.keys()
         route_keys, actor_keys = self._route_keys, self._actor_keys
