@@ -414,6 +414,32 @@ def test_exception_after_the_response_started(make_log, log_path):
     assert (row["http_status"], row["exception"], row["body_size"]) == (202, f"{__name__}.Boom", 7)
 
 
+def test_exception_after_the_row_was_written_is_stored_too(make_log, log_path):
+    # A background task that fails once the response is complete and its row committed.
+    logs: list[AsgiLogToSqlite] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        await logs[0].aflush(10)
+        assert rows(log_path)[-1]["exception"] is None  # written without it
+        if scope["path"] == "/fails-late":
+            raise Boom("late")
+
+    log = make_log(app)
+    logs.append(log)
+    asyncio.run(drive(log, http_scope(path="/fine")))
+    with pytest.raises(Boom, match="late"):
+        asyncio.run(drive(log, http_scope(path="/fails-late")))
+    asyncio.run(drive(log, http_scope(path="/fine-again")))
+    log.flush(timeout=10)
+    assert [(r["path"], r["http_status"], r["exception"]) for r in rows(log_path)] == [
+        ("/fine", 200, None),
+        ("/fails-late", 200, f"{__name__}.Boom"),
+        ("/fine-again", 200, None),
+    ]
+
+
 def test_exception_through_httpx_still_logged(make_log, log_path):
     async def app(scope, receive, send):
         raise RuntimeError("nope")

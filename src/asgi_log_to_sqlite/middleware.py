@@ -204,6 +204,11 @@ class AsgiLogToSqlite:
                 return
         writer.put(exchange)
 
+    def _amend(self, exchange: Exchange) -> None:
+        writer = self._writer
+        if writer is not None and not self._closed:
+            writer.amend(exchange)
+
     # ---- ASGI --------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -247,9 +252,14 @@ class _HttpObserver:
                     exchange.status = 500  # what the server answers for an app that raised
             elif isinstance(error, Exception) and exchange.exception is None:
                 # Error pages (Starlette's ServerErrorMiddleware) are sent, then the error is
-                # re-raised: the row is queued already, but the writer reads this attribute
-                # only when it builds the row, usually well after this line has run.
+                # re-raised; a background task can fail long after the response. The row is
+                # queued already: the writer reads this attribute when it builds the row, and
+                # the amend stores it if the row was written before.
                 exchange.exception = _exception_name(error)
+                try:
+                    self.owner._amend(exchange)
+                except Exception:
+                    logger.exception("asgi-log-to-sqlite: could not record a late exception")
             raise
         finally:
             try:

@@ -26,10 +26,12 @@ class Exchange:
         "disconnected",
         "duration",
         "exception",
+        "file",  # set by the writer once the row is stored: the file's identity and row id
         "pathsend",
         "queued",
         "request_body_size",
         "response_headers",
+        "rowid",
         "scope",
         "start",
         "status",

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from itertools import repeat
 from typing import Any
 
 from .bulk import insert_columns, lookup_ids
@@ -60,6 +61,16 @@ class _Flush:
         self.done = done
 
 
+class _Amend:
+    """A marker in the queue: ``exchange`` raised after its row was queued (a background task
+    that failed after the response): its stored row gets the exception type."""
+
+    __slots__ = ("exchange",)
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+
 class Writer:
     def __init__(self, path: str, options: Options) -> None:
         self.path = path
@@ -82,6 +93,7 @@ class Writer:
         self._builder = RowBuilder(self._privacy, options.max_value_length)
         self._skipped: collections.Counter[tuple[str, str]] = collections.Counter()
         self._captured: list[tuple[int, list[Any]]] = []
+        self._built: list[Exchange] = []
         self._stopped = False
         self._first_failure: float | None = None
         self._warned_full = False
@@ -106,6 +118,11 @@ class Writer:
                 )
             return
         self.queue.append(exchange)
+
+    def amend(self, exchange: Exchange) -> None:
+        """``exchange.exception`` was set after the exchange was queued: store it too."""
+        if len(self.queue) < self.options.max_queue:
+            self.queue.append(_Amend(exchange))
 
     # ---- flushing and stopping (any thread) ----------------------------------------------
     def request_flush(self, done: Callable[[], None]) -> None:
@@ -147,6 +164,7 @@ class Writer:
     def _run(self) -> None:
         self._pending: list[Exchange] = []
         self._markers: list[_Flush] = []
+        self._amends: list[Exchange] = []
         self._stopping = False
         try:
             while True:
@@ -185,6 +203,9 @@ class Writer:
             if item is _STOP:
                 self._stopping = True
                 break
+            if type(item) is _Amend:
+                self._amends.append(item.exchange)
+                continue
             if isinstance(item, _Flush):
                 # Commit what came before the marker, then release the flusher.
                 self._markers.append(item)
@@ -211,6 +232,8 @@ class Writer:
             item = queue.popleft()
             if isinstance(item, _Flush):
                 self._markers.append(item)
+            elif type(item) is _Amend:
+                self._amends.append(item.exchange)
             elif item is not _STOP:
                 self._pending.append(item)
         self._pending = self._commit(self._pending, give_up=True)
@@ -228,7 +251,7 @@ class Writer:
     def _commit(self, pending: list[Exchange], give_up: bool) -> list[Exchange]:
         """Write ``pending``; return what is left to retry (empty on success or when dropped)."""
         self._write_dropped_counts_if_due()
-        if not pending:
+        if not pending and not self._amends:
             return pending
         first_failure = self._first_failure
         try:
@@ -258,6 +281,7 @@ class Writer:
                         except Exception:
                             self._close_connection()
                 self.dropped_write_failed += len(pending)
+                self._amends = []
                 self._first_failure = None
                 logger.error(
                     "asgi-log-to-sqlite: dropped %d record(s) that could not be written to %s: %s",
@@ -307,7 +331,10 @@ class Writer:
             pass
 
     def _rows(self, pending: list[Exchange]) -> list[tuple[Any, ...]]:
-        rows = []
+        """The rows of ``pending``; ``self._built`` gets the exchanges they came from."""
+        rows: list[tuple[Any, ...]] = []
+        built: list[Exchange] = []
+        self._built = built
         # Counted afresh on every attempt: only a committed batch's counts reach the database.
         self._skipped = collections.Counter()
         self._captured = []
@@ -324,6 +351,7 @@ class Writer:
                     if captured:
                         self._captured.append((len(rows), captured))
                 rows.append(row)
+                built.append(exchange)
             except Exception:
                 self.dropped_bad_record += 1
                 logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
@@ -343,6 +371,7 @@ class Writer:
         rows = self._rows(pending)
         conn = self._connection()
         new_ids: dict[str, dict[str, int]] = {t: {} for t in self._cache}
+        first = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
             if rows:
@@ -350,6 +379,10 @@ class Writer:
                 for position, table in LOOKUP_POSITIONS:
                     columns[position] = self._ids(conn, table, columns[position], new_ids)
                 self._insert(conn, columns, new_ids)
+                # This transaction holds the write lock: the rows got consecutive ids.
+                first = conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] - len(rows) + 1
+            if self._amends:
+                self._apply_amends(conn, first)
             self._insert_skipped(conn)
             drop_counts = self._write_dropped_counts(conn)
             conn.execute("COMMIT")
@@ -357,6 +390,12 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._amends = []
+        if rows:
+            # Where each row went, for an exception that comes after it was written (_Amend).
+            built = self._built
+            list(map(setattr, built, repeat("rowid"), range(first, first + len(rows))))
+            list(map(setattr, built, repeat("file"), repeat(self._inode)))
         # Only ids that are committed may be cached: a rolled-back insert leaves no row.
         for table, ids in new_ids.items():
             cache = self._cache[table]
@@ -365,6 +404,23 @@ class Writer:
             cache.update(ids)
         self.written += len(rows)
         self._dropped_reported = drop_counts
+
+    def _apply_amends(self, conn: sqlite3.Connection, first: int) -> None:
+        """Store the exception types that came after their rows were queued."""
+        built = self._built
+        for exchange in self._amends:
+            if exchange.exception is None:
+                continue
+            try:
+                rowid = first + built.index(exchange)  # a row of this very batch
+            except ValueError:
+                if getattr(exchange, "file", None) != self._inode:
+                    continue  # left out of the log, or in a file rotated since
+                rowid = exchange.rowid
+            conn.execute(
+                "UPDATE requests SET exception = ? WHERE rowid = ? AND exception IS NULL",
+                (exchange.exception, rowid),
+            )
 
     def _ids(
         self,
