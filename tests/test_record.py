@@ -522,3 +522,13 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_percent_escapes_that_are_not_utf8_are_kept_as_escapes():
+    # Servers decode /caf%E9 to "/caf\ufffd"; the raw path still says which byte it was.
+    lossy = http_scope(path="/caf\ufffd/\ufffd", raw_path=b"/caf%E9/%FF")
+    assert row_of(lossy)["path"] == "/caf\\xe9/\\xff"
+    # A real U+FFFD (valid UTF-8, percent-encoded) stays what it is.
+    real = http_scope(path="/x\ufffd", raw_path=b"/x%EF%BF%BD")
+    assert row_of(real)["path"] == "/x\ufffd"
+    assert row_of(http_scope(path="/x\ufffd", raw_path=None))["path"] == "/x\ufffd"

@@ -210,6 +210,11 @@ def test_queue_bound_drops_are_counted_logged_and_stored(make_writer, log_path, 
     flush(writer)
     assert count(log_path) == 5
     assert dropped(log_path) == {"queue_full": 15}
+    # Once caught up, a queue that fills again is reported again.
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(7):
+            writer.put(exchange())
+    assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 2
 
 
 def test_queue_bound_through_the_middleware(log_path):

@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from .privacy import ACTOR_SCOPE_KEYS, ROUTE_SCOPE_KEYS, Policy, parse_ip
 
@@ -297,6 +298,8 @@ class RowBuilder:
         if not isinstance(path, str) or not path:
             path = get("raw_path") or path
         path_text = self._path[path]
+        if path_text is not None and "\ufffd" in path_text:
+            path_text = _lossless_path(get("raw_path"), path_text, self.cap)
         method = self._method[get("method")] if not websocket else "GET"
         query = get("query_string")
         query_text = self._query[query] if query else None
@@ -382,6 +385,13 @@ class RowBuilder:
                 value = policy.referer(text(value, 1 << 30))
             found.append((direction, text(name, cap), text(value, cap)))
         return found
+
+
+def _lossless_path(raw_path: Any, path: str, cap: int) -> str:
+    """Servers decode ``%E9`` (not UTF-8) to U+FFFD: decode ``raw_path`` again, with escapes."""
+    if type(raw_path) is not bytes or b"%" not in raw_path:
+        return path
+    return text(unquote_to_bytes(raw_path), cap) or path
 
 
 def _peer_text(client: Any) -> str | None:

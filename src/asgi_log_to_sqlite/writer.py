@@ -220,6 +220,8 @@ class Writer:
                 if self._pending:
                     break  # failing: retry after a pause, leave the rest queued
         self._pending = self._commit(self._pending, give_up=self._stopping)
+        if self._warned_full and len(queue) < self.options.max_queue // 2:
+            self._warned_full = False  # caught up: warn again if the queue fills again
         if not self._pending:
             markers, self._markers = self._markers, []
             self._release(markers)
