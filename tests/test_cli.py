@@ -115,6 +115,17 @@ def test_report_bad_input_is_a_clear_error(bad_files, kind):
     assert message in process.stderr and "Traceback" not in process.stderr
 
 
+def test_report_to_an_unwritable_place_and_metadata_of_junk_are_clear_errors(log, bad_files,
+                                                                            tmp_path):
+    process = run("report", log, "-f", "html", "-o", str(tmp_path / "no" / "such" / "r.html"))
+    assert process.returncode == 1
+    assert "cannot write" in process.stderr and "Traceback" not in process.stderr
+    junk, _ = bad_files["junk"]
+    process = run("metadata", junk)
+    assert process.returncode == 1
+    assert "not a SQLite database" in process.stderr and "Traceback" not in process.stderr
+
+
 @pytest.mark.parametrize("since", ["yesterday", "24x", "2024-99-01"])
 def test_report_bad_since_is_a_usage_error(log, since):
     result = CliRunner().invoke(cli, ["report", log, "--since", since])
@@ -341,3 +352,33 @@ def test_demo_as_a_process_writes_demo_db(tmp_path):
     kinds = dict(conn.execute(
         "SELECT http_status / 100, COUNT(*) FROM requests GROUP BY 1").fetchall())
     assert kinds[2] > 200 and kinds.get(4, 0) > 0
+
+
+# ---- without the cli extra --------------------------------------------------------------------
+WITHOUT = (
+    "import sys\n"
+    "class Blocked:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in {blocked!r}:\n"
+    "            raise ImportError(f'No module named {{name!r}}')\n"
+    "sys.meta_path.insert(0, Blocked())\n"
+    "sys.argv = ['asgi-log-to-sqlite', *{argv!r}]\n"
+    "from asgi_log_to_sqlite.console import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize(
+    "blocked, argv, expected",
+    [
+        ({"click"}, ["report", "x.db"], "pip install 'asgi-log-to-sqlite[cli]'"),
+        ({"uvicorn"}, ["serve", "app:app"], "serve needs uvicorn"),
+    ],
+)
+def test_missing_extras_are_a_message_not_a_traceback(tmp_path, blocked, argv, expected):
+    script = WITHOUT.format(blocked=blocked, argv=argv)
+    result = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60, check=False)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

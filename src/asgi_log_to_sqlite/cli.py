@@ -48,9 +48,13 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
           batch_size: int | None, max_queue: int | None, extra: dict, log_level: str) -> None:
     """Serve an ASGI app (module:attribute) under uvicorn, logging every request to --db."""
     try:
-        from .serve import serve as run
-    except ImportError as error:  # uvicorn is in the cli extra
-        raise click.ClickException(f"{error}: pip install 'asgi-log-to-sqlite[cli]'") from None
+        import uvicorn  # noqa: F401  (in the cli extra)
+    except ImportError as error:
+        raise click.ClickException(
+            f"serve needs uvicorn ({error}): pip install 'asgi-log-to-sqlite[cli]'"
+        ) from None
+    from .serve import serve as run
+
     options = dict(extra)
     for name, value in (("flush_interval", flush_interval), ("batch_size", batch_size),
                         ("max_queue", max_queue)):
@@ -95,8 +99,11 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None, fmt:
     render = {"text": render_text, "json": render_json, "html": render_html}[fmt]
     content = render(data)
     if output:
-        with open(output, "w", encoding="utf-8") as file:
-            file.write(content)
+        try:
+            with open(output, "w", encoding="utf-8") as file:
+                file.write(content)
+        except OSError as error:
+            raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
         click.echo(f"Wrote {fmt} report to {output}", err=True)
     else:
         click.echo(content, nl=False)

@@ -425,6 +425,8 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
         if not is_log_database(conn):
             raise ValueError(f"{path!r} is not a log database (it has no requests table)")
         tables = table_columns(conn)
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path!r} is not a SQLite database ({error})") from None
     finally:
         conn.close()
     return {"databases": {database or database_name_for(path): log_metadata(tables)}}
