@@ -242,6 +242,19 @@ def test_cross_database_sql_cannot_reach_the_log(datasettes, data_db, tmp_path):
     assert get(ds, url, actor="root").status_code == 200
 
 
+def test_rotated_files_of_the_log_are_private_too(datasettes, data_db, tmp_path):
+    log = make_log(str(tmp_path / "log.db"))
+    rotated = make_log(str(tmp_path / "log-2026-11-24T19-44-52.db"))
+    daily = make_log(str(tmp_path / "log-2026-11-23_001.db"))
+    other = make_log(str(tmp_path / "logbook-2026-11-23.db"))  # another log: not this one's
+    ds = datasettes([data_db, log, rotated, daily, other],
+                    metadata=plugin(file=log, rotate="daily", allow=["alice"]))
+    for name in ("log-2026-11-24T19-44-52", "log-2026-11-23_001"):
+        assert get(ds, f"/{name}/requests_view.json").status_code == 403, name
+        assert get(ds, f"/{name}/requests_view.json", actor="alice").status_code == 200, name
+    assert get(ds, "/logbook-2026-11-23/requests_view.json").status_code == 200
+
+
 def test_the_anonymous_requests_are_still_logged(served_log, tmp_path):
     ds = served_log()
     get(ds, "/log/requests.json")

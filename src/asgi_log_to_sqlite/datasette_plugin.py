@@ -38,6 +38,7 @@ from datasette.utils import StartupError
 from . import metadata as log_metadata
 from .middleware import AsgiLogToSqlite
 from .options import option_names
+from .rotation import is_rotated_file
 from .schema import is_log_database
 
 PLUGIN_NAME = "asgi-log-to-sqlite"
@@ -223,7 +224,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def private_database_names(datasette: Any) -> frozenset[str]:
-    """Names under which Datasette serves the configured log file (usually none or one)."""
+    """Names under which Datasette serves the configured log file or its rotated files."""
     try:
         state = _state(datasette)
     except ConfigurationError:
@@ -235,7 +236,8 @@ def private_database_names(datasette: Any) -> frozenset[str]:
     key = tuple((name, getattr(db, "path", None)) for name, db in databases.items())
     if key != state.log_names_key:
         state.log_names = frozenset(
-            name for name, path in key if path and _same_file(path, config.file)
+            name for name, path in key
+            if path and (_same_file(path, config.file) or is_rotated_file(path, config.file))
         )
         state.log_names_key = key
     return state.log_names

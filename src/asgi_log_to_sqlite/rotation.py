@@ -50,6 +50,7 @@ __all__ = [
     "Policy",
     "RotationBusy",
     "delete_older_than",
+    "is_rotated_file",
     "lock_path",
     "rotate_file",
     "rotated_files",
@@ -277,14 +278,7 @@ def rotated_files(path: str) -> list[str]:
     ``log-2026-11-24T19-35-03.db``, rotated by hand earlier that day), so each file's own
     ``rotated`` stamp decides, and the time in its name for files that have none.
     """
-    base, ext = _split(path)
-    folder, stem = os.path.split(base)
-    pattern = re.compile(
-        re.escape(stem)
-        + r"-(\d{4})-(\d{2})(?:-(\d{2})(?:T(\d{2})(?:-(\d{2})-(\d{2}))?)?)?(?:_\d{3,})?"
-        + re.escape(ext)
-        + r"\Z"
-    )
+    folder, pattern = _rotated_pattern(path)
     try:
         names = os.listdir(folder)
     except OSError:
@@ -296,6 +290,25 @@ def rotated_files(path: str) -> list[str]:
             full = os.path.join(folder, name)
             found.append((_rotated_at(full, match.groups()), name, full))
     return [full for _, _, full in sorted(found)]
+
+
+def _rotated_pattern(path: str) -> tuple[str, re.Pattern[str]]:
+    """The folder of ``path``, and the pattern its rotated files' names match."""
+    base, ext = _split(path)
+    folder, stem = os.path.split(base)
+    return folder, re.compile(
+        re.escape(stem)
+        + r"-(\d{4})-(\d{2})(?:-(\d{2})(?:T(\d{2})(?:-(\d{2})-(\d{2}))?)?)?(?:_\d{3,})?"
+        + re.escape(ext)
+        + r"\Z"
+    )
+
+
+def is_rotated_file(candidate: str, path: str) -> bool:
+    """Whether ``candidate`` is (by its folder and name) a rotated file of the log ``path``."""
+    folder, pattern = _rotated_pattern(path)
+    where, name = os.path.split(os.path.realpath(candidate))
+    return where == os.path.realpath(folder) and pattern.match(name) is not None
 
 
 def _rotated_at(path: str, label: tuple[str | None, ...]) -> float:
