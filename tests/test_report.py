@@ -283,8 +283,9 @@ def test_json_shape_is_stable(log):
     ]
     assert report["report_version"] == 1
     assert set(report["summary"]) == {
-        "requests", "visitors", "visitor_column", "bytes_sent", "bytes_received", "server_errors",
-        "client_errors", "error_rate", "client_error_rate", "latency",
+        "requests", "visitors", "visitor_column", "estimated_from_sample", "bytes_sent",
+        "bytes_received", "server_errors", "client_errors", "error_rate", "client_error_rate",
+        "latency",
     }
     assert set(report["summary"]["latency"]) == {"avg", "p50", "p95", "p99", "max"}
     assert set(report["timeline"]) == {"bucket_seconds", "points"}
@@ -358,3 +359,34 @@ def test_more_files_than_sqlite_attaches(tmp_path):
     assert report["summary"]["visitors"] == len(ips)
     with pytest.raises(ReportError, match="no such file"):
         build_report([*paths, str(tmp_path / "missing.db")])
+
+
+def test_a_sampled_log_reports_the_requests_its_rows_stand_for(tmp_path):
+    # As Datasette's canned queries do: a row recorded at sample_rate 0.1 counts 10 times.
+    path = str(tmp_path / "sampled.db")
+    conn = connect(path)
+    ensure_schema(conn)
+    now = time.time()
+    conn.execute("INSERT INTO paths (name) VALUES ('/')")
+    for i in range(5):
+        conn.execute("INSERT INTO requests (start, method, path, http_status, duration, body_size,"
+                     " sample_rate) VALUES (?, 'GET', 1, 200, 0.1, 100, 0.1)", (now - 60 + i,))
+    conn.execute("INSERT INTO requests (start, method, path, http_status, duration, body_size,"
+                 " sample_rate) VALUES (?, 'GET', 1, 500, 0.1, 7, 1.0)", (now - 50,))
+    conn.execute("INSERT INTO excluded_requests VALUES ('2026-11-24T10:00', 'sampled_out', 45)")
+    conn.close()
+    report = build_report([path])
+    summary = report["summary"]
+    assert (summary["requests"], summary["server_errors"], summary["bytes_sent"]) == (51, 1, 5007)
+    assert summary["estimated_from_sample"] is True
+    assert report["top_paths"][0]["requests"] == 51
+    assert sum(p["requests"] for p in report["timeline"]["points"]) == 51
+    assert "estimated" in render_text(report)
+    # An unsampled log is counted row by row and says nothing of estimates.
+    plain = str(tmp_path / "plain.db")
+    conn = connect(plain)
+    ensure_schema(conn)
+    conn.execute("INSERT INTO requests (start, method, http_status, duration, body_size,"
+                 " sample_rate) VALUES (?, 'GET', 200, 0.1, 9, 1.0)", (now,))
+    conn.close()
+    assert build_report([plain])["summary"]["estimated_from_sample"] is False

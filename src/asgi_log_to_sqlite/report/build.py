@@ -118,13 +118,14 @@ def build_report(
         point = buckets.setdefault(bucket, [0, 0, 0])
         point[0] += n
         point[1] += n if is_error else 0
-        point[2] += int(out)
+        out, into = round(out), round(into)
+        point[2] += out
         valid = isinstance(status, int) and 100 <= status <= 599
         classes[f"{status // 100}xx" if valid else "other"] += n
         statuses[status] += n
         methods[method] += n
-        sent += int(out)
-        received += int(into)
+        sent += out
+        received += into
         server_errors += n if is_error else 0
         client_errors += n if valid and 400 <= status < 500 else 0
 
@@ -157,6 +158,8 @@ def build_report(
             "requests": total,
             "visitors": s["visitors"],
             "visitor_column": s["visitor_column"],
+            # Counts and bytes of a sampled log are estimates: each row counts 1/sample_rate.
+            "estimated_from_sample": s["sampled"],
             "bytes_sent": sent,
             "bytes_received": received,
             "server_errors": server_errors,

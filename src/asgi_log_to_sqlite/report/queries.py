@@ -98,6 +98,7 @@ class LogSet:
 
     # ---- opening ---------------------------------------------------------------------------
     def _attach(self) -> None:
+        self.sampled = False
         columns_per_file: list[set[str]] = []
         tables_per_file: list[set[str]] = []
         for i, path in enumerate(self.paths):
@@ -142,6 +143,13 @@ class LogSet:
                 exprs.append(f"COALESCE({hashed}, client_ip) AS visitor")
             else:
                 exprs.append("client_ip AS visitor" if "client_ip" in columns else "NULL AS visitor")
+            # A row recorded with ``sample`` stands for 1/sample_rate requests: counts and
+            # bytes are scaled by it (as Datasette's canned queries are), durations are not.
+            if self._sampled(i, columns, tables_per_file[i]):
+                self.sampled = True
+                exprs.append("1.0 / COALESCE(NULLIF(sample_rate, 0), 1) AS w")
+            else:
+                exprs.append("1 AS w")
             self.conn.execute(
                 f"CREATE TEMP VIEW r{i} AS SELECT {', '.join(exprs)} "
                 f"FROM db{i}.requests WHERE {self.window.sql()}"
@@ -155,6 +163,14 @@ class LogSet:
             ]
             self.conn.execute(f"CREATE TEMP VIEW n_{table} AS " + " UNION ALL ".join(parts))
         self.visitor_column = hashed or "client_ip"
+
+    def _sampled(self, i: int, columns: set[str], tables: set[str]) -> bool:
+        """Whether file ``i`` holds sampled rows; the writer counts what sampling left out."""
+        if "sample_rate" not in columns or "excluded_requests" not in tables:
+            return False
+        return bool(self.conn.execute(
+            f"SELECT 1 FROM db{i}.excluded_requests WHERE reason = 'sampled_out' LIMIT 1"
+        ).fetchall())
 
     def close(self) -> None:
         self.conn.close()
@@ -189,10 +205,13 @@ class LogSet:
     def summary(self) -> dict[str, Any]:
         """Figures that need the whole window at once: distinct visitors, first and last."""
         parts = self.each(
-            "SELECT COUNT(*) AS n, MIN(start) AS first, MAX(start) AS last, TOTAL(duration) AS d, "
+            "SELECT TOTAL(w) AS n, MIN(start) AS first, MAX(start) AS last, TOTAL(duration) AS d, "
             "MAX(duration) AS dmax, COUNT(duration) AS dn FROM {r}"
         )
-        row = self._all(f"SELECT SUM(n), MIN(first), MAX(last), SUM(d), MAX(dmax), SUM(dn) FROM ({parts})")[0]
+        row = self._all(
+            "SELECT CAST(ROUND(TOTAL(n)) AS INTEGER), MIN(first), MAX(last), SUM(d), MAX(dmax), "
+            f"SUM(dn) FROM ({parts})"
+        )[0]
         visitors = self._all(
             "SELECT COUNT(DISTINCT visitor) FROM ("
             + self.each("SELECT DISTINCT visitor FROM {r}")
@@ -208,6 +227,7 @@ class LogSet:
             "max_duration": row[5],
             "timed": row[6],
             "visitor_column": self.visitor_column,
+            "sampled": self.sampled,
         }
 
     def percentiles(self, timed: int) -> dict[str, float | None]:
@@ -297,8 +317,8 @@ class LogSet:
         return self._all(
             self.each(
                 f"SELECT CAST(start / {int(width)} AS INTEGER) * {int(width)} AS bucket, "
-                "http_status, method, COUNT(*), TOTAL(body_size), TOTAL(request_body_size) "
-                "FROM {r} GROUP BY bucket, http_status, method"
+                "http_status, method, CAST(ROUND(TOTAL(w)) AS INTEGER), TOTAL(body_size * w), "
+                "TOTAL(request_body_size * w) FROM {r} GROUP BY bucket, http_status, method"
             )
         )
 
@@ -324,18 +344,19 @@ class LogSet:
         # Only what is asked for: SQLite sorts the rows to group them, and narrower rows sort
         # faster.
         measures = (
-            "TOTAL(body_size) AS b, TOTAL(duration) AS d, COUNT(duration) AS dc, "
-            "COALESCE(SUM(http_status = 404), 0) AS nf"
+            "TOTAL(body_size * w) AS b, TOTAL(duration) AS d, COUNT(duration) AS dc, "
+            "TOTAL((http_status = 404) * w) AS nf"
             if detail
             else "0 AS b, 0 AS d, 0 AS dc, 0 AS nf"
         )
         inner = (
-            f"SELECT {{src}} AS src, {column} AS k, COUNT(*) AS c, {measures} "
+            f"SELECT {{src}} AS src, {column} AS k, TOTAL(w) AS c, {measures} "
             f"FROM {{r}} WHERE ({where}){null_filter} GROUP BY k"
         )
         rows = self._all(
-            f"""SELECT n.name AS name, SUM(g.c) AS requests, SUM(g.b) AS bytes,
-                       SUM(g.d) AS total_duration, SUM(g.dc) AS timed, SUM(g.nf) AS not_found
+            f"""SELECT n.name AS name, CAST(ROUND(SUM(g.c)) AS INTEGER) AS requests,
+                       SUM(g.b) AS bytes, SUM(g.d) AS total_duration, SUM(g.dc) AS timed,
+                       CAST(ROUND(SUM(g.nf)) AS INTEGER) AS not_found
                 FROM ({self.each(inner)}) AS g
                 LEFT JOIN n_{table} AS n ON n.src = g.src AND n.id = g.k
                 GROUP BY n.name
@@ -346,7 +367,7 @@ class LogSet:
             {
                 "name": name,
                 "requests": requests,
-                "bytes": int(b or 0),
+                "bytes": round(b or 0),
                 "avg_duration": (d / dc) if dc else None,
                 "timed": dc,
                 "not_found": nf,

@@ -95,7 +95,7 @@ def render_text(report: dict[str, Any], width: int = 80) -> str:
         ("Server errors", f"{count(s['server_errors'])} ({percent(s['error_rate'])})",
          "Client errors", f"{count(s['client_errors'])} ({percent(s['client_error_rate'])})"),
     ]
-    out.append("Summary")
+    out.append("Summary (estimated: rows sampled)" if s.get("estimated_from_sample") else "Summary")
     for a, b, c, d in pairs:
         out.append(f"{INDENT}{a:<15}{b:>18}{GAP}{GAP}{c:<15}{d:>18}")
     out.append("")
