@@ -73,11 +73,15 @@ class Server:
             raise
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        """Send ``sig`` to the server and wait (bounded) for it to exit; its exit code."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False) -> int | None:
+        """Send ``sig`` to the server (``group``: to its whole process group, as systemd and
+        ``docker stop`` do) and wait (bounded) for it to exit; its exit code."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -335,6 +336,33 @@ EXIT_SCRIPT = """
 @pytest.mark.parametrize("ending", ["return", "exit"])
 def test_rows_are_flushed_at_interpreter_exit(log_path, ending):
     run_script(EXIT_SCRIPT, log_path, ending)
+    assert count(log_path) == 40
+
+
+SIGTERM_SCRIPT = EXIT_SCRIPT + """
+    import os, signal
+    if sys.argv[2] == "handled":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # someone else's: left alone
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("handler", ["none", "handled"])
+def test_sigterm_with_no_handler_flushes_then_terminates(log_path, handler):
+    # A process nothing handles SIGTERM in would die with its queue (a hypercorn worker when
+    # the whole process group is signalled): it commits first, and still dies of SIGTERM.
+    env = {**os.environ, "PYTHONPATH": SRC}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_SCRIPT), log_path, handler],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    if handler == "none":
+        assert result.returncode == -signal.SIGTERM
+    else:
+        assert result.returncode == 3  # the app's own handler ran, and atexit flushed
     assert count(log_path) == 40
 
 

@@ -9,6 +9,7 @@ import asyncio
 import atexit
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -180,7 +181,8 @@ class AsgiLogToSqlite:
         with self._writer_lock:
             if self._writer is None and not self._closed:
                 self._writer = Writer(self.file, self.options)
-            return self._writer
+        _flush_on_sigterm()
+        return self._writer
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue is the parent's to write.
@@ -480,6 +482,43 @@ def _close_all_at_exit() -> None:
             instance.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         except Exception:
             logger.exception("asgi-log-to-sqlite: could not flush %s at exit", instance.file)
+
+
+# How long SIGTERM waits for the last rows when nothing else handles it.
+SIGTERM_FLUSH_TIMEOUT = 10.0
+_sigterm_checked = False
+
+
+def _flush_on_sigterm() -> None:
+    """Where nothing handles SIGTERM, the process dies at once with its queue (hypercorn's worker
+    processes when the whole process group is signalled, as systemd and ``docker stop`` do): make
+    it commit first and then die of SIGTERM all the same. A handler someone else installed, before
+    or after, is left alone."""
+    global _sigterm_checked
+    if _sigterm_checked:
+        return
+    _sigterm_checked = True
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _flush_then_terminate)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _flush_then_terminate(signum: int, frame: Any) -> None:
+    try:
+        for instance in list(_instances):
+            instance._closed = True
+            writer = instance._writer  # no lock: the interrupted code may hold it
+            if writer is not None:
+                writer.stop(SIGTERM_FLUSH_TIMEOUT)
+    except Exception:
+        logger.exception("asgi-log-to-sqlite: could not flush at SIGTERM")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if hasattr(os, "register_at_fork"):

@@ -55,9 +55,10 @@ def logged(path: str) -> list[tuple[str, int, int]]:
         conn.close()
 
 
-def run_and_check(tmp_path, args: list[str]) -> None:
-    """Serve, stop with SIGTERM, compare. The writer commits only every 60 s here, so every row
-    in the file got there through the flush at shutdown."""
+def run_and_check(tmp_path, args: list[str], group: bool = False) -> None:
+    """Serve, stop with SIGTERM (``group``: to every process of the server), compare. The writer
+    commits only every 60 s here, so every row in the file got there through the flush at
+    shutdown."""
     db = str(tmp_path / "log.db")
     port = free_port()
     argv = [arg.replace("{port}", str(port)) for arg in args]
@@ -65,7 +66,7 @@ def run_and_check(tmp_path, args: list[str]) -> None:
     server = Server(argv, port, env=env, log=tmp_path / "server.log")
     with server:
         answered = send_traffic(server.url)
-        code = server.stop()
+        code = server.stop(group=group)
         output = server.output()
     assert code is not None, output
     assert len(answered) == REQUESTS
@@ -97,8 +98,16 @@ def test_uvicorn_app_without_lifespan(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_hypercorn(tmp_path):
+@pytest.mark.parametrize("group", [False, True], ids=["main-pid", "process-group"])
+def test_hypercorn(tmp_path, group):
+    # Signalled as a group, hypercorn's worker process gets SIGTERM itself and has no handler.
     run_and_check(
         tmp_path,
         [sys.executable, "-m", "hypercorn", "apps.core_app:app", "--bind", "127.0.0.1:{port}"],
+        group=group,
     )
+
+
+@pytest.mark.timeout(180)
+def test_uvicorn_three_workers_signalled_as_a_group(tmp_path):
+    run_and_check(tmp_path, uvicorn("apps.core_app:app", "--workers", "3"), group=True)
