@@ -172,8 +172,9 @@ def test_tail_bad_input(bad_files, log):
         result = runner.invoke(cli, ["tail", path])
         assert result.exit_code == 1 and message in result.output
     assert runner.invoke(cli, ["tail", bad_files["empty"][0]]).exit_code == 0
-    bad = runner.invoke(cli, ["tail", log, "--status", "teapot"])
-    assert bad.exit_code == 2 and "5xx" in bad.output
+    for status in ("teapot", "9xx", "0xx", "999", "42"):
+        bad = runner.invoke(cli, ["tail", log, "--status", status])
+        assert bad.exit_code == 2 and "5xx" in bad.output, status
     process = run("tail", bad_files["junk"][0])
     assert process.returncode == 1 and "Traceback" not in process.stderr
 

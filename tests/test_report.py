@@ -390,3 +390,12 @@ def test_a_sampled_log_reports_the_requests_its_rows_stand_for(tmp_path):
                  " sample_rate) VALUES (?, 'GET', 200, 0.1, 9, 1.0)", (now,))
     conn.close()
     assert build_report([plain])["summary"]["estimated_from_sample"] is False
+
+
+def test_a_file_named_twice_counts_once(log, tmp_path):
+    once = build_report([log])["summary"]["requests"]
+    alias = tmp_path / "alias.db"
+    alias.symlink_to(log)
+    twice = build_report([log, log, str(alias)])
+    assert twice["summary"]["requests"] == once
+    assert twice["files"] == [log]

@@ -71,6 +71,21 @@ def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
+def _distinct(paths: Sequence[str | os.PathLike[str]]) -> list[str | os.PathLike[str]]:
+    """``paths`` without repeats of one file (however spelt): a file counts once."""
+    seen: list[str] = []
+    kept: list[str | os.PathLike[str]] = []
+    for path in paths:
+        try:
+            key = f"{os.stat(path).st_dev}:{os.stat(path).st_ino}"
+        except OSError:
+            key = os.path.realpath(path)  # missing: reported as such later
+        if key not in seen:
+            seen.append(key)
+            kept.append(path)
+    return kept
+
+
 def build_report(
     paths: Sequence[str | os.PathLike[str]],
     since: float | None = None,
@@ -84,6 +99,7 @@ def build_report(
     """
     if since is not None and until is not None and since >= until:
         raise ReportError("--since must be earlier than --until")
+    paths = _distinct(paths)
     if len(paths) > MAX_ATTACHED:
         return _report_via_merge(paths, since, until, limit)
     window = Window(since, until)

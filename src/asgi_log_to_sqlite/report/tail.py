@@ -28,11 +28,11 @@ _LOOKUP_JOINS = {
 def parse_status(text: str) -> tuple[int, int]:
     """``404`` -> (404, 404); ``4xx`` -> (400, 499). ValueError otherwise."""
     value = text.strip().lower()
-    if len(value) == 3 and value[0].isdigit() and value[1:] == "xx":
+    if len(value) == 3 and value[0] in "12345" and value[1:] == "xx":
         return int(value[0]) * 100, int(value[0]) * 100 + 99
-    if value.isdigit() and 100 <= int(value) <= 999:
+    if len(value) == 3 and value.isdigit() and 100 <= int(value) <= 599:
         return int(value), int(value)
-    raise ValueError(f"{text!r} is not a status like 404 or a class like 5xx")
+    raise ValueError(f"{text!r} is not an HTTP status (100-599) like 404 or a class like 5xx")
 
 
 def _open(path: str) -> tuple[sqlite3.Connection, set[str]]:
