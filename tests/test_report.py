@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import unicodedata
 from fractions import Fraction
 from math import ceil
 
@@ -254,16 +255,20 @@ def test_text_report_fits_80_columns(log, tmp_path):
     synthetic_log(long, 200, end=NOW, days=1, seed=2)
     conn = sqlite3.connect(long)
     with conn:
-        conn.execute("INSERT INTO paths (name) VALUES (?)", ("/a/very/long/path/" + "x" * 200,))
-        pid = conn.execute("SELECT max(id) FROM paths").fetchone()[0]
-        conn.executemany(
-            "INSERT INTO requests (start, method, path, http_status, duration, body_size) "
-            "VALUES (?, 'GET', ?, 404, 0.01, 99999999999)", [(NOW - i, pid) for i in range(500)])
+        # Wide characters take two terminal columns each: they count as two.
+        for name in ("/a/very/long/path/" + "x" * 200, "/文書/" + "東京の天気予報" * 12):
+            conn.execute("INSERT INTO paths (name) VALUES (?)", (name,))
+            pid = conn.execute("SELECT max(id) FROM paths").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO requests (start, method, path, http_status, duration, body_size) "
+                "VALUES (?, 'GET', ?, 404, 0.01, 99999999999)", [(NOW - i, pid) for i in range(500)])
     conn.close()
     for paths in ([log], [str(long)]):
         text = render_text(build_report(paths))
         lines = text.splitlines()
-        assert max(len(line) for line in lines) <= 80
+        columns = [sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+                   for line in lines]
+        assert max(columns) <= 80
         for title in ("Summary", "Latency", "Status classes", "Top paths",
                       "Slowest paths", "Not found (404)", "Referrers", "User agents", "Browsers",
                       "Operating systems", "Bots", "Methods", "Hosts"):

@@ -6,6 +6,7 @@ stays within ``width``; numbers are right-aligned.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,10 +18,31 @@ INDENT = "  "
 GAP = "  "
 
 
+def _cols(text: str) -> int:
+    """Terminal columns ``text`` takes: CJK and other wide characters take two, marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
 def _fit(text: str, width: int) -> str:
-    if len(text) <= width:
+    """``text`` in at most ``width`` columns, cut with an ellipsis."""
+    if _cols(text) <= width:
         return text
-    return text[: max(0, width - 1)] + "…"
+    kept, used = [], 0
+    for c in text:
+        used += _cols(c)
+        if used > width - 1:
+            break
+        kept.append(c)
+    return "".join(kept) + "…"
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _cols(text))
 
 
 def _table(
@@ -33,12 +55,12 @@ def _table(
         max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(1, len(headers))
     ]
     room = width - len(INDENT) - sum(others) - len(GAP) * len(others)
-    first = max(8, min(room, max(len(headers[0]), *(len(row[0]) for row in rows))))
+    first = max(8, min(room, max(_cols(headers[0]), *(_cols(row[0]) for row in rows))))
 
     def line(cells: Sequence[str]) -> str:
-        parts = [_fit(cells[0], first).ljust(first)]
+        parts = [_pad(_fit(cells[0], first), first)]
         parts += [cell.rjust(w) for cell, w in zip(cells[1:], others)]
-        return (INDENT + GAP.join(parts)).rstrip()[:width]
+        return _fit((INDENT + GAP.join(parts)).rstrip(), width)
 
     return [title, line(headers), *(line(row) for row in rows), ""]
 
