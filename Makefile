@@ -45,7 +45,17 @@ $(DJ6_VENV)/.installed: pyproject.toml
 	  $(DJ6_VENV)/bin/python -m pip install --quiet --no-deps -e .; \
 	  touch $@; fi
 
-test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed
+# Django 6.0, still under security support beside the newest 6.x.
+DJ60_VENV := .venv-django60
+
+$(DJ60_VENV)/.installed: pyproject.toml
+	@if [ -z "$(DJ6_PYTHON)" ]; then echo "no Python 3.12+: the Django 6.0 tests will be skipped"; else \
+	  test -x $(DJ60_VENV)/bin/python || $(DJ6_PYTHON) -m venv $(DJ60_VENV); \
+	  $(DJ60_VENV)/bin/python -m pip install --quiet --upgrade 'django>=6.0,<6.1' 'uvicorn>=0.30'; \
+	  $(DJ60_VENV)/bin/python -m pip install --quiet --no-deps -e .; \
+	  touch $@; fi
+
+test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed $(DJ60_VENV)/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -58,8 +58,12 @@ FRAMEWORKS = {
     "raw-asgi": Framework("raw_asgi:app", exceptions=("RuntimeError",), server_error_page=True),
     "starlette": Framework("starlette_app:app", exceptions=(None, "RuntimeError")),
     "fastapi": Framework("fastapi_app:app", exceptions=(None, "RuntimeError")),
-    # Django 5.2 LTS here; the newest Django (6.x needs Python 3.12+) from .venv-django6.
+    # Django 5.2 LTS here; Django 6.0 and the newest 6.x (they need Python 3.12+) from
+    # .venv-django60 and .venv-django6.
     "django": Framework("django_example.asgi:application", websocket=False),
+    "django-6.0": Framework(
+        "django_example.asgi:application", websocket=False, bin=ROOT / ".venv-django60" / "bin"
+    ),
     "django-6": Framework(
         "django_example.asgi:application", websocket=False, bin=ROOT / ".venv-django6" / "bin"
     ),
