@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -298,6 +299,40 @@ def test_retention_deletes_old_rows_in_place(log_path):
     assert paths_in(log_path) == ["/new/0"]
     assert rotation.rotated_files(log_path) == []
     assert not os.path.exists(rotation.lock_path(log_path))  # no lock needed without rotation
+
+
+def wait_until(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_quiet_server_still_deletes_old_rows_and_rotates(log_path, tmp_path, monkeypatch):
+    # No request after the clock moves on: the writer checks now and then between batches.
+    monkeypatch.setattr(rotation, "IDLE_CHECK_EVERY", 0.05)
+    clock = Clock(datetime.datetime.now(datetime.timezone.utc))  # rows start by the wall clock
+    log = AsgiLogToSqlite(hello, log_path, retain="1h", clock=clock, flush_interval=0.05)
+    serve(log, [f"/old/{i}" for i in range(5)])
+    clock.now += 2 * 3600
+    try:
+        assert wait_until(lambda: paths_in(log_path) == [])
+    finally:
+        log.close(10)
+    daily = str(tmp_path / "daily" / "log.db")
+    os.mkdir(os.path.dirname(daily))
+    clock = Clock(datetime.datetime(2026, 11, 22, 23, 0, tzinfo=datetime.timezone.utc))
+    log = AsgiLogToSqlite(hello, daily, rotate="daily", clock=clock, flush_interval=0.05)
+    serve(log, ["/day1"])
+    clock.now += 86400
+    try:
+        assert wait_until(lambda: rotation.rotated_files(daily) != [])
+        assert [paths_in(f) for f in rotation.rotated_files(daily)] == [["/day1"]]
+    finally:
+        log.close(10)
+    assert paths_in(daily) == []
 
 
 def test_delete_older_than_in_small_transactions(log_path):

@@ -67,6 +67,8 @@ RETAIN_EVERY = 300.0
 DELETE_BATCH = 1000
 #: Transactions one retention pass runs at most before letting the batch through.
 RETAIN_MAX_TRANSACTIONS = 100
+#: Seconds between two checks for rotation or retention while no batch comes.
+IDLE_CHECK_EVERY = 10.0
 #: After a refused rotation (the file is open elsewhere), seconds before trying again.
 BUSY_BACKOFF = 10.0
 
@@ -502,6 +504,7 @@ class Maintainer:
         self.lock = FileLock(path) if self.policy is not None else None
         self._next_retain = float("-inf")
         self._busy_until = float("-inf")
+        self._next_idle_check = time.monotonic() + IDLE_CHECK_EVERY
         self.rotations = 0
 
     @classmethod
@@ -525,6 +528,19 @@ class Maintainer:
             # No connection may outlive the lock: the next rotator must find the file closed.
             writer._close_connection()
             self.lock.release()
+
+    def when_idle(self, writer: _Writer) -> None:
+        """Between batches, now and then: a file due for rotation or retention needs no traffic
+        to get it (yesterday's file is rotated, old rows deleted, on a quiet server too)."""
+        now = time.monotonic()
+        if now < self._next_idle_check:
+            return
+        self._next_idle_check = now + IDLE_CHECK_EVERY
+        try:
+            with self.around_batch(writer):
+                pass
+        except Exception as error:  # noqa: BLE001 - logged; tried again later
+            logger.warning("asgi-log-to-sqlite: maintenance of %s postponed: %s", self.path, error)
 
     def _rotate_if_due(self, writer: _Writer) -> None:
         assert self.lock is not None and self.policy is not None

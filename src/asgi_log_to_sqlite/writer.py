@@ -225,6 +225,8 @@ class Writer:
         if not self._pending:
             markers, self._markers = self._markers, []
             self._release(markers)
+            if self._maintainer is not None and not queue:
+                self._maintainer.when_idle(self)
         else:
             time.sleep(min(1.0, self.options.flush_interval))  # still failing: retry later
         if not self._stopping:
