@@ -218,6 +218,33 @@ def test_queue_bound_drops_are_counted_logged_and_stored(make_writer, log_path, 
     assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 2
 
 
+def test_a_late_exception_lands_on_its_own_row_only(make_writer, log_path):
+    writer = make_writer(flush_interval=60)
+    late = exchange("/late")
+    writer.put(late)
+    flush(writer)
+    # Every row deleted (retention does that on a quiet log): the next request gets row id 1 too.
+    conn = sqlite3.connect(log_path)
+    conn.execute("DELETE FROM requests")
+    conn.commit()
+    conn.close()
+    writer.put(exchange("/new"))
+    flush(writer)
+    late.exception = "app.Late"
+    writer.amend(late)
+    flush(writer)
+    still_there = exchange("/still-there")
+    writer.put(still_there)
+    flush(writer)
+    still_there.exception = "app.Late"
+    writer.amend(still_there)
+    flush(writer)
+    conn = sqlite3.connect(log_path)
+    found = conn.execute("SELECT path, exception FROM requests_view ORDER BY id").fetchall()
+    conn.close()
+    assert found == [("/new", None), ("/still-there", "app.Late")]
+
+
 def test_queue_bound_through_the_middleware(log_path):
     log = AsgiLogToSqlite(ok_app, log_path, max_queue=3, flush_interval=60)
     try:

@@ -486,7 +486,8 @@ def _close_all_at_exit() -> None:
 
 # How long SIGTERM waits for the last rows when nothing else handles it.
 SIGTERM_FLUSH_TIMEOUT = 10.0
-_sigterm_checked = False
+_sigterm_pid: int | None = None  # the process whose SIGTERM was looked at
+_sigterm_pipe: tuple[int, int] | None = None  # wakes that process's SIGTERM thread
 
 
 def _flush_on_sigterm() -> None:
@@ -494,30 +495,53 @@ def _flush_on_sigterm() -> None:
     processes when the whole process group is signalled, as systemd and ``docker stop`` do): make
     it commit first and then die of SIGTERM all the same. A handler someone else installed, before
     or after, is left alone."""
-    global _sigterm_checked
-    if _sigterm_checked:
-        return
-    _sigterm_checked = True
-    if threading.current_thread() is not threading.main_thread():
-        return  # only the main thread may set handlers
+    global _sigterm_pid, _sigterm_pipe
+    if _sigterm_pid == os.getpid() or threading.current_thread() is not threading.main_thread():
+        return  # done in this process already, or not possible: only the main thread may
     try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _flush_then_terminate)
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _on_sigterm):
+            _sigterm_pid = os.getpid()
+            return
+        pipe = os.pipe()
+        threading.Thread(
+            target=_stop_writers_then_terminate, args=(pipe[0],),
+            name="asgi-log-to-sqlite-sigterm", daemon=True,
+        ).start()
+        _sigterm_pid, _sigterm_pipe = os.getpid(), pipe
+        signal.signal(signal.SIGTERM, _on_sigterm)
     except (AttributeError, OSError, ValueError):
         pass
 
 
-def _flush_then_terminate(signum: int, frame: Any) -> None:
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # This runs between two bytecodes of the main thread, which may hold any lock (a writer's
+    # wake-up event, a logging handler's): so no lock here, only a byte down a pipe to the
+    # thread that does the work. A second SIGTERM ends the process at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    pipe = _sigterm_pipe
+    if pipe is not None and _sigterm_pid == os.getpid():
+        try:
+            os.write(pipe[1], b"!")
+            return
+        except OSError:
+            pass
+    os.kill(os.getpid(), signal.SIGTERM)  # a forked child without that thread: die as before
+
+
+def _stop_writers_then_terminate(wakeup: int) -> None:
+    try:
+        os.read(wakeup, 1)
+    except OSError:
+        return
     try:
         for instance in list(_instances):
             instance._closed = True
-            writer = instance._writer  # no lock: the interrupted code may hold it
+            writer = instance._writer
             if writer is not None:
                 writer.stop(SIGTERM_FLUSH_TIMEOUT)
     except Exception:
         logger.exception("asgi-log-to-sqlite: could not flush at SIGTERM")
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -421,9 +421,12 @@ class Writer:
                 if getattr(exchange, "file", None) != self._inode:
                     continue  # left out of the log, or in a file rotated since
                 rowid = exchange.rowid
+            # Checked against the row's start too: a file's inode and row ids can be reused
+            # (a rotated file deleted by ``keep``, every row deleted by retention).
             conn.execute(
-                "UPDATE requests SET exception = ? WHERE rowid = ? AND exception IS NULL",
-                (exchange.exception, rowid),
+                "UPDATE requests SET exception = ? "
+                "WHERE rowid = ? AND start = ? AND exception IS NULL",
+                (exchange.exception, rowid, exchange.start),
             )
 
     def _ids(
