@@ -404,3 +404,23 @@ def test_a_file_named_twice_counts_once(log, tmp_path):
     twice = build_report([log, log, str(alias)])
     assert twice["summary"]["requests"] == once
     assert twice["files"] == [log]
+
+
+def test_sampled_parts_add_up_and_need_no_count_of_what_was_left_out(tmp_path):
+    # sample=0.3: each row stands for 3.33 requests; the parts must still add up to the total.
+    # No excluded_requests row here (sampling happened to drop nothing in this file).
+    path = str(tmp_path / "thirds.db")
+    conn = connect(path)
+    ensure_schema(conn)
+    now = time.time()
+    for i, status in enumerate((200, 404, 500)):
+        conn.execute("INSERT INTO requests (start, method, http_status, duration, body_size,"
+                     " sample_rate) VALUES (?, 'GET', ?, 0.1, 100, 0.3)", (now - 3600 * i, status))
+    conn.close()
+    report = build_report([path])
+    total = report["summary"]["requests"]
+    assert total == 10 and report["summary"]["estimated_from_sample"] is True
+    assert sum(c["requests"] for c in report["status_classes"]) == total
+    assert sum(s["requests"] for s in report["statuses"]) == total
+    assert sum(p["requests"] for p in report["timeline"]["points"]) == total
+    assert report["summary"]["bytes_sent"] == 1000

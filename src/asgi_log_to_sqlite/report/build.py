@@ -67,6 +67,18 @@ def _bucket_width(first: float, last: float) -> int:
     return _BUCKETS[-1]
 
 
+def _apportion(weights: dict[Any, float], total: int) -> Counter[Any]:
+    """Whole numbers for ``weights`` that add up to ``total`` (their rounded sum): each is
+    rounded down, and what is missing goes to the largest remainders."""
+    floors = Counter({key: int(value) for key, value in weights.items()})
+    missing = total - sum(floors.values())
+    if 0 < missing <= len(weights):
+        by_remainder = sorted(weights, key=lambda key: weights[key] - floors[key], reverse=True)
+        for key in by_remainder[:missing]:
+            floors[key] += 1
+    return floors
+
+
 def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
@@ -124,17 +136,18 @@ def build_report(
     total = s["requests"]
     latency = {"avg": s["avg_duration"], **percentiles, "max": s["max_duration"]}
 
-    buckets: dict[int, list[int]] = {}
+    # Counts are sums of row weights (1, or 1/sample_rate in a sampled log): added up as they
+    # are, and rounded only at the end so that the parts still add up to the total.
+    buckets: dict[int, list[float]] = {}
     classes: Counter[str] = Counter()
     statuses: Counter[int | None] = Counter()
     methods: Counter[str | None] = Counter()
-    sent = received = server_errors = client_errors = 0
+    sent = received = server_errors = client_errors = 0.0
     for bucket, status, method, n, out, into in breakdown:
         is_error = status is not None and status >= 500
-        point = buckets.setdefault(bucket, [0, 0, 0])
+        point = buckets.setdefault(bucket, [0.0, 0.0, 0.0])
         point[0] += n
         point[1] += n if is_error else 0
-        out, into = round(out), round(into)
         point[2] += out
         valid = isinstance(status, int) and 100 <= status <= 599
         classes[f"{status // 100}xx" if valid else "other"] += n
@@ -144,6 +157,13 @@ def build_report(
         received += into
         server_errors += n if is_error else 0
         client_errors += n if valid and 400 <= status < 500 else 0
+    classes, statuses, methods = (
+        _apportion(counter, total) for counter in (classes, statuses, methods)
+    )
+    per_bucket = _apportion({b: p[0] for b, p in buckets.items()}, total)
+    buckets = {b: [per_bucket[b], round(p[1]), round(p[2])] for b, p in buckets.items()}
+    sent, received = round(sent), round(received)
+    server_errors, client_errors = round(server_errors), round(client_errors)
 
     timeline: dict[str, Any] = {"bucket_seconds": width, "points": []}
     if first is not None and last is not None:

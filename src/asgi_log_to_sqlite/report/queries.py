@@ -98,7 +98,6 @@ class LogSet:
 
     # ---- opening ---------------------------------------------------------------------------
     def _attach(self) -> None:
-        self.sampled = False
         columns_per_file: list[set[str]] = []
         tables_per_file: list[set[str]] = []
         for i, path in enumerate(self.paths):
@@ -145,8 +144,7 @@ class LogSet:
                 exprs.append("client_ip AS visitor" if "client_ip" in columns else "NULL AS visitor")
             # A row recorded with ``sample`` stands for 1/sample_rate requests: counts and
             # bytes are scaled by it (as Datasette's canned queries are), durations are not.
-            if self._sampled(i, columns, tables_per_file[i]):
-                self.sampled = True
+            if "sample_rate" in columns:
                 exprs.append("1.0 / COALESCE(NULLIF(sample_rate, 0), 1) AS w")
             else:
                 exprs.append("1 AS w")
@@ -163,14 +161,6 @@ class LogSet:
             ]
             self.conn.execute(f"CREATE TEMP VIEW n_{table} AS " + " UNION ALL ".join(parts))
         self.visitor_column = hashed or "client_ip"
-
-    def _sampled(self, i: int, columns: set[str], tables: set[str]) -> bool:
-        """Whether file ``i`` holds sampled rows; the writer counts what sampling left out."""
-        if "sample_rate" not in columns or "excluded_requests" not in tables:
-            return False
-        return bool(self.conn.execute(
-            f"SELECT 1 FROM db{i}.excluded_requests WHERE reason = 'sampled_out' LIMIT 1"
-        ).fetchall())
 
     def close(self) -> None:
         self.conn.close()
@@ -206,12 +196,13 @@ class LogSet:
         """Figures that need the whole window at once: distinct visitors, first and last."""
         parts = self.each(
             "SELECT TOTAL(w) AS n, MIN(start) AS first, MAX(start) AS last, TOTAL(duration) AS d, "
-            "MAX(duration) AS dmax, COUNT(duration) AS dn FROM {r}"
+            "MAX(duration) AS dmax, COUNT(duration) AS dn, MAX(w) AS wmax FROM {r}"
         )
         row = self._all(
             "SELECT CAST(ROUND(TOTAL(n)) AS INTEGER), MIN(first), MAX(last), SUM(d), MAX(dmax), "
-            f"SUM(dn) FROM ({parts})"
+            f"SUM(dn), MAX(wmax) FROM ({parts})"
         )[0]
+        sampled = row[6] is not None and row[6] > 1
         visitors = self._all(
             "SELECT COUNT(DISTINCT visitor) FROM ("
             + self.each("SELECT DISTINCT visitor FROM {r}")
@@ -227,7 +218,7 @@ class LogSet:
             "max_duration": row[5],
             "timed": row[6],
             "visitor_column": self.visitor_column,
-            "sampled": self.sampled,
+            "sampled": sampled,
         }
 
     def percentiles(self, timed: int) -> dict[str, float | None]:
@@ -317,7 +308,7 @@ class LogSet:
         return self._all(
             self.each(
                 f"SELECT CAST(start / {int(width)} AS INTEGER) * {int(width)} AS bucket, "
-                "http_status, method, CAST(ROUND(TOTAL(w)) AS INTEGER), TOTAL(body_size * w), "
+                "http_status, method, TOTAL(w), TOTAL(body_size * w), "
                 "TOTAL(request_body_size * w) FROM {r} GROUP BY bucket, http_status, method"
             )
         )
