@@ -121,14 +121,19 @@ def build_report(
         s = logs.summary()
     # The rest is independent scans; sqlite3 releases the GIL, so each group of queries runs on
     # its own connection in a thread and a multi-core machine reads the log in parallel.
+    weighted = s["sampled"]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        latency_f = pool.submit(_with_logs, paths, window, lambda logs: logs.percentiles(s["timed"]))
-        paths_f = pool.submit(_with_logs, paths, window, lambda logs: _paths(logs, limit))
-        others_f = pool.submit(_with_logs, paths, window, lambda logs: _others(logs, limit))
+        latency_f = pool.submit(
+            _with_logs, paths, window, weighted, lambda logs: logs.percentiles(s["timed"])
+        )
+        paths_f = pool.submit(_with_logs, paths, window, weighted, lambda logs: _paths(logs, limit))
+        others_f = pool.submit(
+            _with_logs, paths, window, weighted, lambda logs: _others(logs, limit)
+        )
         first = since if since is not None else s["first"]
         last = until if until is not None else s["last"]
         width = _bucket_width(first, last) if first is not None and last is not None else 3600
-        with LogSet(paths, window) as logs:
+        with LogSet(paths, window, weighted) as logs:
             breakdown = logs.breakdown(width)
         percentiles = latency_f.result()
         _, top_paths, slow, slow_percentiles, not_found = paths_f.result()
@@ -268,8 +273,10 @@ def _report_via_merge(
     return report
 
 
-def _with_logs(paths: Sequence[str | os.PathLike[str]], window: Window, work: Any) -> Any:
-    with LogSet(paths, window) as logs:
+def _with_logs(
+    paths: Sequence[str | os.PathLike[str]], window: Window, weighted: bool, work: Any
+) -> Any:
+    with LogSet(paths, window, weighted) as logs:
         return work(logs)
 
 
