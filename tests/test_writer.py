@@ -393,6 +393,45 @@ def test_sigterm_with_no_handler_flushes_then_terminates(log_path, handler):
     assert count(log_path) == 40
 
 
+TWO_SIGTERMS_SCRIPT = EXIT_SCRIPT + """
+    import os, signal, time
+    print("served", flush=True)
+    sys.stdin.readline()  # the test holds the database's write lock now
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGTERM)  # while the first one's flush waits for the lock
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_second_sigterm_waits_for_the_flush_of_the_first(log_path):
+    # hypercorn's parent terminates its other workers as soon as one ends: a worker still
+    # committing gets a second SIGTERM, which must not cut the flush short.
+    env = {**os.environ, "PYTHONPATH": SRC}
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(TWO_SIGTERMS_SCRIPT), log_path, "return"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert child.stdout.readline().strip() == "served"
+        blocker = sqlite3.connect(log_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        time.sleep(1.5)
+        assert child.poll() is None  # still waiting for the lock, not killed by the second one
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert child.wait(30) == -signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=10)  # reaps it and closes its pipes
+    assert count(log_path) == 40
+
+
 def _share_one_file(path: str, worker: int, n: int) -> None:
     writer = Writer(path, Options.from_kwargs({"batch_size": 10, "flush_interval": 0.01}))
     for i in range(n):

@@ -513,22 +513,28 @@ def _flush_on_sigterm() -> None:
         pass
 
 
+_sigterm_done = False  # the writers are stopped: the next SIGTERM ends the process
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     # This runs between two bytecodes of the main thread, which may hold any lock (a writer's
     # wake-up event, a logging handler's): so no lock here, only a byte down a pipe to the
-    # thread that does the work. A second SIGTERM ends the process at once.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # thread that does the work. More SIGTERMs meanwhile (hypercorn's parent terminates its
+    # other workers when one ends) wait for it too; it signals the main thread when done.
     pipe = _sigterm_pipe
-    if pipe is not None and _sigterm_pid == os.getpid():
+    if not _sigterm_done and pipe is not None and _sigterm_pid == os.getpid():
         try:
             os.write(pipe[1], b"!")
             return
         except OSError:
             pass
-    os.kill(os.getpid(), signal.SIGTERM)  # a forked child without that thread: die as before
+    # Done, or a forked child without that thread: end the process as SIGTERM would have.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _stop_writers_then_terminate(wakeup: int) -> None:
+    global _sigterm_done
     try:
         os.read(wakeup, 1)
     except OSError:
@@ -542,7 +548,12 @@ def _stop_writers_then_terminate(wakeup: int) -> None:
     except Exception:
         logger.exception("asgi-log-to-sqlite: could not flush at SIGTERM")
     finally:
-        os.kill(os.getpid(), signal.SIGTERM)
+        _sigterm_done = True
+        # Handlers run in the main thread: wake it there (from a blocking call too).
+        try:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
+        except (AttributeError, OSError, ValueError):
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 if hasattr(os, "register_at_fork"):

@@ -109,5 +109,16 @@ def test_hypercorn(tmp_path, group):
 
 
 @pytest.mark.timeout(180)
+def test_hypercorn_two_workers_signalled_as_a_group(tmp_path):
+    # When one worker ends, hypercorn terminates the others: a second SIGTERM mid-flush.
+    run_and_check(
+        tmp_path,
+        [sys.executable, "-m", "hypercorn", "apps.core_app:app", "--bind", "127.0.0.1:{port}",
+         "--workers", "2"],
+        group=True,
+    )
+
+
+@pytest.mark.timeout(180)
 def test_uvicorn_three_workers_signalled_as_a_group(tmp_path):
     run_and_check(tmp_path, uvicorn("apps.core_app:app", "--workers", "3"), group=True)
