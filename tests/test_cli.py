@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import sqlite3
@@ -271,6 +272,39 @@ def test_tail_follow_continues_into_a_rotated_log(tmp_path):
     finally:
         stop.set()
         follower.join(10)
+    assert [line.split('"')[1] for line in lines] == [
+        "GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_tail_follow_does_not_hold_back_a_rotation(tmp_path):
+    from asgi_log_to_sqlite import maintenance
+    from asgi_log_to_sqlite.report.tail import tail
+
+    path = str(tmp_path / "live.db")
+    synthetic_log(path, 3, end=NOW, days=1)
+    lines: list[str] = []
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=tail, args=(path,),
+        kwargs={"lines": 0, "follow": True, "interval": 0.02, "emit": lines.append,
+                "should_stop": stop.is_set},
+        daemon=True,
+    )
+    follower.start()
+    try:
+        time.sleep(0.2)
+        _insert(path, ["/before/rotation"])
+        rotated = maintenance.rotate_now(path)  # refused if the follower kept the file open
+        _insert(path, ["/after/rotation"])
+        deadline = time.monotonic() + 20
+        while len(lines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        follower.join(10)
+    assert os.path.exists(rotated)
     assert [line.split('"')[1] for line in lines] == [
         "GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1",
     ]

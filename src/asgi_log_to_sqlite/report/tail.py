@@ -1,7 +1,8 @@
 """Requests as access-log lines, newest last, optionally following the log as it grows.
 
 Following polls ``rowid``: rows are only ever appended, so "rowid greater than the last one
-printed" is exactly "new", and the read-only connection never blocks the writer (WAL).
+printed" is exactly "new", and the short read-only connections never block the writer (WAL)
+nor a rotation.
 """
 
 from __future__ import annotations
@@ -122,36 +123,86 @@ def tail(
 ) -> None:
     """Print the last ``lines`` matching requests; with ``follow``, keep printing new ones.
 
-    When following, a log that is rotated (renamed, and a new file started under its name) is
-    noticed by its inode: the rest of the old file is printed, then the new file from its start.
+    When following, the file is open only while a poll reads it: a connection held open would
+    keep the log from being rotated (rotation waits until no other program has it open). A log
+    that is rotated (renamed, and a new file started under its name) is noticed by its inode:
+    the rest of the old file, found under its new name, is printed, then the new file.
     """
+    identity = _identity(path)
     conn, columns = _open(path)
     try:
-        identity = _identity(path)
-        newest = _newest(conn, 0)
+        after = _newest(conn, 0)
         if lines:
-            for row in rows_after(conn, columns, 0, statuses, path_filter, last=lines, upto=newest):
+            for row in rows_after(conn, columns, 0, statuses, path_filter, last=lines, upto=after):
                 emit(format_line(row))
-        after = newest
-        while follow and not should_stop():
-            time.sleep(interval)
-            current = _identity(path)  # before reading: the old file's last rows are read first
-            # Read up to a fixed rowid so that a row committed meanwhile is neither lost nor doubled.
-            newest = _newest(conn, after)
-            for row in rows_after(conn, columns, after, statuses, path_filter, upto=newest):
-                emit(format_line(row))
-            after = newest
-            if current is not None and current != identity:
-                try:
-                    fresh, fresh_columns = _open(path)
-                except ReportError:
-                    continue  # the new file has no schema yet: try again at the next poll
-                conn.close()
-                conn, columns, identity, after = fresh, fresh_columns, current, 0
     except sqlite3.DatabaseError as error:
         raise ReportError(f"{path}: cannot be read ({error})") from None
     finally:
         conn.close()
+    while follow and not should_stop():
+        time.sleep(interval)
+        current = _identity(path)
+        if identity is None:
+            identity, after = current, 0  # the file was missing: start with whatever came
+            continue
+        source = path if current == identity else _renamed(path, identity)
+        if source is not None:
+            read = _read_new(source, identity, after, statuses, path_filter, emit)
+            if read is None:
+                continue  # renamed while being read: read it again, by inode, next time
+            after = read
+        if current is not None and current != identity:
+            try:
+                _open(path)[0].close()
+            except ReportError:
+                continue  # the new file has no schema yet: try again at the next poll
+            identity, after = current, 0
+
+
+def _read_new(
+    source: str,
+    identity: tuple[int, int],
+    after: int,
+    statuses: Sequence[tuple[int, int]],
+    path_filter: str | None,
+    emit: Callable[[str], None],
+) -> int | None:
+    """Print the rows of ``source`` after rowid ``after``; the last rowid read, or None if
+    ``source`` turned out not to be the file with ``identity`` (nothing printed then)."""
+    try:
+        conn, columns = _open(source)
+    except ReportError:
+        return None
+    try:
+        # Up to a fixed rowid, so that a row committed meanwhile is neither lost nor doubled.
+        newest = _newest(conn, after)
+        rows = rows_after(conn, columns, after, statuses, path_filter, upto=newest)
+    except sqlite3.DatabaseError as error:
+        raise ReportError(f"{source}: cannot be read ({error})") from None
+    finally:
+        conn.close()
+    if _identity(source) != identity:
+        return None
+    for row in rows:
+        emit(format_line(row))
+    return newest
+
+
+def _renamed(path: str, identity: tuple[int, int]) -> str | None:
+    """The file beside ``path`` that is the file ``identity`` named before (a rotated log)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == identity:
+                    return entry.path
+    except OSError:
+        pass
+    return None
 
 
 def _identity(path: str) -> tuple[int, int] | None:
