@@ -166,7 +166,7 @@ def demo(db: str, count: int, seconds: float) -> None:
 
 
 @cli.command(name="metadata")
-@click.argument("log_db", type=click.Path(exists=True, dir_okay=False))
+@click.argument("log_db", type=click.Path(dir_okay=False))
 @click.option("--yaml", "as_yaml", is_flag=True, help="YAML instead of JSON (needs PyYAML).")
 @click.option("--database", help="Database name in Datasette (default: the file name's stem).")
 @click.option(
@@ -184,7 +184,7 @@ def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_pa
 
     try:
         document = metadata_for_file(log_db, database)
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if config_part:
         document = split_for_datasette_1(document)[1]

@@ -65,11 +65,19 @@ def _table(
     return [title, line(headers), *(line(row) for row in rows), ""]
 
 
-def _bars(points: list[dict[str, Any]], bucket: int, width: int, most: int = 24) -> list[str]:
+BAR_LINES = 24
+
+
+def _step(points: list[dict[str, Any]], most: int = BAR_LINES) -> int:
+    """How many neighbouring buckets one line of the timeline merges."""
+    return max(1, -(-len(points) // most))
+
+
+def _bars(points: list[dict[str, Any]], bucket: int, width: int, most: int = BAR_LINES) -> list[str]:
     """The timeline as horizontal bars, merging neighbouring buckets to at most ``most`` lines."""
     if not points:
         return []
-    step = -(-len(points) // most)
+    step = _step(points, most)
     merged = []
     for i in range(0, len(points), step):
         group = points[i : i + step]
@@ -129,7 +137,8 @@ def render_text(report: dict[str, Any], width: int = 80) -> str:
     )
     tl = report["timeline"]
     if tl["points"]:
-        out.append(f"Requests over time (per {_per(tl['bucket_seconds'])}; ! = 5xx)")
+        step = _step(tl["points"])
+        out.append(f"Requests over time (per {_per(tl['bucket_seconds'] * step)}; ! = 5xx)")
         out += _bars(tl["points"], tl["bucket_seconds"], width)
         out.append("")
     out += _table(
