@@ -399,7 +399,8 @@ TWO_SIGTERMS_SCRIPT = EXIT_SCRIPT + """
     sys.stdin.readline()  # the test holds the database's write lock now
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.3)
-    os.kill(os.getpid(), signal.SIGTERM)  # while the first one's flush waits for the lock
+    asyncio.run(main(log))  # responses keep completing while the flush waits: logged too
+    os.kill(os.getpid(), signal.SIGTERM)  # while the first one's flush still waits
     while True:
         time.sleep(0.05)
 """
@@ -408,7 +409,8 @@ TWO_SIGTERMS_SCRIPT = EXIT_SCRIPT + """
 @pytest.mark.timeout(60)
 def test_a_second_sigterm_waits_for_the_flush_of_the_first(log_path):
     # hypercorn's parent terminates its other workers as soon as one ends: a worker still
-    # committing gets a second SIGTERM, which must not cut the flush short.
+    # committing gets a second SIGTERM, which must not cut the flush short; and the responses
+    # it completes meanwhile are logged as well.
     env = {**os.environ, "PYTHONPATH": SRC}
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(TWO_SIGTERMS_SCRIPT), log_path, "return"],
@@ -429,7 +431,7 @@ def test_a_second_sigterm_waits_for_the_flush_of_the_first(log_path):
         if child.poll() is None:
             child.kill()
         child.communicate(timeout=10)  # reaps it and closes its pipes
-    assert count(log_path) == 40
+    assert count(log_path) == 80
 
 
 def _share_one_file(path: str, worker: int, n: int) -> None:

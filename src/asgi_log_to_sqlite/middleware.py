@@ -9,7 +9,6 @@ import asyncio
 import atexit
 import logging
 import os
-import signal
 import sqlite3
 import threading
 import time
@@ -17,6 +16,7 @@ import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from . import sigterm
 from .options import Options
 from .record import Exchange
 from .rotation import shared_rotation_lock
@@ -181,7 +181,7 @@ class AsgiLogToSqlite:
         with self._writer_lock:
             if self._writer is None and not self._closed:
                 self._writer = Writer(self.file, self.options)
-        _flush_on_sigterm()
+        sigterm.install(_commit_all)
         return self._writer
 
     def _after_fork_in_child(self) -> None:
@@ -484,76 +484,18 @@ def _close_all_at_exit() -> None:
             logger.exception("asgi-log-to-sqlite: could not flush %s at exit", instance.file)
 
 
-# How long SIGTERM waits for the last rows when nothing else handles it.
-SIGTERM_FLUSH_TIMEOUT = 10.0
-_sigterm_pid: int | None = None  # the process whose SIGTERM was looked at
-_sigterm_pipe: tuple[int, int] | None = None  # wakes that process's SIGTERM thread
-
-
-def _flush_on_sigterm() -> None:
-    """Where nothing handles SIGTERM, the process dies at once with its queue (hypercorn's worker
-    processes when the whole process group is signalled, as systemd and ``docker stop`` do): make
-    it commit first and then die of SIGTERM all the same. A handler someone else installed, before
-    or after, is left alone."""
-    global _sigterm_pid, _sigterm_pipe
-    if _sigterm_pid == os.getpid() or threading.current_thread() is not threading.main_thread():
-        return  # done in this process already, or not possible: only the main thread may
-    try:
-        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _on_sigterm):
-            _sigterm_pid = os.getpid()
-            return
-        pipe = os.pipe()
-        threading.Thread(
-            target=_stop_writers_then_terminate, args=(pipe[0],),
-            name="asgi-log-to-sqlite-sigterm", daemon=True,
-        ).start()
-        _sigterm_pid, _sigterm_pipe = os.getpid(), pipe
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
-_sigterm_done = False  # the writers are stopped: the next SIGTERM ends the process
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    # This runs between two bytecodes of the main thread, which may hold any lock (a writer's
-    # wake-up event, a logging handler's): so no lock here, only a byte down a pipe to the
-    # thread that does the work. More SIGTERMs meanwhile (hypercorn's parent terminates its
-    # other workers when one ends) wait for it too; it signals the main thread when done.
-    pipe = _sigterm_pipe
-    if not _sigterm_done and pipe is not None and _sigterm_pid == os.getpid():
+def _commit_all(timeout: float) -> None:
+    """Flush every middleware's queue in this process, each waiting at most ``timeout``."""
+    for instance in list(_instances):
+        writer = instance._writer
+        if writer is None:
+            continue
         try:
-            os.write(pipe[1], b"!")
-            return
-        except OSError:
-            pass
-    # Done, or a forked child without that thread: end the process as SIGTERM would have.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _stop_writers_then_terminate(wakeup: int) -> None:
-    global _sigterm_done
-    try:
-        os.read(wakeup, 1)
-    except OSError:
-        return
-    try:
-        for instance in list(_instances):
-            instance._closed = True
-            writer = instance._writer
-            if writer is not None:
-                writer.stop(SIGTERM_FLUSH_TIMEOUT)
-    except Exception:
-        logger.exception("asgi-log-to-sqlite: could not flush at SIGTERM")
-    finally:
-        _sigterm_done = True
-        # Handlers run in the main thread: wake it there (from a blocking call too).
-        try:
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # type: ignore[arg-type]
-        except (AttributeError, OSError, ValueError):
-            os.kill(os.getpid(), signal.SIGTERM)
+            done = threading.Event()
+            writer.request_flush(done.set)
+            done.wait(timeout)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not flush %s at SIGTERM", instance.file)
 
 
 if hasattr(os, "register_at_fork"):
