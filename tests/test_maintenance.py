@@ -140,6 +140,35 @@ def test_maintenance_refuses_bad_files(bad_inputs, kind):
     assert (digest(path) if os.path.exists(path) else None) == before
 
 
+def test_rotate_waits_a_moment_for_a_fresh_file_a_server_is_setting_up(tmp_path):
+    # Right after a server rotates, the fresh file can exist a moment before its tables do.
+    import threading
+
+    from asgi_log_to_sqlite.schema import connect, ensure_schema
+
+    path = str(tmp_path / "log.db")
+    sqlite3.connect(path).close()
+    with open(path, "wb"):
+        pass  # an empty file: a SQLite database without tables
+
+    def set_up() -> None:
+        conn = connect(path)
+        ensure_schema(conn)
+        conn.close()
+
+    timer = threading.Timer(0.3, set_up)
+    timer.start()
+    try:
+        rotated = maintenance.rotate_now(path)
+    finally:
+        timer.join(10)
+    assert os.path.exists(rotated)
+    with pytest.raises(maintenance.MaintenanceError, match="not a log database"):
+        other = tmp_path / "other.db"
+        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        maintenance.rotate_now(str(other))
+
+
 # ---- prune and vacuum ----------------------------------------------------------------------
 def test_prune_removes_exactly_the_old_rows(log_path):
     now = time.time()

@@ -48,6 +48,10 @@ class MaintenanceError(ValueError):
     """A file cannot be used for the requested operation; the message says why."""
 
 
+class NotALogError(MaintenanceError):
+    """A SQLite database without the log's tables (or one a rotation is just creating)."""
+
+
 # ---- checking files ---------------------------------------------------------------------------
 def _open_readonly(path: str) -> sqlite3.Connection:
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
@@ -62,7 +66,7 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
     except sqlite3.DatabaseError as error:
         raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
     if not log:
-        raise MaintenanceError(f"{path}: not a log database (it has no 'requests' table)")
+        raise NotALogError(f"{path}: not a log database (it has no 'requests' table)")
     if version > latest_version():
         raise MaintenanceError(
             f"{path}: schema version {version} is newer than this asgi-log-to-sqlite supports "
@@ -85,6 +89,21 @@ def check_log_file(path: str) -> None:
 
 
 # ---- rotate, prune, vacuum ------------------------------------------------------------------
+def _check_settled(path: str, wait: float = 2.0) -> None:
+    """:func:`check_log_file`, looking again for a moment at a file without the log's tables:
+    a server that has just rotated the log may still be setting up the fresh file."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            check_log_file(path)
+            return
+        except NotALogError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
+
 def rotate_now(
     path: str, keep: int | None = None, timeout: float = 10.0, now: float | None = None
 ) -> str:
@@ -94,7 +113,7 @@ def rotate_now(
     file). A program that keeps the file open without that lock (a server without a rotation
     option, Datasette) makes this fail, and nothing is renamed.
     """
-    check_log_file(path)
+    _check_settled(path)
     lock = FileLock(path)
     try:
         with lock.held(True, timeout):
