@@ -38,22 +38,23 @@ DJ6_PYTHON ?= $(firstword $(foreach p,python3.13 python3.12 \
 	$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3),\
 	$(shell $(p) -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1 && echo $(p))))
 
-$(DJ6_VENV)/.installed: pyproject.toml
-	@if [ -z "$(DJ6_PYTHON)" ]; then echo "no Python 3.12+: the Django 6 tests will be skipped"; else \
-	  test -x $(DJ6_VENV)/bin/python || $(DJ6_PYTHON) -m venv $(DJ6_VENV); \
-	  $(DJ6_VENV)/bin/python -m pip install --quiet --upgrade 'django>=6' 'uvicorn>=0.30'; \
-	  $(DJ6_VENV)/bin/python -m pip install --quiet --no-deps -e .; \
+# One virtualenv per Django 6 release line: $(1) its folder, $(2) the requirement.
+define django6_venv
+	@if [ -z "$(DJ6_PYTHON)" ]; then echo "no Python 3.12+: the $(2) tests will be skipped"; else \
+	  test -x $(1)/bin/python || $(DJ6_PYTHON) -m venv $(1); \
+	  $(1)/bin/python -m pip install --quiet --upgrade '$(2)' 'uvicorn>=0.30'; \
+	  $(1)/bin/python -m pip install --quiet --no-deps -e .; \
 	  touch $@; fi
+endef
+
+$(DJ6_VENV)/.installed: pyproject.toml
+	$(call django6_venv,$(DJ6_VENV),django>=6)
 
 # Django 6.0, still under security support beside the newest 6.x.
 DJ60_VENV := .venv-django60
 
 $(DJ60_VENV)/.installed: pyproject.toml
-	@if [ -z "$(DJ6_PYTHON)" ]; then echo "no Python 3.12+: the Django 6.0 tests will be skipped"; else \
-	  test -x $(DJ60_VENV)/bin/python || $(DJ6_PYTHON) -m venv $(DJ60_VENV); \
-	  $(DJ60_VENV)/bin/python -m pip install --quiet --upgrade 'django>=6.0,<6.1' 'uvicorn>=0.30'; \
-	  $(DJ60_VENV)/bin/python -m pip install --quiet --no-deps -e .; \
-	  touch $@; fi
+	$(call django6_venv,$(DJ60_VENV),django~=6.0.0)
 
 test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed $(DJ60_VENV)/.installed
 	$(BIN)/python -m pytest

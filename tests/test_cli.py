@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -236,54 +237,11 @@ def test_tail_follow_as_a_process_prints_new_rows(tmp_path):
     assert "Traceback" not in errors
 
 
-@pytest.mark.timeout(60)
-def test_tail_follow_continues_into_a_rotated_log(tmp_path):
-    path = str(tmp_path / "live.db")
-    synthetic_log(path, 3, end=NOW, days=1)
-    lines: list[str] = []
-    stop = threading.Event()
-
-    def emit(line: str) -> None:
-        lines.append(line)
-
+@contextlib.contextmanager
+def following(path: str):
+    """``tail -f`` of ``path`` in a thread; yields the lines it printed, in a live list."""
     from asgi_log_to_sqlite.report.tail import tail
 
-    follower = threading.Thread(
-        target=tail, args=(path,),
-        kwargs={"lines": 0, "follow": True, "interval": 0.02, "emit": emit,
-                "should_stop": stop.is_set},
-        daemon=True,
-    )
-    follower.start()
-    try:
-        time.sleep(0.2)
-        _insert(path, ["/before/rotation"])
-        (tmp_path / "live.db").rename(tmp_path / "live-old.db")
-        for suffix in ("-wal", "-shm"):
-            if (tmp_path / f"live.db{suffix}").exists():
-                (tmp_path / f"live.db{suffix}").rename(tmp_path / f"live-old.db{suffix}")
-        conn = connect(path)
-        ensure_schema(conn)
-        conn.close()
-        _insert(path, ["/after/rotation"])
-        deadline = time.monotonic() + 20
-        while len(lines) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        follower.join(10)
-    assert [line.split('"')[1] for line in lines] == [
-        "GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1",
-    ]
-
-
-@pytest.mark.timeout(60)
-def test_tail_follow_does_not_hold_back_a_rotation(tmp_path):
-    from asgi_log_to_sqlite import maintenance
-    from asgi_log_to_sqlite.report.tail import tail
-
-    path = str(tmp_path / "live.db")
-    synthetic_log(path, 3, end=NOW, days=1)
     lines: list[str] = []
     stop = threading.Event()
     follower = threading.Thread(
@@ -295,19 +253,50 @@ def test_tail_follow_does_not_hold_back_a_rotation(tmp_path):
     follower.start()
     try:
         time.sleep(0.2)
-        _insert(path, ["/before/rotation"])
-        rotated = maintenance.rotate_now(path)  # refused if the follower kept the file open
-        _insert(path, ["/after/rotation"])
-        deadline = time.monotonic() + 20
-        while len(lines) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        yield lines
     finally:
         stop.set()
         follower.join(10)
+
+
+def wait_for_lines(lines: list[str], count: int, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(lines) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [line.split('"')[1] for line in lines]
+
+
+@pytest.mark.timeout(60)
+def test_tail_follow_continues_into_a_rotated_log(tmp_path):
+    path = str(tmp_path / "live.db")
+    synthetic_log(path, 3, end=NOW, days=1)
+    with following(path) as lines:
+        _insert(path, ["/before/rotation"])
+        (tmp_path / "live.db").rename(tmp_path / "live-old.db")
+        for suffix in ("-wal", "-shm"):
+            if (tmp_path / f"live.db{suffix}").exists():
+                (tmp_path / f"live.db{suffix}").rename(tmp_path / f"live-old.db{suffix}")
+        conn = connect(path)
+        ensure_schema(conn)
+        conn.close()
+        _insert(path, ["/after/rotation"])
+        seen = wait_for_lines(lines, 2)
+    assert seen == ["GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1"]
+
+
+@pytest.mark.timeout(60)
+def test_tail_follow_does_not_hold_back_a_rotation(tmp_path):
+    from asgi_log_to_sqlite import maintenance
+
+    path = str(tmp_path / "live.db")
+    synthetic_log(path, 3, end=NOW, days=1)
+    with following(path) as lines:
+        _insert(path, ["/before/rotation"])
+        rotated = maintenance.rotate_now(path)  # refused if the follower kept the file open
+        _insert(path, ["/after/rotation"])
+        seen = wait_for_lines(lines, 2)
     assert os.path.exists(rotated)
-    assert [line.split('"')[1] for line in lines] == [
-        "GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1",
-    ]
+    assert seen == ["GET /before/rotation HTTP/1.1", "GET /after/rotation HTTP/1.1"]
 
 
 # ---- serve --------------------------------------------------------------------------------
