@@ -8,9 +8,10 @@ client produces (odd bytes, no client, HTTP/2, lifespan, WebSocket), through han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -991,10 +992,8 @@ def test_one_bad_request_among_2000_costs_no_other_row(make_log, log_path, name,
     async def main():
         for i in range(2000):
             scope = http_scope(path="/bad" if i == 1000 else f"/good/{i % 10}")
-            try:
+            with contextlib.suppress(Exception):  # the bad app raises; the server would log it
                 await drive(log, scope)
-            except Exception:
-                pass
         started = time.monotonic()
         await log.aflush(10)
         return time.monotonic() - started

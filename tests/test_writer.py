@@ -705,7 +705,7 @@ class _Poisoning:
         batch = self.inner(records)
         position = list(schema_columns()).index("http_status")
         batch.rows = [
-            row[:position] + (2**64,) + row[position + 1 :] if row[2] in self.poisoned else row
+            (*row[:position], 2**64, *row[position + 1 :]) if row[2] in self.poisoned else row
             for row in batch.rows
         ]
         return batch
@@ -717,7 +717,9 @@ def schema_columns():
     return REQUEST_COLUMNS
 
 
-@pytest.mark.parametrize("bad", [{"/p7"}, {"/p0", "/p1999"}, {f"/p{i}" for i in range(0, 2000, 97)}])
+@pytest.mark.parametrize(
+    "bad", [{"/p7"}, {"/p0", "/p1999"}, {f"/p{i}" for i in range(0, 2000, 97)}]
+)
 def test_rows_the_sink_refuses_are_set_apart_and_the_rest_written_at_once(log_path, bad, caplog):
     conn = connect(log_path)
     ensure_schema(conn)
