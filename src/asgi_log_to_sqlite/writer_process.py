@@ -215,17 +215,22 @@ class ProcessWriter(Queue):
             self._dead_since = self._dead_since or time.monotonic()
 
     def _watch(self) -> None:
-        """Records are shipped by the event loop; this thread ships those a loop left behind
-        (it stopped, as ``asyncio.run`` does after one request in a test client) within
-        ``flush_interval``. On a serving loop it finds nothing to do."""
+        """Records are shipped by the event loop. This thread replaces a writer process that
+        died, sends on what the pipe could not take at once, and ships the records a loop left
+        behind (it stopped, as ``asyncio.run`` does after one request in a test client), all
+        within ``flush_interval``; on a serving loop with a healthy process it finds nothing to
+        do."""
+        period = min(self.flush_interval, 0.05)
         while not self._stopped:
-            time.sleep(self.flush_interval)
-            if self.queue and time.monotonic() - self._shipped_at >= self.flush_interval:
-                try:
+            time.sleep(period)
+            try:
+                if self._dead_since is not None or self._buffer:
+                    self._ship(0)
+                if self.queue and time.monotonic() - self._shipped_at >= self.flush_interval:
                     self._ship_everything(time.monotonic() + self.flush_interval)
-                except Exception:
-                    logger.exception("asgi-log-to-sqlite: could not hand records to the writer "
-                                     "process")
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not hand records to the writer "
+                                 "process")
 
     def _kill(self) -> None:
         process = self._process
@@ -274,7 +279,7 @@ class ProcessWriter(Queue):
             items: list[Any] = []
             ack = False
             if len(self._buffer) < self.MAX_BUFFER:
-                while queue and (limit is None or len(items) < limit):
+                while queue and (limit is None or len(items) < limit) and limit != 0:
                     item = queue.popleft()
                     kind = type(item)
                     if kind is _AmendMarker:
