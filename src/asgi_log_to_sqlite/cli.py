@@ -74,7 +74,7 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
     try:
         run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
     except (TypeError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
