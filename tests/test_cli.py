@@ -366,6 +366,22 @@ def test_serve_bad_app_or_option_is_a_clear_error(tmp_path, monkeypatch):
     assert "Traceback" not in process.stderr
 
 
+@pytest.mark.timeout(60)
+def test_serve_on_an_address_in_use_exits_1(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = run("serve", "asgi_log_to_sqlite.demo:demo_app", "--db", str(tmp_path / "l.db"),
+                      "--port", str(port), cwd=tmp_path)
+    assert process.returncode == 1, process.stderr  # uvicorn's own status would be 3
+    assert process.stderr.splitlines()[-1] == (
+        "Error: the server did not start (uvicorn's error is above)")
+    assert "Traceback" not in process.stderr
+
+
 # ---- demo ---------------------------------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_demo_in_process(tmp_path):

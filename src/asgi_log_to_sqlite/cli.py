@@ -14,8 +14,11 @@ def cli() -> None:
 
 
 def _failure(error: Exception) -> click.ClickException:
-    """An error as click's one line, exit 1; names that are not UTF-8 shown with \ufffd."""
-    return click.ClickException(_shown(str(error)))
+    """An error as click's one line, exit 1; names that are not UTF-8 shown with \ufffd.
+
+    SQLite's messages can span lines (a damaged schema is quoted statement and all).
+    """
+    return click.ClickException(" ".join(_shown(str(error)).split()))
 
 
 def _shown(text: str) -> str:
@@ -71,10 +74,16 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
                         ("max_queue", max_queue)):
         if value is not None:
             options[name] = value
+    from uvicorn.main import STARTUP_FAILURE
+
     try:
         run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
     except (TypeError, ValueError, OSError) as error:
         raise _failure(error) from None
+    except SystemExit as stop:  # uvicorn could not start (an address in use): it logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
