@@ -506,6 +506,22 @@ def test_damaged_pages_are_one_line_errors(tmp_path, table, command):
         assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["merge", "prune", "rotate", "vacuum", "metadata"])
+def test_a_damaged_schema_quoted_over_several_lines_is_still_one_line(tmp_path, command):
+    path = odd_log(str(tmp_path / "log.db"), "PRAGMA writable_schema = ON; UPDATE sqlite_master"
+                   " SET sql = 'CREATE TABLE requests (start FLOAT, \"path' || char(10) ||"
+                   " '  INTEGER)' WHERE name = 'requests'")
+    result = CliRunner().invoke(cli, command_line(command, path, tmp_path))
+    assert "unrecognized token" in one_line_error(result)
+
+
+def test_rotate_says_when_its_lock_file_cannot_be_made(tmp_path):
+    path = odd_log(str(tmp_path / "log.db"), "")
+    os.mkdir(path + ".lock")
+    message = one_line_error(CliRunner().invoke(cli, ["rotate", path]))
+    assert message == f"Error: {path}.lock: Is a directory"
+
+
 def test_rotate_names_a_file_whose_stamps_are_damaged_after_its_first_request(tmp_path):
     path = odd_log(str(tmp_path / "log.db"), ODD["garbage log_meta"])
     rotated = maintenance.rotate_now(path)
