@@ -47,6 +47,8 @@ __all__ = [
 
 #: Rows copied per ``executemany`` by merge (and per progress report).
 MERGE_CHUNK = 5000
+#: Seconds rotate looks again at a file without the log's tables before it gives up.
+SETTLE_WAIT = 2.0
 
 
 class MaintenanceError(ValueError):
@@ -140,10 +142,10 @@ def _check_requests_table(path: str, conn: sqlite3.Connection) -> None:
 
 
 # ---- rotate, prune, vacuum ------------------------------------------------------------------
-def _check_settled(path: str, wait: float = 2.0) -> None:
+def _check_settled(path: str) -> None:
     """:func:`check_log_file`, looking again for a moment at a file without the log's tables:
     a server that has just rotated the log may still be setting up the fresh file."""
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + SETTLE_WAIT
     while True:
         try:
             check_log_file(path)
@@ -152,7 +154,6 @@ def _check_settled(path: str, wait: float = 2.0) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
-
 
 
 def rotate_now(
