@@ -105,11 +105,9 @@ def sql_damage(draw) -> list[tuple[str, tuple]]:
              "version", "counts"]
         ))
         if kind == "column":
-            every = draw(st.integers(1, 5))
-            statements.append((
-                f"UPDATE requests SET {draw(st.sampled_from(COLUMNS))} = ? WHERE rowid % {every} = 0",
-                (draw(odd_values),),
-            ))
+            column, every = draw(st.sampled_from(COLUMNS)), draw(st.integers(1, 5))
+            statements.append((f"UPDATE requests SET {column} = ? WHERE rowid % {every} = 0",
+                               (draw(odd_values),)))
         elif kind == "lookup":
             table, row = draw(st.sampled_from(LOOKUPS)), draw(st.integers(1, 3))
             statements.append((f"UPDATE {table} SET name = ? WHERE id = {row}",
@@ -325,7 +323,7 @@ def test_the_real_program_on_special_files_and_names(tmp_path, template):
                                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                           env=env, cwd=tmp_path))
     try:
-        for (args, expected), process in zip(runs, processes):
+        for (args, expected), process in zip(runs, processes, strict=True):
             stdout, stderr = process.communicate(timeout=60)
             stderr = stderr.decode("utf-8", "replace")
             assert process.returncode == expected, (args, stdout, stderr)
