@@ -17,7 +17,6 @@ import hashlib
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +31,16 @@ from .rotation import (
     reclaim_space,
     rotate_file,
 )
-from .schema import SchemaError, connect, ensure_schema, is_log_database, latest_version
+from .schema import (
+    SchemaError,
+    connect,
+    ensure_schema,
+    is_log_database,
+    latest_version,
+    open_readonly,
+    remove_files,
+    transaction,
+)
 
 __all__ = [
     "MaintenanceError",
@@ -94,9 +102,7 @@ def _failing_as(what: str) -> Iterator[None]:
 
 
 def _open_readonly(path: str) -> sqlite3.Connection:
-    # Quoted from bytes: a file name need not be valid UTF-8.
-    uri = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    conn = open_readonly(path)
     conn.text_factory = _lenient_text
     return conn
 
@@ -450,11 +456,13 @@ def _output_state(out: str) -> str:
 
 
 def _restore_output(out: str, state: str) -> None:
-    """After a failed merge: remove the output it created (or empty it again) and its journals."""
-    for suffix in ("-wal", "-shm", "-journal", "") if state == "missing" else ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(out + suffix)
-    if state == "empty":
+    """After a failed merge: remove the output it created, or empty it again."""
+    if state == "missing":
+        remove_files(out)
+    elif state == "empty":
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out + suffix)
         with contextlib.suppress(OSError):
             os.truncate(out, 0)
 
@@ -545,15 +553,8 @@ def merge(
     try:
         with _failing_as(f"nothing was merged: {out}: cannot be written"):
             ensure_schema(conn)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 _merge_into(conn, sources, result, progress)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
     except BaseException:
         conn.close()
         _restore_output(out, state)
