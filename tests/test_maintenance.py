@@ -533,6 +533,16 @@ def test_rotate_names_a_file_whose_stamps_are_damaged_after_its_first_request(tm
     assert os.path.basename(rotated) == "log-1970-01-02T00-00-00.db"  # no date at all: now
 
 
+def test_a_log_from_before_year_1000_rotates_to_a_name_keep_counts(tmp_path):
+    from datetime import datetime, timezone
+
+    first = datetime(999, 12, 31, tzinfo=timezone.utc).timestamp()
+    path = odd_log(str(tmp_path / "log.db"), "", first=first)
+    rotated = maintenance.rotate_now(path)
+    assert os.path.basename(rotated) == "log-0999-12-31T00-00-00.db"
+    assert rotation.rotated_files(path) == [rotated]
+
+
 def test_prune_with_an_age_beyond_the_calendar_deletes_nothing(tmp_path):
     path = odd_log(str(tmp_path / "log.db"), "")
     assert maintenance.prune(path, 1e15).deleted == 0  # thirty million years

@@ -72,6 +72,7 @@ class NotALogError(MaintenanceError):
 #: instead of failing the whole operation.
 _lenient_text = functools.partial(str, encoding="utf-8", errors="replace")
 
+
 def check_regular_file(path: str) -> None:
     """Raise :class:`MaintenanceError` unless ``path`` is a regular file (or a link to one)."""
     try:
