@@ -234,7 +234,7 @@ def snapshot(path: str) -> tuple:
             return ("log", conn.execute("SELECT * FROM requests ORDER BY rowid").fetchall())
         finally:
             conn.close()
-    except sqlite3.Error as error:
+    except (sqlite3.Error, UnicodeDecodeError) as error:  # a damaged output, as generated
         return ("unreadable", str(error))
 
 
@@ -286,11 +286,12 @@ def test_merge_of_odd_files_is_all_or_nothing(template, inputs, output, output_d
         result = invoke(args)
         check_outcome(result, args)
         if result.exit_code:
-            # (Before reading it: a read-only connection leaves the -wal of a WAL file behind.)
-            left = [s for s in ("-wal", "-shm", "-journal") if os.path.exists(out + s)]
-            assert not left, (left, result.output)
+            if before[0] in ("missing", "not a log"):  # what merge made is gone again
+                # (Before reading it: a read-only connection leaves the -wal of a WAL file behind.)
+                left = [s for s in ("-wal", "-shm", "-journal") if os.path.exists(out + s)]
+                assert not left, (left, result.output)
             assert snapshot(out) == before, result.output
-        else:  # every row reported was added, no more
+        elif before[0] != "unreadable":  # every row reported was added, no more
             rows = int(re.search(r"Merged \d+ file\(s\), (\d+) row", result.output).group(1))
             assert row_count(out) == (len(before[1]) if before[0] == "log" else 0) + rows
 

@@ -551,6 +551,7 @@ def merge(
         conn = connect(out, timeout)
     except sqlite3.Error as error:
         raise MaintenanceError(f"{out}: cannot be opened ({error})") from None
+    conn.text_factory = _lenient_text
     try:
         with _failing_as(f"nothing was merged: {out}: cannot be written"):
             ensure_schema(conn)
