@@ -143,7 +143,7 @@ def test_not_a_database_fails_with_the_path(tmp_path):
 @pytest.mark.parametrize(
     "name, value, error",
     [
-        ("writer", "process", ValueError),
+        ("writer", "processes", ValueError),
         ("writer", "fast", ValueError),
         ("writer", 1, TypeError),
         ("flush_interval", 1e10, ValueError),
@@ -193,7 +193,12 @@ def test_trusted_networks_are_kept_whole_never_expanded(log_path):
 
 
 def test_writer_strategies_are_named(log_path):
-    for kind in ("auto", "thread", "inline", "INLINE"):
+    for kind in ("auto", "thread", "inline", "process", "INLINE"):
         log = AsgiLogToSqlite(app, log_path, writer=kind)
         assert log.options.writer == kind.lower()
         log.close()
+
+
+def test_the_clock_cannot_cross_to_a_writer_process(log_path):
+    with pytest.raises(ValueError, match="clock"):
+        AsgiLogToSqlite(app, log_path, writer="process", clock=lambda: 0.0)

@@ -37,6 +37,8 @@ class Recorder(Protocol):
 
     def amend(self, amend: Amend) -> None: ...
 
+    def startup(self) -> None: ...
+
     async def shutdown_flush(self) -> None: ...
 
 
@@ -273,6 +275,7 @@ class LifespanObserver:
             message = await receive()
             if message.get("type") == "lifespan.startup":
                 self.startup_received = True
+                self.recorder.startup()
             return message
 
         async def observed_send(message: Message) -> None:
@@ -295,6 +298,7 @@ class LifespanObserver:
             message = await receive()
             if message.get("type") != "lifespan.startup":
                 return
+            self.recorder.startup()
         await send({"type": "lifespan.startup.complete"})
         while True:
             message = await receive()

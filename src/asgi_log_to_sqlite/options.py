@@ -17,7 +17,15 @@ from .validators import parse_duration, parse_size
 __all__ = ["Options", "option_names", "parse_duration", "parse_size"]
 
 ROTATE_PERIODS = ("hourly", "daily", "monthly")
-WRITERS = ("auto", "thread", "inline")
+WRITERS = ("auto", "thread", "inline", "process")
+
+
+def _check_writer(options: Options) -> None:
+    if options.writer == "process" and options.clock is not None:
+        raise ValueError(
+            "option 'clock' is a function of this process and cannot reach a writer process; "
+            "use writer='thread' (or 'auto') with it"
+        )
 
 
 def _check_rotation(options: Options) -> None:
@@ -42,8 +50,9 @@ class Options:
     """Everything that can be passed to ``AsgiLogToSqlite(app, file, **options)``."""
 
     # --- the writer -------------------------------------------------------------------------
-    #: Where the writer runs: "thread" (beside the event loop), "inline" (on the event loop, in
-    #: short slices, for hosts without threads), or "auto" (a thread where one can start).
+    #: Where the writer runs: "thread" (beside the event loop), "process" (a writer process fed
+    #: through a pipe), "inline" (on the event loop, in short slices, for hosts without threads),
+    #: or "auto" (a thread where one can start).
     writer: str = _field("auto", v.choice(*WRITERS))
     #: Records waiting for the writer at most; past it records are dropped and counted.
     max_queue: int = _field(100_000, v.positive_int)
@@ -111,6 +120,7 @@ class Options:
     def __post_init__(self) -> None:
         v.check_captured_headers(self)  # checks that span several options
         _check_rotation(self)
+        _check_writer(self)
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> Options:
