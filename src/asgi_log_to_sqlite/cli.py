@@ -13,6 +13,20 @@ def cli() -> None:
     """Log ASGI requests to SQLite, and turn those logs into answers."""
 
 
+def _failure(error: Exception) -> click.ClickException:
+    """An error as click's one line, exit 1; names that are not UTF-8 shown with \ufffd.
+
+    SQLite's messages can span lines (a damaged schema is quoted statement and all).
+    """
+    return click.ClickException(" ".join(_shown(str(error)).split()))
+
+
+def _shown(text: str) -> str:
+    """Text with file names in it, printable whatever the terminal's encoding: a name that is not
+    UTF-8 (a surrogate escape) would raise on a strict standard output."""
+    return click.format_filename(text)
+
+
 # --- serve, report, tail, demo ------------------------------------------------------------
 def _option_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
     """``--option name=value``: the value read as JSON when it parses (numbers, true, lists)."""
@@ -60,10 +74,16 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
                         ("max_queue", max_queue)):
         if value is not None:
             options[name] = value
+    from uvicorn.main import STARTUP_FAILURE
+
     try:
         run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
     except (TypeError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
+    except SystemExit as stop:  # uvicorn could not start (an address in use): it logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -185,7 +205,7 @@ def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_pa
     try:
         document = metadata_for_file(log_db, database)
     except (OSError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     if config_part:
         document = split_for_datasette_1(document)[1]
     if as_yaml:
@@ -228,8 +248,8 @@ def rotate(path: str, keep: int | None) -> None:
     try:
         target = rotate_now(path, keep=keep)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Rotated {path} to {target}")
+        raise _failure(error) from None
+    click.echo(_shown(f"Rotated {path} to {target}"))
 
 
 @cli.command()
@@ -244,8 +264,8 @@ def prune(path: str, older_than: float) -> None:
     try:
         result = prune_rows(path, older_than)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain")
+        raise _failure(error) from None
+    click.echo(_shown(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain"))
 
 
 @cli.command()
@@ -258,8 +278,8 @@ def vacuum(path: str) -> None:
     try:
         result = vacuum_file(path)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes")
+        raise _failure(error) from None
+    click.echo(_shown(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes"))
 
 
 @cli.command()
@@ -286,7 +306,7 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
         try:
             result = merge_files(out, list(inputs), progress=progress)
         except MaintenanceError as error:
-            raise click.ClickException(str(error)) from None
+            raise _failure(error) from None
     for path in result.skipped:
-        click.echo(f"Skipped {path}: already merged")
-    click.echo(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}")
+        click.echo(_shown(f"Skipped {path}: already merged"))
+    click.echo(_shown(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}"))

@@ -415,18 +415,29 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
 
     Raises ``ValueError`` when the file is not a log database.
     """
+    from .filekind import special_file_kind
     from .schema import is_log_database
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path!r}")
-    conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise ValueError(f"{path!r} is not a regular file ({kind})")
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise ValueError(f"{path!r} cannot be opened ({error})") from None
     try:
         if not is_log_database(conn):
             raise ValueError(f"{path!r} is not a log database (it has no requests table)")
         tables = table_columns(conn)
     except sqlite3.DatabaseError as error:
-        raise ValueError(f"{path!r} is not a SQLite database ({error})") from None
+        if "not a database" in str(error):
+            raise ValueError(f"{path!r} is not a SQLite database ({error})") from None
+        raise ValueError(f"{path!r} cannot be read ({error})") from None
+    except UnicodeDecodeError:  # a damaged page: names that are not UTF-8
+        raise ValueError(f"{path!r} cannot be read (a table or column name is not UTF-8)") from None
     finally:
         conn.close()
     return {"databases": {database or database_name_for(path): log_metadata(tables)}}

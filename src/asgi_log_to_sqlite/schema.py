@@ -284,7 +284,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def readonly_uri(path: str | os.PathLike[str]) -> str:
     """The URI that opens ``path`` read-only (any characters in the name are quoted)."""
-    return "file:" + urllib.parse.quote(os.path.abspath(os.fspath(path))) + "?mode=ro"
+    # Quoted from bytes: a name that is not UTF-8 (surrogate escapes) cannot be encoded as text.
+    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
 
 
 def open_readonly(path: str | os.PathLike[str], timeout: float = 5.0) -> sqlite3.Connection:
