@@ -11,10 +11,11 @@ from asgi_log_to_sqlite.replay.select import Recorded
 
 
 def recorded(**fields) -> Recorded:
-    base = dict(rowid=1, start=1.0, method="GET", path="/p", query_string=None, host="h",
-                scheme="http", user_agent=None, referer=None, accept_language=None, status=200,
-                duration=0.01, route=None, request_body_size=0)
-    return Recorded(**{**base, **fields})
+    fields = {"rowid": 1, "start": 1.0, "method": "GET", "path": "/p", "query_string": None,
+              "host": "h", "scheme": "http", "user_agent": None, "referer": None,
+              "accept_language": None, "status": 200, "duration": 0.01, "route": None,
+              "request_body_size": 0, **fields}
+    return Recorded(**fields)
 
 
 def captured(headers, body=b"", kept=True, **fields) -> Recorded:
