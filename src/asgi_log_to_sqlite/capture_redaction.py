@@ -190,6 +190,8 @@ def _multipart_body(body: bytes, boundary: str | None, sensitive: Sensitive) -> 
 def redact_body(body: bytes, content_type: str | None, sensitive: Sensitive) -> bytes | None:
     """The body as it may be stored, or None when it must not be (announced as JSON or a form,
     but not parseable as such). JSON is also recognised without a content type."""
+    if not body:
+        return body
     media = _media_type(content_type)
     if media == "application/json" or media.endswith("+json"):
         return _json_body(body, sensitive)
