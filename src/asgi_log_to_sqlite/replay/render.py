@@ -119,8 +119,9 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: .9em; }
 </style></head><body>
 <h1>Replay of <code>{{ r.log }}</code> against <code>{{ r.target }}</code></h1>
-<p>{{ mode }}: {{ r.summary.replayed }} requests replayed in {{ "%.1f"|format(r.elapsed_seconds) }} s
-{% if r.interrupted %}<strong>(interrupted)</strong>{% endif %}.
+<p>{{ mode }}{% if r.mode.check_noise %}, each request sent twice{% endif %}:
+{{ r.summary.replayed }} requests replayed in {{ "%.1f"|format(r.elapsed_seconds) }} s{%
+if r.interrupted %} <strong>(interrupted)</strong>{% endif %}.
 {{ r.summary.status_changes }} status changes, {{ r.summary.body_mismatches }} of
 {{ r.summary.bodies_compared }} bodies differ.
 {% if r.summary.from_access_log %}{{ r.summary.from_access_log }} replayed from the access-log
