@@ -89,3 +89,27 @@ def test_ctrl_c_stops_cleanly_with_a_report_of_what_was_done(tmp_path):
     assert "Traceback" not in err
     assert "replayed " in err  # the progress line
     assert "INTERRUPTED" in out and "/slow" in out
+
+
+@pytest.mark.timeout(120)
+def test_a_replay_against_a_server_is_logged_into_a_second_log(tmp_path):
+    source = str(tmp_path / "source.db")
+    make_log(source, app_v1, [("GET", "/boom", {}), ("GET", "/stream", {}),
+                              ("HEAD", "/items/3", {}), ("GET", "/go", {})])
+    second = str(tmp_path / "replayed.db")
+    port = free_port()
+    with Server(uvicorn("apps.replay_app:app_v2", port), port, log=tmp_path / "server.log") as server:
+        result = subprocess.run(
+            [PROGRAM, "replay", source, "--target", server.url, "--log-to", second, "-f", "json",
+             "--fail-on", "status"],
+            capture_output=True, text=True, timeout=90, check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["failures"] == [{"route": "/boom", "check": "status"}]
+    conn = sqlite3.connect(second)
+    rows = conn.execute(
+        "SELECT method, path, http_status, body_size FROM requests_view ORDER BY path"
+    ).fetchall()
+    conn.close()
+    assert rows == [("GET", "/boom", 500, 6), ("GET", "/go", 302, 0), ("HEAD", "/items/3", 200, 0),
+                    ("GET", "/stream", 200, 40)]
