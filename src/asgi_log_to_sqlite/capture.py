@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +102,10 @@ class ResponseTap(BodyTap):
         super().__init__(limit if keep else 0, hash_from_start=True)
         if not keep:
             self.chunks = None
-        self.timings: list[list[float]] | None = [] if keep else None
+        # Two flat arrays, not a list of pairs: no object per chunk for the garbage collector.
+        self.timings: tuple[array[float], array[int]] | None = (
+            (array("d"), array("q")) if keep else None
+        )
         self.started = 0.0
 
     def start(self) -> None:
@@ -112,16 +116,19 @@ class ResponseTap(BodyTap):
         super().add(chunk)
         timings = self.timings
         if timings is not None and chunk:
-            if len(timings) < MAX_CHUNK_TIMINGS:
-                timings.append([time.perf_counter(), len(chunk)])
+            times, sizes = timings
+            if len(times) < MAX_CHUNK_TIMINGS:
+                times.append(time.perf_counter())
+                sizes.append(len(chunk))
             else:
-                timings[-1][1] += len(chunk)
+                sizes[-1] += len(chunk)
 
     def chunk_timings(self) -> str | None:
         """JSON ``[[seconds after the start, bytes], ...]``, for a mock to keep the pace."""
         if self.timings is None:
             return None
-        return json.dumps([[round(t - self.started, 6), n] for t, n in self.timings])
+        times, sizes = self.timings
+        return json.dumps([[round(t - self.started, 6), n] for t, n in zip(times, sizes)])
 
 
 def _header(headers: Any, wanted: bytes) -> str | None:
