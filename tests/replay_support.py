@@ -46,8 +46,12 @@ def add_capture(
     try:
         listed = json.dumps([list(h) for h in headers])
         conn.execute("INSERT OR IGNORE INTO header_lists (name) VALUES (?)", (listed,))
-        list_id = conn.execute("SELECT id FROM header_lists WHERE name = ?", (listed,)).fetchone()[0]
-        response_hash = hashlib.sha256(response_body).hexdigest() if response_body is not None else None
+        list_id = conn.execute(
+            "SELECT id FROM header_lists WHERE name = ?", (listed,)
+        ).fetchone()[0]
+        response_hash = None
+        if response_body is not None:
+            response_hash = hashlib.sha256(response_body).hexdigest()
         conn.execute(
             "INSERT INTO captures (request, raw_path, raw_query, request_headers, request_body, "
             "request_body_sha256, request_body_kept, response_body_sha256) "
@@ -62,6 +66,7 @@ def add_capture(
 def rowids(path: str, where: str = "1") -> list[int]:
     conn = sqlite3.connect(path)
     try:
-        return [r[0] for r in conn.execute(f"SELECT id FROM requests_view WHERE {where} ORDER BY id")]
+        sql = f"SELECT id FROM requests_view WHERE {where} ORDER BY id"
+        return [r[0] for r in conn.execute(sql)]
     finally:
         conn.close()

@@ -8,13 +8,9 @@ import json
 import pytest
 
 from asgi_log_to_sqlite.capture import BodyTap, ResponseTap, body_limit, capture_row
-from asgi_log_to_sqlite.privacy import DEFAULT_REDACT_QUERY, query_keys
+from asgi_log_to_sqlite.privacy.redaction import Redactor
 
-PATTERNS = query_keys("redact_query", DEFAULT_REDACT_QUERY)
-
-
-def sensitive(name: str) -> bool:
-    return any(pattern(name) for pattern in PATTERNS)
+sensitive = Redactor().sensitive  # the default rules of the query_string column
 
 
 def sha(data: bytes) -> str:

@@ -41,7 +41,8 @@ def rows(path: str, where: str = "1") -> list[dict[str, Any]]:
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute(f"SELECT * FROM requests_view WHERE {where} ORDER BY id")]
+        sql = f"SELECT * FROM requests_view WHERE {where} ORDER BY id"
+        return [dict(r) for r in conn.execute(sql)]
     finally:
         conn.close()
 
@@ -125,7 +126,8 @@ def test_every_request_becomes_one_row(make_log, log_path):
 
     async def main():
         for i in range(25):
-            response = await get(log, f"/page/{i}?x={i}", headers={"user-agent": "ua", "referer": "r"})
+            headers = {"user-agent": "ua", "referer": "r"}
+            response = await get(log, f"/page/{i}?x={i}", headers=headers)
             assert response.status_code == 200 and response.text == "hello"
 
     asyncio.run(main())
@@ -650,7 +652,8 @@ def lifespan_server(log: AsgiLogToSqlite, log_path: str, before_shutdown=None):
                 state["rows_at_complete"] = len(rows(log_path))
 
         await incoming.put({"type": "lifespan.startup"})
-        task = asyncio.ensure_future(log({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        task = asyncio.ensure_future(log(scope, receive, send))
         for _ in range(200):
             if state["sent"]:
                 break
@@ -744,7 +747,9 @@ BAD_SCOPES = {
     },
     "odd header case": {"headers": [(b"User-AGENT", b"Case"), (b"REFERER", b"https://r/")]},
     "duplicate headers": {
-        "headers": [(b"user-agent", b"one"), (b"user-agent", b"two"), (b"host", b"a"), (b"host", b"b")]
+        "headers": [
+            (b"user-agent", b"one"), (b"user-agent", b"two"), (b"host", b"a"), (b"host", b"b")
+        ]
     },
     "64 KiB header": {"headers": [(b"user-agent", b"u" * 65536), (b"x-big", b"v" * 65536)]},
     "no client": {"client": ...},

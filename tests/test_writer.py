@@ -25,17 +25,21 @@ from typing import Any
 import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
+from asgi_log_to_sqlite.exchange import Exchange, next_key
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.record import Exchange
+from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.schema import connect, ensure_schema
-from asgi_log_to_sqlite.writer import Writer
+from asgi_log_to_sqlite.sinks.sqlite import SQLiteSink
+from asgi_log_to_sqlite.writer import ThreadWriter, Writer, start_writer
 
 LOGGER = "asgi_log_to_sqlite"
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def exchange(path: str = "/", user_agent: bytes = b"ua", status: int = 200, **scope: Any) -> Exchange:
+def exchange(
+    path: str = "/", user_agent: bytes = b"ua", status: int = 200, **scope: Any
+) -> Exchange:
     full = {
         "type": "http",
         "method": "GET",
@@ -46,6 +50,7 @@ def exchange(path: str = "/", user_agent: bytes = b"ua", status: int = 200, **sc
     }
     full.update(scope)
     record = Exchange(full, time.time(), time.perf_counter())
+    record.key = next_key()
     record.status = status
     record.duration = 0.001
     record.body_size = 10
@@ -82,7 +87,10 @@ def make_writer(log_path):
         conn = connect(path or log_path)  # what the middleware does at construction
         ensure_schema(conn)
         conn.close()
-        writer = Writer(path or log_path, Options.from_kwargs(options))
+        settings = Options.from_kwargs(options)
+        writer = start_writer(
+            settings.writer, SQLiteSink(path or log_path, settings), Prepare(settings), settings
+        )
         made.append(writer)
         return writer
 
@@ -168,7 +176,7 @@ def test_rows_become_visible_without_a_flush(make_writer, log_path):
 
 
 def test_lookup_cache_survives_its_limit(make_writer, log_path, monkeypatch):
-    import asgi_log_to_sqlite.writer as writer_module
+    import asgi_log_to_sqlite.sinks.sqlite as writer_module
 
     monkeypatch.setattr(writer_module, "CACHE_LIMIT", 5)
     writer = make_writer(batch_size=4, flush_interval=60)
@@ -435,7 +443,8 @@ def test_a_second_sigterm_waits_for_the_flush_of_the_first(log_path):
 
 
 def _share_one_file(path: str, worker: int, n: int) -> None:
-    writer = Writer(path, Options.from_kwargs({"batch_size": 10, "flush_interval": 0.01}))
+    options = Options.from_kwargs({"batch_size": 10, "flush_interval": 0.01})
+    writer = ThreadWriter(SQLiteSink(path, options), Prepare(options), options)
     for i in range(n):
         # Shared lookups (the same agents and paths in every process) race on insert.
         writer.put(exchange(f"/shared/{i % 25}", user_agent=f"agent {i % 7}".encode(),
@@ -497,7 +506,8 @@ def test_lock_held_by_another_process_is_retried(log_path, caplog):
             with caplog.at_level(logging.WARNING, logger=LOGGER):
                 for _ in range(5):
                     sent = serve(log, "/while-locked")
-                    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+                    kinds = [m["type"] for m in sent]
+                    assert kinds == ["http.response.start", "http.response.body"]
                 deadline = time.monotonic() + 10
                 while log.stats()["write_errors"] == 0 and time.monotonic() < deadline:
                     time.sleep(0.02)
@@ -608,16 +618,17 @@ def test_bug_in_the_writer_loop_is_logged_counted_and_writing_goes_on(log_path, 
     try:
         serve(log, "/first")
         writer = log._writer
-        commit = writer._commit
+        write_pending = writer._write_pending
         failures = []
 
-        def broken_once(pending, give_up):
-            if pending and not failures:
-                failures.append(len(pending))
+        def broken_once(give_up):
+            pending = writer._pending
+            if pending and pending[0].rows and not failures:
+                failures.append(len(pending[0].rows))
                 raise RuntimeError("a bug of ours")
-            return commit(pending, give_up)
+            return write_pending(give_up)
 
-        writer._commit = broken_once
+        writer._write_pending = broken_once
         with caplog.at_level(logging.ERROR, logger=LOGGER):
             log.flush(10)  # released, not left hanging
             serve(log, "/after")

@@ -9,7 +9,7 @@ the first byte (the log compares replayed bodies with that hash) and, with
 
 In the writer thread, :func:`capture_row` turns the taps and the scope into the row stored in
 ``captures``: raw path, query with sensitive values as placeholders, every header in order with
-secret ones as placeholders, the body redacted (:mod:`.capture_redaction`), SHA-256s and the
+secret ones as placeholders, the body redacted (:mod:`.privacy.capture`), SHA-256s and the
 response's chunk timings. Nothing here touches SQLite.
 """
 
@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from .capture_redaction import redact_body, redact_headers, redact_query
+from .privacy.capture import redact_body, redact_headers, redact_query
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
@@ -40,7 +40,7 @@ MAX_CHUNK_TIMINGS = 10_000
 
 def body_limit(name: str, value: Any) -> int:
     """The option's validator: bytes as an integer (0 keeps no body) or a size like "64KB"."""
-    from .options import parse_size
+    from .validators import parse_size
 
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0
@@ -128,7 +128,8 @@ class ResponseTap(BodyTap):
         if self.timings is None:
             return None
         times, sizes = self.timings
-        return json.dumps([[round(t - self.started, 6), n] for t, n in zip(times, sizes)])
+        started = self.started
+        return json.dumps([[round(t - started, 6), n] for t, n in zip(times, sizes, strict=True)])
 
 
 def _header(headers: Any, wanted: bytes) -> str | None:

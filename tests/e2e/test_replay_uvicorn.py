@@ -98,7 +98,8 @@ def test_a_replay_against_a_server_is_logged_into_a_second_log(tmp_path):
                               ("HEAD", "/items/3", {}), ("GET", "/go", {})])
     second = str(tmp_path / "replayed.db")
     port = free_port()
-    with Server(uvicorn("apps.replay_app:app_v2", port), port, log=tmp_path / "server.log") as server:
+    args = uvicorn("apps.replay_app:app_v2", port)
+    with Server(args, port, log=tmp_path / "server.log") as server:
         result = subprocess.run(
             [PROGRAM, "replay", source, "--target", server.url, "--log-to", second, "-f", "json",
              "--fail-on", "status"],

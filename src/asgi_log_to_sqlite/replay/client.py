@@ -132,13 +132,15 @@ class Sender:
     def _new_client(self, transport: Any) -> Any:
         import httpx
 
-        client = httpx.AsyncClient(transport=transport, timeout=self.timeout, follow_redirects=False)
+        client = httpx.AsyncClient(
+            transport=transport, timeout=self.timeout, follow_redirects=False
+        )
         # Only what the logged request carried: no Accept-Encoding or User-Agent of httpx's own.
         for name in list(client.headers):
             del client.headers[name]
         return client
 
-    async def __aenter__(self) -> Sender:  # noqa: PYI034 (Self needs Python 3.11)
+    async def __aenter__(self) -> Sender:
         import httpx
 
         try:
@@ -207,4 +209,5 @@ class Sender:
                 await response.aclose()
         except (httpx.HTTPError, OSError, ValueError) as error:
             return Outcome(None, time.perf_counter() - started, error=type(error).__name__)
-        return Outcome(response.status_code, time.perf_counter() - started, digest.hexdigest(), size)
+        seconds = time.perf_counter() - started
+        return Outcome(response.status_code, seconds, digest.hexdigest(), size)

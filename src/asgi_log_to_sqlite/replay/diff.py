@@ -161,8 +161,9 @@ class Diff:
             if outcome.sha256 != recorded.response_body_sha256:
                 route.mismatches += 1
                 example = _example(outgoing)
-                if len(route.mismatch_examples) < EXAMPLES and example not in route.mismatch_examples:
-                    route.mismatch_examples.append(example)
+                examples = route.mismatch_examples
+                if len(examples) < EXAMPLES and example not in examples:
+                    examples.append(example)
         if again is not None:
             if again.status != outcome.status:
                 route.noisy_status += 1

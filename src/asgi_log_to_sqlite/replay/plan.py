@@ -28,6 +28,7 @@ NOT_RESENT = frozenset({
     "proxy-connection", "te", "trailer", "upgrade", "expect", "http2-settings",
 })
 _SEPARATORS = re.compile(r"([&;])")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 #: Characters left as they are when a decoded path from the access log is encoded again.
 _PATH_SAFE = "/:@!$&'()*+,;=~-._"
 
@@ -49,7 +50,7 @@ class Outgoing:
 def parse_header(text: str) -> tuple[str, str]:
     """``'Authorization: Bearer x'`` -> ("Authorization", "Bearer x"); ValueError otherwise."""
     name, sep, value = text.partition(":")
-    if not sep or not name.strip() or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+    if not sep or not _TOKEN.fullmatch(name.strip()):
         raise ValueError(f"{text!r} is not a header like 'Name: value'")
     return name.strip(), value.strip()
 

@@ -23,7 +23,8 @@ def _change_text(route: dict[str, Any], check: str) -> str:
         latency = route["latency"]
         return (f"median {duration(latency['original']['p50'])} -> "
                 f"{duration(latency['replayed']['p50'])} (x{latency['ratio_p50']})")
-    return f"{count(route['body']['mismatches'])} of {count(route['body']['compared'])} bodies differ"
+    body = route["body"]
+    return f"{count(body['mismatches'])} of {count(body['compared'])} bodies differ"
 
 
 def _mode(report: dict[str, Any]) -> str:
@@ -51,7 +52,8 @@ def render_text(report: dict[str, Any]) -> str:
     if s["cancelled"]:
         lines.append(f"  {count(s['cancelled'])} cancelled in flight")
     if s["unfilled_placeholders"]:
-        names = ", ".join(f"{k} ({count(v)})" for k, v in sorted(s["unfilled_placeholders"].items()))
+        unfilled = sorted(s["unfilled_placeholders"].items())
+        names = ", ".join(f"{k} ({count(v)})" for k, v in unfilled)
         lines.append(f"  placeholders without a value (sent as REDACTED or left out): {names}")
     lines.append(
         f"  {count(s['status_changes'])} status changes, {count(s['body_mismatches'])} of "
