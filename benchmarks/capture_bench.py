@@ -19,7 +19,8 @@ import statistics
 import sys
 import time
 
-from asgi_log_to_sqlite.capture import DEFAULT_BODY_LIMIT, BodyTap, ResponseTap
+from asgi_log_to_sqlite.capture import BodyTap, ResponseTap
+from asgi_log_to_sqlite.validators import CAPTURE_BODY_LIMIT as DEFAULT_BODY_LIMIT
 
 
 def per_chunk_ns(make, chunk: bytes, count: int, repeats: int) -> float:

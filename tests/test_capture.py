@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 
-import pytest
+from apps.replay_app import app_v1
+from replay_support import make_log
 
-from asgi_log_to_sqlite.capture import BodyTap, ResponseTap, body_limit, capture_row
+from asgi_log_to_sqlite.capture import BodyTap, ResponseTap, capture_row
 from asgi_log_to_sqlite.privacy.redaction import Redactor
+from asgi_log_to_sqlite.rotation import rotated_files
 
 sensitive = Redactor().sensitive  # the default rules of the query_string column
 
@@ -128,11 +131,108 @@ def test_a_large_or_unparseable_request_body():
     assert row[3:6] == (None, None, 0)
 
 
-def test_body_limit_option():
-    assert body_limit("capture_body_limit", 0) == 0
-    assert body_limit("capture_body_limit", 1024) == 1024
-    assert body_limit("capture_body_limit", "64KB") == 65536
-    with pytest.raises(ValueError, match="capture_body_limit"):
-        body_limit("capture_body_limit", "lots")
-    with pytest.raises(TypeError, match="capture_body_limit"):
-        body_limit("capture_body_limit", True)
+# ---- through the middleware, into SQLite ---------------------------------------------------------
+SECRET = "Kx7-CAPTURE-SECRET"
+
+
+def raw_bytes(path: str) -> bytes:
+    data = b""
+    for suffix in ("", "-wal", "-journal"):
+        try:
+            with open(path + suffix, "rb") as file:
+                data += file.read()
+        except FileNotFoundError:
+            pass
+    return data
+
+
+def captures(path: str) -> list[dict]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(
+            "SELECT requests_view.method, requests_view.path, requests_view.http_status, "
+            "requests_view.request_body_size, requests_view.body_size, captures_view.* "
+            "FROM requests_view JOIN captures_view ON captures_view.request = requests_view.id "
+            "ORDER BY requests_view.id"
+        )]
+    finally:
+        conn.close()
+
+
+TRAFFIC = [
+    ("GET", f"/items/1?page=2&access_token={SECRET}",
+     {"headers": [("Authorization", f"Bearer {SECRET}"), ("Cookie", f"sid={SECRET}"),
+                  ("X-Dup", "1"), ("X-Dup", "2")]}),
+    ("POST", "/login", {"json": {"user": "bob", "password": SECRET}}),
+    ("POST", "/upload", {"data": {"note": "hi", "api_key": SECRET},
+                         "files": {"file": ("a.bin", b"x" * 2000)}}),
+    ("POST", "/upload", {"data": {"note": "small", "api_key": SECRET}}),
+    ("HEAD", "/items/2", {}),
+    ("GET", "/stream", {}),
+    ("GET", "/healthz", {}),
+]
+
+
+def test_capture_through_the_middleware(log_path):
+    make_log(log_path, app_v1, TRAFFIC, capture_requests=True, capture_responses=True,
+             capture_body_limit=1024, flush_interval=0.05)
+    assert SECRET.encode() not in raw_bytes(log_path)
+    found = captures(log_path)
+    assert [(r["method"], r["path"]) for r in found] == [
+        ("GET", "/items/1"), ("POST", "/login"), ("POST", "/upload"), ("POST", "/upload"),
+        ("HEAD", "/items/2"), ("GET", "/stream"),
+    ]  # the health check is not recorded, so not captured either
+    item, login, upload, small, head, stream = found
+    assert item["raw_path"] == "/items/1"
+    assert item["raw_query"] == "page=2&access_token={{access_token}}"
+    headers = json.loads(item["request_headers"])
+    assert ["authorization", "{{authorization}}"] in headers
+    assert ["cookie", "{{cookie}}"] in headers
+    assert [h for h in headers if h[0] == "x-dup"] == [["x-dup", "1"], ["x-dup", "2"]]
+    assert item["request_body"] == b"" and item["request_body_kept"] == 1
+    assert item["response_body"] == b'{"id":"1","page":"2"}' and item["response_body_kept"] == 1
+    assert item["response_body_sha256"] == sha(b'{"id":"1","page":"2"}')
+    assert ["content-type", "application/json"] in json.loads(item["response_headers"])
+
+    assert json.loads(login["request_body"]) == {"user": "bob", "password": "{{password}}"}
+    assert login["request_body_sha256"] == sha(login["request_body"])
+
+    assert upload["request_body"] is None and upload["request_body_kept"] == 0
+    assert upload["request_body_size"] > 2000 and len(upload["request_body_sha256"]) == 64
+    assert b"{{api_key}}" in small["request_body"] and b"small" in small["request_body"]
+
+    assert head["response_body"] == b"" and head["response_body_sha256"] == sha(b"")
+    assert head["body_size"] == 0
+
+    body = b"".join(f"chunk {i}\n".encode() for i in range(5))
+    assert stream["response_body"] == body and stream["response_body_sha256"] == sha(body)
+    assert [n for _, n in json.loads(stream["response_chunks"])] == [8] * 5
+
+
+def test_without_capture_nothing_is_captured(log_path):
+    make_log(log_path, app_v1, TRAFFIC[:2], flush_interval=0.05)
+    assert captures(log_path) == []
+
+
+def test_capture_requests_alone_keeps_the_response_hash_only(log_path):
+    make_log(log_path, app_v1, TRAFFIC[:2], capture_requests=True, flush_interval=0.05)
+    item, login = captures(log_path)
+    assert item["response_body"] is None and item["response_headers"] is None
+    assert item["response_chunks"] is None and item["response_body_kept"] == 0
+    assert item["response_body_sha256"] == sha(b'{"id":"1","page":"2"}')
+    assert json.loads(login["request_body"])["password"] == "{{password}}"
+
+
+def test_captures_follow_their_rows_when_rotation_splits_a_batch(tmp_path):
+    path = str(tmp_path / "log.db")
+    requests = [("GET", f"/items/{i}", {}) for i in range(7)]
+    make_log(path, app_v1, requests, capture_requests=True, max_rows=3, flush_interval=60)
+    files = [*rotated_files(path), path]
+    assert len(files) == 3
+    seen = []
+    for file in files:
+        rows = captures(file)
+        assert all(r["raw_path"] == r["path"] for r in rows)
+        seen += [r["path"] for r in rows]
+    assert sorted(seen) == sorted(f"/items/{i}" for i in range(7))

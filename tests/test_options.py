@@ -137,3 +137,36 @@ def test_not_a_database_fails_with_the_path(tmp_path):
     with pytest.raises((OSError, ValueError)) as info:
         AsgiLogToSqlite(app, str(path))
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"capture_requests": "yes"}, TypeError, "capture_requests"),
+        ({"capture_responses": 1}, TypeError, "capture_responses"),
+        ({"capture_requests": True, "capture_body_limit": "lots"}, ValueError,
+         "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": -1}, ValueError, "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": 2 * 10**9}, ValueError,
+         "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": 1.5}, TypeError, "capture_body_limit"),
+        ({"capture_responses": True}, ValueError, "'capture_responses' needs capture_requests"),
+        ({"capture_body_limit": 10}, ValueError, "'capture_body_limit' needs capture_requests"),
+    ],
+)
+def test_capture_options_are_checked(log_path, options, error, message):
+    with pytest.raises(error, match=message):
+        AsgiLogToSqlite(app, log_path, **options)
+
+
+def test_capture_options(log_path):
+    log = AsgiLogToSqlite(app, log_path)
+    assert log.capture is None and log.options.capture_body_limit == 65536
+    log.close()
+    log = AsgiLogToSqlite(app, log_path, capture_requests=True, capture_body_limit="1KB",
+                          capture_responses=True)
+    assert log.capture == (1024, True)
+    log.close()
+    log = AsgiLogToSqlite(app, log_path, capture_requests=True, capture_body_limit=0)
+    assert log.capture == (0, False)
+    log.close()

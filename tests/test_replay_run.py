@@ -167,3 +167,24 @@ def test_a_connection_error_is_a_status_change(log):
     diff = asyncio.run(Replay(log, Refused(), limit=1).run())  # type: ignore[arg-type]
     change = diff.report()["routes"][0]["status_changes"][0]
     assert change["to"] == "ConnectError"
+
+
+def test_a_log_captured_by_the_middleware_replays_exactly(tmp_path):
+    path = str(tmp_path / "log.db")
+    make_log(path, app_v1, [
+        ("GET", "/private", {"headers": {"Authorization": "Bearer good"}}),
+        ("POST", "/login", {"json": {"user": "bob", "password": "hunter2"}}),
+        ("POST", "/upload", {"data": {"note": "hi"}, "files": {"f": ("a.txt", b"abc" * 100)}}),
+        ("GET", "/stream", {}),
+        ("GET", "/boom", {}),
+        ("GET", "/go", {}),
+    ], capture_requests=True, flush_interval=0.05)
+    planner = Planner({"authorization": "Bearer good", "password": "hunter2"})
+    report = replay(path, app_v2, selection=Selection(all_methods=True), planner=planner,
+                    fail_on=FailOn(status=True, body=True))
+    assert report["summary"]["from_access_log"] == 0
+    assert report["summary"]["bodies_compared"] == 6
+    assert report["summary"]["unfilled_placeholders"] == {}
+    assert {(f["route"], f["check"]) for f in report["failures"]} == {
+        ("/boom", "status"), ("/boom", "body")
+    }

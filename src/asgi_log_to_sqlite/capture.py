@@ -24,32 +24,10 @@ from typing import Any
 
 from .privacy.capture import redact_body, redact_headers, redact_query
 
-__all__ = [
-    "DEFAULT_BODY_LIMIT",
-    "BodyTap",
-    "ResponseTap",
-    "body_limit",
-    "capture_row",
-]
+__all__ = ["BodyTap", "ResponseTap", "capture_row"]
 
-#: ``capture_body_limit``'s default: bodies up to this many bytes are kept.
-DEFAULT_BODY_LIMIT = 64 * 1024
 #: Chunk timings kept per response at most; later chunks are added to the last one.
 MAX_CHUNK_TIMINGS = 10_000
-
-
-def body_limit(name: str, value: Any) -> int:
-    """The option's validator: bytes as an integer (0 keeps no body) or a size like "64KB"."""
-    from .validators import parse_size
-
-    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-        return 0
-    try:
-        return parse_size(value)
-    except (TypeError, ValueError) as error:
-        raise type(error)(
-            f"option {name!r} must be a number of bytes or a size such as '64KB': {error}"
-        ) from None
 
 
 class BodyTap:

@@ -29,7 +29,9 @@ class Exchange:
         "pathsend",
         "queued",
         "request_body_size",
+        "request_tap",
         "response_headers",
+        "response_tap",
         "scope",
         "start",
         "status",
@@ -52,6 +54,9 @@ class Exchange:
         self.pathsend: Any = None
         self.queued = False
         self.key = 0  # given when queued
+        # With capture_requests (capture.py): what is kept of the bodies as they stream.
+        self.request_tap: Any = None
+        self.response_tap: Any = None
 
 
 class Amend(NamedTuple):

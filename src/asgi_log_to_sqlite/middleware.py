@@ -68,6 +68,12 @@ class AsgiLogToSqlite:
             raise TypeError(f"AsgiLogToSqlite() needs an ASGI application, got {app!r}")
         self.app = app
         self.options = Options.from_kwargs(options)
+        # What the observers keep of bodies for replay (capture.py), or None.
+        self.capture = (
+            (self.options.capture_body_limit, self.options.capture_responses)
+            if self.options.capture_requests
+            else None
+        )
         self.sink = open_sink(file, self.options)
         self.file = self.sink.name
         self.sink.prepare()
