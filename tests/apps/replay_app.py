@@ -20,6 +20,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 SLOW_SECONDS = float(os.environ.get("REPLAY_SLOW_SECONDS", "0.03"))
+#: The bearer token ``/private`` accepts and the password ``/login`` accepts.
+TOKEN = os.environ.get("REPLAY_TOKEN", "good")
+PASSWORD = os.environ.get("REPLAY_PASSWORD", "hunter2")
 
 
 def build(version: int) -> Starlette:
@@ -58,11 +61,11 @@ def build(version: int) -> Starlette:
 
     async def login(request):
         data = await request.json()
-        ok = data.get("password") == "hunter2"
+        ok = data.get("password") == PASSWORD
         return JSONResponse({"user": data.get("user"), "ok": ok}, status_code=200 if ok else 403)
 
     async def private(request):
-        if request.headers.get("authorization") != "Bearer good":
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return PlainTextResponse("who are you?", status_code=401)
         return PlainTextResponse("welcome")
 
