@@ -10,6 +10,7 @@ itself: around the app, or around a small forwarding app in front of the target.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib
@@ -17,12 +18,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 from .plan import NOT_RESENT, Outgoing
 from .select import ReplayError
 
 __all__ = ["Forwarder", "Outcome", "Sender", "load_app"]
+
+#: Seconds an ``--app``'s lifespan startup may take.
+LIFESPAN_TIMEOUT = 30.0
 
 
 @dataclass
@@ -126,14 +131,18 @@ class Sender:
         self.log_to = log_to
         self.concurrency = concurrency
         self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
+        self._clients: asyncio.Queue[Any] = asyncio.Queue()
         self._log: Any = None
 
     def _new_client(self, transport: Any) -> Any:
         import httpx
 
         client = httpx.AsyncClient(
-            transport=transport, timeout=self.timeout, follow_redirects=False
+            transport=transport,
+            timeout=self.timeout,
+            follow_redirects=False,
+            # A replay sends the cookies of each logged request, never ones a response set.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
         )
         # Only what the logged request carried: no Accept-Encoding or User-Agent of httpx's own.
         for name in list(client.headers):
@@ -161,15 +170,30 @@ class Sender:
                 from asgi_lifespan import LifespanManager, LifespanNotSupported
 
                 try:
-                    manager = await self._stack.enter_async_context(LifespanManager(app))
+                    manager = await self._stack.enter_async_context(
+                        LifespanManager(app, startup_timeout=LIFESPAN_TIMEOUT)
+                    )
                     app = manager.app
                 except LifespanNotSupported:
-                    pass
+                    pass  # the app raised on the lifespan scope: it has none to run
+                except TimeoutError:
+                    raise ReplayError(
+                        f"--app: the app's lifespan startup did not complete within "
+                        f"{LIFESPAN_TIMEOUT:g} s"
+                    ) from None
                 transport: Any = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+                client = self._new_client(transport)
+                for _ in range(self.concurrency):
+                    self._clients.put_nowait(client)
+                await self._stack.enter_async_context(client)
             else:
-                limits = httpx.Limits(max_connections=self.concurrency)
-                transport = httpx.AsyncHTTPTransport(limits=limits)
-            self._client = await self._stack.enter_async_context(self._new_client(transport))
+                # One connection per client, a client per request in flight: httpx's pool
+                # looks at every connection it holds for every request it sends, which at a
+                # few hundred requests a second costs more than the requests themselves.
+                one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+                for _ in range(self.concurrency):
+                    client = self._new_client(httpx.AsyncHTTPTransport(limits=one))
+                    self._clients.put_nowait(await self._stack.enter_async_context(client))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -193,12 +217,13 @@ class Sender:
         import httpx
 
         url = self.url(outgoing)
+        client = await self._clients.get()
         started = time.perf_counter()
         try:
-            request = self._client.build_request(
+            request = client.build_request(
                 outgoing.method, url, headers=outgoing.headers, content=outgoing.body or None
             )
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             try:
                 digest = hashlib.sha256()
                 size = 0
@@ -209,5 +234,7 @@ class Sender:
                 await response.aclose()
         except (httpx.HTTPError, OSError, ValueError) as error:
             return Outcome(None, time.perf_counter() - started, error=type(error).__name__)
+        finally:
+            self._clients.put_nowait(client)
         seconds = time.perf_counter() - started
         return Outcome(response.status_code, seconds, digest.hexdigest(), size)

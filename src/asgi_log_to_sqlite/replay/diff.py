@@ -122,6 +122,8 @@ class Diff:
         self.finished: float | None = None
         self.interrupted = False
         self.cancelled = 0
+        #: Requests that left more than 0.1 s after the schedule said (the pace was not held).
+        self.late = 0
 
     def _route(self, outgoing: Outgoing) -> _Route:
         key = outgoing.recorded.key
@@ -253,6 +255,7 @@ class Diff:
                 "replayed": self.completed,
                 "per_second": round(self.completed / elapsed, 2) if elapsed else None,
                 "cancelled": self.cancelled,
+                "late": self.late,
                 "from_access_log": sum(r.from_access_log for r in self.routes.values()),
                 "skipped": dict(skipped),
                 "status_changes": sum(sum(r.changes.values()) for r in self.routes.values()),

@@ -49,6 +49,9 @@ def render_text(report: dict[str, Any]) -> str:
                      "(logged without capture_requests)")
     for reason, n in sorted(s["skipped"].items()):
         lines.append(f"  {count(n)} skipped: {reason}")
+    if s["late"]:
+        lines.append(f"  {count(s['late'])} sent more than 0.1 s behind the schedule "
+                     "(the pace was not held: more --concurrency, or a less busy machine)")
     if s["cancelled"]:
         lines.append(f"  {count(s['cancelled'])} cancelled in flight")
     if s["unfilled_placeholders"]:

@@ -1,8 +1,9 @@
 """The replay loop: read the selected rows, plan each request, send it when the pace says, with
 at most ``concurrency`` in flight, and fold every answer into the diff.
 
-Bounded: ``limit`` requests at most, nothing sent ``duration`` seconds after the start, and each
-request bounded by the client's timeout. :meth:`Replay.interrupt` (the command calls it on
+Bounded: ``limit`` requests at most, nothing sent ``duration`` seconds after the start (a paced
+schedule's late requests a little after, see :meth:`Replay._deadline`), and each request
+bounded by the client's timeout. :meth:`Replay.interrupt` (the command calls it on
 Ctrl-C) stops sending at once and lets the requests in flight finish; a second call cancels
 them. Either way the report covers what was done.
 """
@@ -21,6 +22,13 @@ from .plan import Outgoing, Planner
 from .select import Recorded, Selection, read_rows
 
 __all__ = ["Replay"]
+
+#: A request that leaves more than this many seconds after its due time is counted as late.
+LATE = 0.1
+#: Past the end of a schedule (``duration``), late requests may still leave for this share of
+#: the duration, at most GRACE_MAX seconds; after that nothing is sent.
+GRACE_SHARE = 0.1
+GRACE_MAX = 5.0
 
 
 class Replay:
@@ -121,9 +129,12 @@ class Replay:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 await slots.acquire()
-                if self.duration is not None and loop.time() - start >= self.duration:
+                now = loop.time() - start
+                if self.duration is not None and now >= self._deadline(due is not None):
                     slots.release()
                     return
+                if due is not None and now - due > LATE:
+                    self.diff.late += 1
                 task = asyncio.create_task(self._one(outgoing))
                 self._in_flight.add(task)
                 task.add_done_callback(lambda t: (self._in_flight.discard(t), slots.release()))
@@ -132,6 +143,15 @@ class Replay:
             if not self.loop or seen == 0:
                 return
             self.pace.restart()
+
+    def _deadline(self, paced: bool) -> float:
+        """Seconds after the start when nothing more is sent. A schedule's requests that fell
+        behind (the machine or the target was busy) may still leave a little after its end,
+        and are counted as late; as fast as allowed stops at ``duration`` itself."""
+        assert self.duration is not None
+        if not paced:
+            return self.duration
+        return self.duration + min(GRACE_MAX, self.duration * GRACE_SHARE)
 
     async def _one(self, outgoing: Outgoing) -> None:
         try:
