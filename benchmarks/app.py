@@ -57,6 +57,10 @@ def make(kind: str, db: str | None):
         from asgi_log_to_sqlite.writer import Writer
 
         Writer.put = lambda self, exchange: None  # this process only: a benchmark variant
+    if kind == "capture":
+        return AsgiLogToSqlite(hello, db, capture_requests=True)
+    if kind == "capture-responses":
+        return AsgiLogToSqlite(hello, db, capture_requests=True, capture_responses=True)
     return AsgiLogToSqlite(hello, db)
 
 

@@ -48,12 +48,10 @@ def test_a_mutable_chunk_is_copied_before_it_is_kept():
 
 def test_a_response_is_hashed_as_it_streams_and_kept_only_when_asked():
     plain = ResponseTap(100, keep=False)
-    plain.start()
     for chunk in (b"he", b"llo"):
         plain.add(chunk)
     assert plain.sha256() == sha(b"hello") and not plain.kept and plain.chunk_timings() is None
     kept = ResponseTap(100, keep=True)
-    kept.start()
     for chunk in (b"he", b"", b"llo"):
         kept.add(chunk)
     assert kept.sha256() == sha(b"hello") and kept.body() == b"hello"
@@ -93,7 +91,6 @@ def test_the_row_holds_placeholders_not_secrets():
     request = BodyTap(1000)
     request.add(b'{"user": "bob", "password": "s3cr3t"}')
     response = ResponseTap(1000, keep=True)
-    response.start()
     response.add(b'{"token": "s3cr3t", "ok": true}')
     response_headers = [(b"content-type", b"application/json"), (b"set-cookie", b"sid=s3cr3t")]
     row = capture_row(SCOPE, request, response, response_headers, sensitive, keep_responses=True)

@@ -1,10 +1,11 @@
 """Capture for replay: what the event loop keeps of bodies, and the ``captures`` row built from it.
 
-Two halves, on the two sides of the queue. On the event loop, a :class:`BodyTap` per body does
-O(1) work per chunk besides hashing it: it keeps a *reference* to each chunk while the body is
-within ``capture_body_limit`` (no copy, no join), and past the limit hashes what it kept once,
-drops it, and from then on only updates a SHA-256 and a byte count. A response's tap hashes from
-the first byte (the log compares replayed bodies with that hash) and, with
+Two halves, on the two sides of the queue. On the event loop, a :class:`BodyTap` (made with
+a request's first body chunk) does O(1) work per chunk besides hashing it: it keeps a
+*reference* to each chunk while the body is within ``capture_body_limit`` (no copy, no join),
+and past the limit hashes what it kept once, drops it, and from then on only updates a SHA-256
+and a byte count. A :class:`ResponseTap` (made at ``http.response.start``) hashes every chunk
+as it is sent (the log compares replayed bodies with that hash) and, with
 ``capture_responses=True``, also keeps the body within the limit and when each chunk left.
 
 In the writer thread, :func:`capture_row` turns the taps and the scope into the row stored in
@@ -18,46 +19,43 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from array import array
 from collections.abc import Callable
 from typing import Any
 
 from .privacy.capture import redact_body, redact_headers, redact_query
 
-__all__ = ["BodyTap", "ResponseTap", "capture_row"]
+__all__ = ["BodyTap", "CaptureBuilder", "ResponseTap", "capture_row"]
 
 #: Chunk timings kept per response at most; later chunks are added to the last one.
 MAX_CHUNK_TIMINGS = 10_000
 
 
 class BodyTap:
-    """One streamed body: kept by reference up to ``limit`` bytes, else its size and SHA-256."""
+    """A request body: kept by reference up to ``limit`` bytes, else its size and SHA-256."""
 
     __slots__ = ("chunks", "digest", "limit", "size")
 
-    def __init__(self, limit: int, hash_from_start: bool = False) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
         self.chunks: list[bytes] | None = []
-        self.digest: Any = hashlib.sha256() if hash_from_start else None
+        self.digest: Any = None
 
     def add(self, chunk: Any) -> None:
         if type(chunk) is not bytes:
             chunk = bytes(chunk)  # a bytearray the app may reuse must not change under us
         self.size += len(chunk)
-        if self.digest is not None:
+        if self.chunks is None:
             self.digest.update(chunk)
-        if self.chunks is not None:
-            if self.size <= self.limit:
-                self.chunks.append(chunk)
-            else:
-                if self.digest is None:
-                    # Past the limit: hash what was kept (once), keep nothing more.
-                    self.digest = hashlib.sha256()
-                    for kept in self.chunks:
-                        self.digest.update(kept)
-                    self.digest.update(chunk)
-                self.chunks = None
+        elif self.size <= self.limit:
+            self.chunks.append(chunk)
+        else:
+            # Past the limit: hash what was kept (once), keep nothing more.
+            self.digest = hashlib.sha256()
+            for kept in self.chunks:
+                self.digest.update(kept)
+            self.digest.update(chunk)
+            self.chunks = None
 
     @property
     def kept(self) -> bool:
@@ -71,43 +69,60 @@ class BodyTap:
         return self.digest.hexdigest() if self.digest is not None else None
 
 
-class ResponseTap(BodyTap):
-    """A response body: hashed as it streams; with ``keep``, kept within the limit and timed."""
+class ResponseTap:
+    """A response body, from ``http.response.start`` on: hashed as it streams; with ``keep``
+    (``capture_responses``), also kept within the limit, and each chunk's time recorded."""
 
-    __slots__ = ("started", "timings")
+    __slots__ = ("chunks", "digest", "limit", "size", "started", "timings")
 
     def __init__(self, limit: int, keep: bool) -> None:
-        super().__init__(limit if keep else 0, hash_from_start=True)
-        if not keep:
-            self.chunks = None
-        # Two flat arrays, not a list of pairs: no object per chunk for the garbage collector.
-        self.timings: tuple[array[float], array[int]] | None = (
-            (array("d"), array("q")) if keep else None
-        )
-        self.started = 0.0
-
-    def start(self) -> None:
-        """``http.response.start`` was sent: chunk times count from here."""
-        self.started = time.perf_counter()
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+        self.chunks: list[bytes] | None = [] if keep else None
+        # One flat list, time and size after time, not a list of pairs: no container per chunk
+        # for the garbage collector to walk.
+        self.timings: list[float] = []
+        self.started = time.perf_counter() if keep else 0.0
 
     def add(self, chunk: Any) -> None:
-        super().add(chunk)
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        chunks = self.chunks
+        if chunks is None or not chunk:
+            return
+        if self.size <= self.limit:
+            chunks.append(chunk)
+        elif chunks:
+            chunks.clear()  # past the limit: nothing of the body is kept
         timings = self.timings
-        if timings is not None and chunk:
-            times, sizes = timings
-            if len(times) < MAX_CHUNK_TIMINGS:
-                times.append(time.perf_counter())
-                sizes.append(len(chunk))
-            else:
-                sizes[-1] += len(chunk)
+        if len(timings) < 2 * MAX_CHUNK_TIMINGS:
+            timings.append(time.perf_counter())
+            timings.append(len(chunk))
+        else:
+            timings[-1] += len(chunk)
+
+    @property
+    def kept(self) -> bool:
+        return self.chunks is not None and self.size <= self.limit
+
+    def body(self) -> bytes | None:
+        return b"".join(self.chunks) if self.kept and self.chunks is not None else None
+
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
 
     def chunk_timings(self) -> str | None:
         """JSON ``[[seconds after the start, bytes], ...]``, for a mock to keep the pace."""
-        if self.timings is None:
+        if self.chunks is None:
             return None
-        times, sizes = self.timings
-        started = self.started
-        return json.dumps([[round(t - started, 6), n] for t, n in zip(times, sizes, strict=True)])
+        timings, started = self.timings, self.started
+        return json.dumps([
+            [round(timings[i] - started, 6), int(timings[i + 1])]
+            for i in range(0, len(timings), 2)
+        ])
 
 
 def _header(headers: Any, wanted: bytes) -> str | None:
@@ -125,6 +140,43 @@ def _headers_json(headers: Any, sensitive: Callable[[str], bool]) -> str:
     return json.dumps(redact_headers(headers, sensitive), ensure_ascii=False)
 
 
+#: Distinct header lists remembered per writer before the memo starts again.
+MEMO_LIMIT = 20_000
+
+
+class CaptureBuilder:
+    """Builds ``captures`` rows for one writer. Header lists repeat (the same client sends the
+    same headers), so what each list becomes (redacted, as JSON) is computed once."""
+
+    def __init__(self, sensitive: Callable[[str], bool], keep_responses: bool) -> None:
+        self.sensitive = sensitive
+        self.keep_responses = keep_responses
+        self._lists: dict[Any, str] = {}
+
+    def headers_json(self, headers: Any) -> str:
+        try:
+            key = tuple(headers or ())
+            found = self._lists.get(key)
+        except TypeError:  # a list the server built of lists: not a dict key
+            return _headers_json(headers, self.sensitive)
+        if found is None:
+            found = _headers_json(key, self.sensitive)
+            if len(self._lists) >= MEMO_LIMIT:
+                self._lists.clear()
+            self._lists[key] = found
+        return found
+
+    def row(
+        self,
+        scope: Any,
+        request_tap: BodyTap | None,
+        response_tap: ResponseTap | None,
+        response_headers: Any,
+    ) -> tuple[Any, ...]:
+        return capture_row(scope, request_tap, response_tap, response_headers, self.sensitive,
+                           self.keep_responses, self.headers_json)
+
+
 def capture_row(
     scope: Any,
     request_tap: BodyTap | None,
@@ -132,6 +184,7 @@ def capture_row(
     response_headers: Any,
     sensitive: Callable[[str], bool],
     keep_responses: bool,
+    headers_json: Callable[[Any], str] | None = None,
 ) -> tuple[Any, ...]:
     """The ``captures`` columns after ``request`` (see schema.py), secrets as placeholders.
 
@@ -139,12 +192,16 @@ def capture_row(
     could be reversed by guessing. A body too large to keep has the SHA-256 of what was sent;
     one whose type announced JSON or a form but that does not parse is neither kept nor hashed.
     """
+    if headers_json is None:
+        def headers_json(headers: Any) -> str:
+            return _headers_json(headers, sensitive)
+
     raw_path = scope.get("raw_path")
     if not isinstance(raw_path, bytes):
         raw_path = str(scope.get("path") or "").encode("utf-8")
     query = scope.get("query_string") or b""
     raw_query = redact_query(bytes(query).decode("latin-1"), sensitive).encode("latin-1")
-    request_headers = _headers_json(scope.get("headers"), sensitive)
+    request_headers = headers_json(scope.get("headers"))
 
     body = request_sha = None
     kept = 0
@@ -162,7 +219,7 @@ def capture_row(
     if response_tap is not None:
         response_sha = response_tap.sha256()
     if keep_responses:
-        response_headers_json = _headers_json(response_headers, sensitive)
+        response_headers_json = headers_json(response_headers)
         if response_tap is not None:
             chunks = response_tap.chunk_timings()
             if response_tap.kept:

@@ -22,6 +22,7 @@ class Exchange:
 
     __slots__ = (
         "body_size",
+        "capture",
         "disconnected",
         "duration",
         "exception",
@@ -54,7 +55,9 @@ class Exchange:
         self.pathsend: Any = None
         self.queued = False
         self.key = 0  # given when queued
-        # With capture_requests (capture.py): what is kept of the bodies as they stream.
+        # With capture_requests (capture.py): its settings, and what is kept of the bodies as
+        # they stream (a tap is made with the first chunk, or the response's start).
+        self.capture: tuple[int, bool] | None = None
         self.request_tap: Any = None
         self.response_tap: Any = None
 

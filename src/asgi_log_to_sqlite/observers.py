@@ -74,10 +74,7 @@ class HttpObserver:
         self.complete = False
         # Servers send no body in answer to HEAD, whatever the app passes them.
         self.head = scope.get("method") == "HEAD"
-        capture = recorder.capture
-        if capture is not None:
-            exchange.request_tap = BodyTap(capture[0])
-            exchange.response_tap = ResponseTap(capture[0], capture[1])
+        exchange.capture = recorder.capture
 
     async def run(self, receive: Receive, send: Send) -> None:
         self.receive_inner = receive
@@ -127,8 +124,12 @@ class HttpObserver:
                 if body:
                     exchange = self.exchange
                     exchange.request_body_size += len(body)
-                    if exchange.request_tap is not None:
-                        exchange.request_tap.add(body)
+                    capture = exchange.capture
+                    if capture is not None:
+                        tap = exchange.request_tap
+                        if tap is None:
+                            tap = exchange.request_tap = BodyTap(capture[0])
+                        tap.add(body)
             elif kind == "http.disconnect" and not self.complete:
                 self.exchange.disconnected = True
         except Exception:
@@ -147,8 +148,9 @@ class HttpObserver:
                 exchange.response_headers = message.get("headers")
                 exchange.ttfb = time.perf_counter() - exchange.t0
                 self.trailers = bool(message.get("trailers"))
-                if exchange.response_tap is not None:
-                    exchange.response_tap.start()
+                capture = exchange.capture
+                if capture is not None:
+                    exchange.response_tap = ResponseTap(capture[0], capture[1])
             elif kind == "http.response.body":
                 body = message.get("body")
                 if body and not self.head:

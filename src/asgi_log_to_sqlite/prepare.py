@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .batch import Batch, Row
-from .capture import capture_row
+from .capture import CaptureBuilder
 from .exchange import Exchange
 from .privacy.addresses import ClientAddresses, VisitorHash, parse_ip
 from .privacy.filters import RecordingFilter
@@ -467,7 +467,7 @@ class Prepare:
         self.builder = RowBuilder(options)
         self.bad_records = 0
         self.bad_captures = 0
-        self.keep_responses = options.capture_responses
+        self.captures = CaptureBuilder(self.builder.redactor.sensitive, options.capture_responses)
 
     def __call__(self, records: list[Exchange]) -> Batch:
         builder = self.builder
@@ -485,7 +485,7 @@ class Prepare:
                     found = builder.captured(exchange)
                     if found:
                         batch.captured.append((len(rows), found))
-                if exchange.request_tap is not None:  # capture_requests, an HTTP request
+                if exchange.capture is not None:  # capture_requests, an HTTP request
                     captured_row = self._capture(exchange)
                     if captured_row is not None:
                         batch.captures.append((len(rows), captured_row))
@@ -500,13 +500,9 @@ class Prepare:
         """The request's ``captures`` row; None (the access-log row is still written) if it
         cannot be built."""
         try:
-            return capture_row(
-                exchange.scope,
-                exchange.request_tap,
-                exchange.response_tap,
+            return self.captures.row(
+                exchange.scope, exchange.request_tap, exchange.response_tap,
                 exchange.response_headers,
-                self.builder.redactor.sensitive,
-                self.keep_responses,
             )
         except Exception:
             self.bad_captures += 1

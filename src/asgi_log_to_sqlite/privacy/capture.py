@@ -88,6 +88,21 @@ def redact_url(url: str, sensitive: Sensitive) -> str:
     return head
 
 
+_SECRET_NAMES: dict[str, bool] = {}
+
+
+def _secret(name: str) -> bool:
+    """:func:`is_secret_header`, remembered per name: header names repeat endlessly, and the
+    glob patterns cost tens of microseconds per header."""
+    verdict = _SECRET_NAMES.get(name)
+    if verdict is None:
+        verdict = is_secret_header(name)
+        if len(_SECRET_NAMES) >= 10_000:
+            _SECRET_NAMES.clear()
+        _SECRET_NAMES[name] = verdict
+    return verdict
+
+
 def redact_headers(headers: Iterable[Any], sensitive: Sensitive) -> list[list[str]]:
     """Every header in order, duplicates kept, as ``[name, value]`` text (bytes read as
     latin-1, which is lossless); a secret header's value is ``{{its lower-case name}}``."""
@@ -100,7 +115,7 @@ def redact_headers(headers: Iterable[Any], sensitive: Sensitive) -> list[list[st
         except Exception:
             continue
         lowered = name.lower()
-        if is_secret_header(lowered):
+        if _secret(lowered):
             value = placeholder(lowered)
         elif lowered in URL_HEADERS:
             value = redact_url(value, sensitive)
