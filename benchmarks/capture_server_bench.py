@@ -8,7 +8,9 @@ uvicorn 1 worker on 127.0.0.1 serves the hello-world app of ``app.py`` wrapped i
 too (``capture-responses``); wrk (1 thread, 32 connections, the request mix of ``mix.py``, which
 carries query strings, referers and a few POST bodies) drives it after a 1 s warm-up. Rounds are
 interleaved so that a change in the machine's load hits every variant alike; the figures are
-medians over the rounds, and each variant's ratio to ``wrapped`` within the run. Prints JSON.
+medians over the rounds, and each variant's ratio to ``wrapped`` within the run. Each round also
+times the event loop's own CPU per request in-process (``inprocess.py``, 3 repeats), the
+figure least disturbed by other load on the machine. Prints JSON.
 """
 
 from __future__ import annotations
@@ -84,15 +86,27 @@ def measure(kind: str, binary: str, script: str, duration: float, connections: i
                     process.wait(10)
 
 
+def in_process(kind: str, n: int, repeats: int) -> float:
+    """Event-loop thread CPU per request (µs), the app called in a loop (``inprocess.py``)."""
+    with tempfile.TemporaryDirectory(prefix="capture-bench-") as folder:
+        out = subprocess.run(
+            [sys.executable, os.path.join(HERE, "inprocess.py"), "--kind", kind, "--db",
+             os.path.join(folder, "log.db"), "--n", str(n), "--repeats", str(repeats)],
+            capture_output=True, text=True, timeout=600, check=True,
+        ).stdout
+    return json.loads(out)["median_cpu_us"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--n", type=int, default=20_000, help="requests per in-process repeat")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.duration = 1, 2.0
+        args.rounds, args.duration, args.n = 1, 2.0, 2000
     binary = find_wrk()
     if binary is None:
         sys.exit("this benchmark needs wrk (apt-get install wrk)")
@@ -103,15 +117,17 @@ def main() -> None:
     try:
         for round_ in range(args.rounds):
             for kind in VARIANTS:
-                runs[kind].append(measure(kind, binary, script, args.duration, args.connections))
-                print(f"round {round_ + 1} {kind}: {runs[kind][-1]}", file=sys.stderr)
+                result = measure(kind, binary, script, args.duration, args.connections)
+                result["inprocess_loop_cpu_us"] = in_process(kind, args.n, 3)
+                runs[kind].append(result)
+                print(f"round {round_ + 1} {kind}: {result}", file=sys.stderr)
     finally:
         os.remove(script)
     summary = {}
     for kind, results in runs.items():
         summary[kind] = {
-            key: statistics.median(r[key] for r in results)
-            for key in ("rps", "p99_ms", "loop_cpu_us", "writer_cpu_us")
+            key: round(statistics.median(r[key] for r in results), 2)
+            for key in ("rps", "p99_ms", "loop_cpu_us", "writer_cpu_us", "inprocess_loop_cpu_us")
             if all(key in r for r in results)
         }
     base = summary["wrapped"]
