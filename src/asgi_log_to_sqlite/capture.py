@@ -152,19 +152,33 @@ class CaptureBuilder:
         self.sensitive = sensitive
         self.keep_responses = keep_responses
         self._lists: dict[Any, str] = {}
+        self._pairs: dict[Any, str | None] = {}
 
     def headers_json(self, headers: Any) -> str:
+        """The list as :func:`_headers_json` writes it; built from each header's JSON, which is
+        remembered too (a new list is mostly headers seen before, in another combination)."""
         try:
             key = tuple(headers or ())
             found = self._lists.get(key)
-        except TypeError:  # a list the server built of lists: not a dict key
+            if found is None:
+                found = "[" + ", ".join(filter(None, map(self._pair, key))) + "]"
+                if len(self._lists) >= MEMO_LIMIT:
+                    self._lists.clear()
+                self._lists[key] = found
+            return found
+        except TypeError:  # headers the server built as lists: not dict keys
             return _headers_json(headers, self.sensitive)
-        if found is None:
-            found = _headers_json(key, self.sensitive)
-            if len(self._lists) >= MEMO_LIMIT:
-                self._lists.clear()
-            self._lists[key] = found
-        return found
+
+    def _pair(self, item: Any) -> str | None:
+        pairs = self._pairs
+        found = pairs.get(item, False)
+        if found is False:
+            redacted = redact_headers((item,), self.sensitive)
+            found = json.dumps(redacted[0], ensure_ascii=False) if redacted else None
+            if len(pairs) >= MEMO_LIMIT:
+                pairs.clear()
+            pairs[item] = found
+        return found  # type: ignore[return-value]
 
     def row(
         self,
@@ -190,29 +204,35 @@ def capture_row(
 
     A kept request body's SHA-256 is of the bytes stored (redacted): a hash of a short secret
     could be reversed by guessing. A body too large to keep has the SHA-256 of what was sent;
-    one whose type announced JSON or a form but that does not parse is neither kept nor hashed.
+    one whose type announced JSON or a form but that does not parse is neither kept nor hashed;
+    an empty body is kept (``b""``) and not hashed.
     """
     if headers_json is None:
         def headers_json(headers: Any) -> str:
             return _headers_json(headers, sensitive)
 
     raw_path = scope.get("raw_path")
-    if not isinstance(raw_path, bytes):
+    if type(raw_path) is not bytes:
         raw_path = str(scope.get("path") or "").encode("utf-8")
-    query = scope.get("query_string") or b""
-    raw_query = redact_query(bytes(query).decode("latin-1"), sensitive).encode("latin-1")
+    query = scope.get("query_string")
+    raw_query = b""
+    if query:
+        raw_query = redact_query(bytes(query).decode("latin-1"), sensitive).encode("latin-1")
     request_headers = headers_json(scope.get("headers"))
 
-    body = request_sha = None
-    kept = 0
-    if request_tap is None or request_tap.kept:
-        data = request_tap.body() if request_tap is not None else b""
-        body = redact_body(data or b"", _header(scope.get("headers"), b"content-type"), sensitive)
-        if body is not None:
-            kept = 1
-            request_sha = hashlib.sha256(body).hexdigest()
+    body: bytes | None = b""
+    request_sha: str | None = None  # for no body (the usual GET): 64 bytes a row saved
+    kept = 1
+    if request_tap is None:
+        pass
+    elif request_tap.kept:
+        body = redact_body(
+            request_tap.body() or b"", _header(scope.get("headers"), b"content-type"), sensitive
+        )
+        request_sha = hashlib.sha256(body).hexdigest() if body else None
+        kept = int(body is not None)
     else:
-        request_sha = request_tap.sha256()
+        body, request_sha, kept = None, request_tap.sha256(), 0
 
     response_headers_json = response_body = response_sha = chunks = None
     response_kept = 0

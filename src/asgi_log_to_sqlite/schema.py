@@ -206,7 +206,8 @@ def capture_tables(conn: sqlite3.Connection) -> None:
     rowid). Header lists are JSON ``[[name, value], ...]`` kept once each in ``header_lists``;
     secrets in them, in the query and in bodies are ``{{name}}`` placeholders. A body is kept
     when it is within ``capture_body_limit`` (``*_body_kept`` = 1, its SHA-256 is then of the
-    bytes stored); else only its size (in ``requests``) and the SHA-256 of the bytes sent.
+    bytes stored, NULL for an empty request body); else only its size (in ``requests``) and the
+    SHA-256 of the bytes sent.
     ``response_chunks`` is JSON ``[[seconds after the response started, bytes], ...]``."""
     _lookup_table(conn, "header_lists")
     conn.execute(
