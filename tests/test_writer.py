@@ -689,3 +689,74 @@ def test_disk_full_request_unaffected_then_retried(tmp_path, caplog):
             assert log.stats()["dropped_write_failed"] == 0
         finally:
             log.close(10)
+
+
+# ---- values the sink refuses: set apart, the rest written at once ---------------------------
+class _Poisoning:
+    """A prepare step that lets values through that SQLite cannot store (as a row building bug
+    would): the writer must still write every other row at once."""
+
+    def __init__(self, options: Options, poisoned: set[str]) -> None:
+        self.inner = Prepare(options)
+        self.poisoned = poisoned
+        self.bad_records = 0
+
+    def __call__(self, records):
+        batch = self.inner(records)
+        position = list(schema_columns()).index("http_status")
+        batch.rows = [
+            (*row[:position], 2**64, *row[position + 1 :]) if row[2] in self.poisoned else row
+            for row in batch.rows
+        ]
+        return batch
+
+
+def schema_columns():
+    from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
+
+    return REQUEST_COLUMNS
+
+
+@pytest.mark.parametrize(
+    "bad", [{"/p7"}, {"/p0", "/p1999"}, {f"/p{i}" for i in range(0, 2000, 97)}]
+)
+def test_rows_the_sink_refuses_are_set_apart_and_the_rest_written_at_once(log_path, bad, caplog):
+    conn = connect(log_path)
+    ensure_schema(conn)
+    conn.close()
+    options = Options.from_kwargs({"flush_interval": 60, "batch_size": 5000})
+    writer = ThreadWriter(SQLiteSink(log_path, options), _Poisoning(options, bad), options)
+    try:
+        for i in range(2000):
+            writer.put(exchange(f"/p{i}"))
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            flush(writer, 10)
+        assert time.monotonic() - started < 5
+        assert count(log_path) == 2000 - len(bad)
+        assert count(log_path, "SELECT count(DISTINCT path) FROM requests") == 2000 - len(bad)
+        stats = writer.stats()
+        assert stats["dropped_bad_record"] == len(bad)
+        assert stats["dropped_write_failed"] == 0
+        assert stats["written"] == 2000 - len(bad)
+    finally:
+        writer.stop(10)
+    assert dropped(log_path) == {"bad_record": len(bad)}
+
+
+# ---- rotation precision ----------------------------------------------------------------------
+def test_max_rows_splits_a_batch_at_the_boundary(make_writer, log_path):
+    from asgi_log_to_sqlite import rotation
+
+    writer = make_writer(max_rows=200, flush_interval=60, batch_size=2000)
+    for i in range(2000):
+        writer.put(exchange(f"/r{i}"))
+    flush(writer)
+    for i in range(150):
+        writer.put(exchange(f"/s{i}"))
+    flush(writer)
+    files = [*rotation.rotated_files(log_path), log_path]
+    counts = [count(path) for path in files]
+    assert max(counts) <= 200
+    assert sum(counts) == 2150
+    assert counts[:-1] == [200] * (len(files) - 1)

@@ -188,9 +188,12 @@ def _sent_file_size(exchange: Exchange) -> int:
     length = size(response_header(exchange.response_headers, b"content-length"))
     if length is not None:
         return length
+    path = exchange.pathsend
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return 0
     try:
-        return os.path.getsize(exchange.pathsend)
-    except (OSError, TypeError, ValueError):
+        return os.path.getsize(path)
+    except (OSError, TypeError, ValueError, OverflowError):
         return 0  # gone, and no Content-Length said how big it was
 
 
