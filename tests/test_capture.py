@@ -233,3 +233,17 @@ def test_captures_follow_their_rows_when_rotation_splits_a_batch(tmp_path):
         assert all(r["raw_path"] == r["path"] for r in rows)
         seen += [r["path"] for r in rows]
     assert sorted(seen) == sorted(f"/items/{i}" for i in range(7))
+
+
+def test_a_capture_that_fails_leaves_the_request_logged(log_path, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("capture bug")
+
+    monkeypatch.setattr("asgi_log_to_sqlite.capture.CaptureBuilder.row", broken)
+    make_log(log_path, app_v1, TRAFFIC[:1], capture_requests=True, flush_interval=0.05)
+    conn = sqlite3.connect(log_path)
+    try:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM captures").fetchone()[0] == 0
+    finally:
+        conn.close()
