@@ -61,6 +61,10 @@ def make(kind: str, db: str | None):
 
     # Middleware options for a variant, e.g. BENCH_OPTIONS='{"writer": "inline"}'.
     options = json.loads(os.environ.get("BENCH_OPTIONS") or "{}")
+    if kind == "capture":
+        options["capture_requests"] = True
+    if kind == "capture-responses":
+        options.update(capture_requests=True, capture_responses=True)
     return AsgiLogToSqlite(hello, db, **options)
 
 

@@ -47,7 +47,8 @@ async def serve(app, scopes) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--kind", choices=["bare", "wrapped"], required=True)
+    parser.add_argument("--kind", required=True,
+                        choices=["bare", "wrapped", "capture", "capture-responses"])
     parser.add_argument("--db", default="inprocess.db")
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=7)
@@ -68,7 +69,7 @@ def main() -> None:
               "median_us": statistics.median(per_request),
               "cpu_us_per_request": cpu_per_request,
               "median_cpu_us": statistics.median(cpu_per_request)}
-    if args.kind == "wrapped":
+    if args.kind != "bare":
         if hasattr(app, "close"):
             result["stats"] = app.stats()
             app.close(60)

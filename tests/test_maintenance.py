@@ -655,3 +655,59 @@ def test_the_real_program(tmp_path, bad_inputs):
     run = subprocess.run([str(PROGRAM), "--help"], capture_output=True, text=True, timeout=60,
                          check=False)
     assert all(c in run.stdout for c in ("rotate", "prune", "vacuum", "merge"))
+
+
+def add_captures(path: str, tag: str) -> None:
+    """A capture row for every request: its header list names ``tag`` and the request's path."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for rowid, row_path in conn.execute("SELECT id, path FROM requests_view").fetchall():
+        headers = f'[["x-tag", "{tag}{row_path}"]]'
+        conn.execute("INSERT OR IGNORE INTO header_lists (name) VALUES (?)", (headers,))
+        list_id = conn.execute("SELECT id FROM header_lists WHERE name = ?", (headers,)).fetchone()
+        conn.execute(
+            "INSERT INTO captures (request, raw_path, request_headers, request_body, "
+            "request_body_kept, response_headers, response_body_sha256) "
+            "VALUES (?, ?, ?, ?, 1, ?, ?)",
+            (rowid, row_path.encode(), list_id[0], b"body" + row_path.encode(), list_id[0],
+             "h" + row_path),
+        )
+    conn.close()
+
+
+def test_prune_takes_captures_with_their_rows(log_path):
+    now = time.time()
+    make_log(log_path, [(now - age * DAY, f"/p/{age}", "agent") for age in (40, 35, 1)])
+    add_captures(log_path, "t")
+    conn = sqlite3.connect(log_path, isolation_level=None)
+    conn.execute("INSERT INTO captures (request, raw_path) VALUES (999, x'2f')")  # an orphan
+    conn.close()
+    maintenance.prune(log_path, 30 * DAY, now=now)
+    conn = sqlite3.connect(log_path)
+    assert conn.execute(
+        "SELECT request, raw_path, request_headers, request_body FROM captures_view"
+    ).fetchall() == [(3, "/p/1", '[["x-tag", "t/p/1"]]', b"body/p/1")]
+    conn.close()
+
+
+def test_merge_keeps_captures_with_their_rows(tmp_path):
+    a, b, out = (str(tmp_path / n) for n in ("a.db", "b.db", "out.db"))
+    make_log(a, [(1.0, "/a1", "x"), (2.0, "/a2", "x")])
+    make_log(b, [(3.0, "/b1", "x"), (4.0, "/b2", "x")])
+    add_captures(a, "a")
+    add_captures(b, "b")
+    make_log(out, [(0.5, "/already-there", "x")])
+    add_captures(out, "o")
+    maintenance.merge(out, [a, b])
+    conn = sqlite3.connect(out)
+    rows = conn.execute(
+        "SELECT requests_view.path, captures_view.raw_path, captures_view.request_headers, "
+        "captures_view.response_headers, captures_view.response_body_sha256 "
+        "FROM requests_view JOIN captures_view ON captures_view.request = requests_view.id "
+        "ORDER BY requests_view.start"
+    ).fetchall()
+    conn.close()
+    assert rows == [
+        (p, p, f'[["x-tag", "{tag}{p}"]]', f'[["x-tag", "{tag}{p}"]]', "h" + p)
+        for tag, p in (("o", "/already-there"), ("a", "/a1"), ("a", "/a2"), ("b", "/b1"),
+                       ("b", "/b2"))
+    ]

@@ -367,11 +367,12 @@ def _copy(
                 if table not in maps:
                     maps[table] = _map_lookup(src, out, table)
                 remap.append((i, maps[table]))
-        # Captured headers point at request row ids: the output gives the copied rows new ones,
+        # Captured headers and captures point at request row ids: the output gives the copied rows new ones,
         # consecutive after its largest (one transaction, nobody else writing).
         wanted: set[int] = set()
-        if "captured_headers" in src_tables:
-            wanted = {row[0] for row in src.execute("SELECT DISTINCT request FROM captured_headers")}
+        for table in ("captured_headers", "captures"):
+            if table in src_tables:
+                wanted.update(row[0] for row in src.execute(f"SELECT DISTINCT request FROM {table}"))
         base = out.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
         new_rowid: dict[int, int] = {}
         names = ", ".join(f"[{c}]" for c in columns)
@@ -397,7 +398,12 @@ def _copy(
             copied += len(chunk)
             report(len(chunk))
         if new_rowid:
-            _copy_captured_headers(src, out, new_rowid, base + copied, source.path)
+            if out.execute("SELECT max(rowid) FROM requests").fetchone()[0] != base + copied:
+                raise MaintenanceError(f"{source.path}: the copied rows did not get consecutive ids")
+            if "captured_headers" in src_tables:
+                _copy_captured_headers(src, out, new_rowid)
+            if "captures" in src_tables:
+                _copy_captures(src, out, new_rowid)
         for table in ("dropped", "excluded_requests"):
             if table in src_tables:
                 out.executemany(
@@ -414,11 +420,8 @@ def _copy(
 
 
 def _copy_captured_headers(
-    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int], last: int,
-    path: str,
+    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int]
 ) -> None:
-    if out.execute("SELECT max(rowid) FROM requests").fetchone()[0] != last:
-        raise MaintenanceError(f"{path}: the copied rows did not get consecutive ids")
     names = _map_lookup(src, out, "header_names")
     values = _map_lookup(src, out, "header_values")
     out.executemany(
@@ -511,6 +514,36 @@ def _merge_into(
         )
         result.merged.append(source.path)
     result.rows = copied
+
+
+#: The columns of ``captures`` copied by merge; the two header-list ids are remapped.
+CAPTURE_COLUMNS = (
+    "request", "raw_path", "raw_query", "request_headers", "request_body",
+    "request_body_sha256", "request_body_kept", "response_headers", "response_body",
+    "response_body_sha256", "response_body_kept", "response_chunks",
+)
+
+
+def _copy_captures(
+    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int]
+) -> None:
+    lists = _map_lookup(src, out, "header_lists")
+    names = ", ".join(CAPTURE_COLUMNS)
+    rows = src.execute(f"SELECT {names} FROM captures ORDER BY request")
+    insert = f"INSERT INTO captures ({names}) VALUES ({', '.join('?' for _ in CAPTURE_COLUMNS)})"
+    while True:
+        chunk = rows.fetchmany(MERGE_CHUNK)
+        if not chunk:
+            return
+        out.executemany(
+            insert,
+            (
+                (new_rowid[row[0]], row[1], row[2], lists.get(row[3]), *row[4:7],
+                 lists.get(row[7]), *row[8:])
+                for row in chunk
+                if row[0] in new_rowid  # a capture whose row is gone stays behind
+            ),
+        )
 
 
 def merge(

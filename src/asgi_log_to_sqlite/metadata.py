@@ -79,6 +79,7 @@ LOOKUP_DESCRIPTIONS: dict[str, str] = {
     "routes": "Distinct route templates",
     "header_names": "Names of the captured headers",
     "header_values": "Distinct values of the captured headers",
+    "header_lists": "Distinct header lists of captured requests and responses (JSON)",
 }
 
 FACETS = ["http_status", "method", "content_type", "host"]
@@ -381,6 +382,27 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                     "direction": "request or response",
                     "name": "Header name, lower case",
                     "value": "Header value",
+                },
+            }
+    for name in ("captures", "captures_view"):
+        if name in tables:
+            meta_tables[name] = {
+                "description": "What a replay needs of a request (capture_requests; see "
+                "docs/replay.md), secrets as {{name}} placeholders; one row per captured request",
+                "columns": {
+                    "request": "Row id of the request in the requests table",
+                    "raw_path": "The path's bytes as sent",
+                    "raw_query": "The query's bytes as sent, sensitive values as placeholders",
+                    "request_headers": "Every request header in order, JSON [[name, value], ...]",
+                    "request_body": "The request body (redacted), when within the limit",
+                    "request_body_sha256": "SHA-256 of the stored body, or of the sent one when "
+                    "too large to keep",
+                    "request_body_kept": "1 when request_body is the whole body",
+                    "response_headers": "Response headers, JSON (capture_responses)",
+                    "response_body": "The response body (redacted, capture_responses)",
+                    "response_body_sha256": "SHA-256 of the response body the app sent",
+                    "response_body_kept": "1 when response_body is the whole body",
+                    "response_chunks": "JSON [[seconds after the response started, bytes], ...]",
                 },
             }
     for name, columns in tables.items():

@@ -70,6 +70,12 @@ class AsgiLogToSqlite:
         self.app = app
         self.options = Options.from_kwargs(options)
         self._given = dict(options)  # as given: what a writer process validates again
+        # What the observers keep of bodies for replay (capture.py), or None.
+        self.capture = (
+            (self.options.capture_body_limit, self.options.capture_responses)
+            if self.options.capture_requests
+            else None
+        )
         self.sink = open_sink(file, self.options)
         self.file = self.sink.name
         self.sink.prepare()

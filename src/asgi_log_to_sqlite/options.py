@@ -117,8 +117,18 @@ class Options:
     #: Fraction of requests recorded; each row stores it in ``sample_rate``.
     sample: float = _field(1.0, v.sample_setting)
 
+    # --- capture for replay (see docs/replay.md) ----------------------------------------------
+    #: Keep what a replay needs of each request in ``captures``: raw path and query, every
+    #: header, the body within the limit, the response body's SHA-256; secrets as placeholders.
+    capture_requests: bool = _field(False, v.boolean)
+    #: Bytes of a body kept at most ("64KB"; 0 keeps none); beyond, its size and SHA-256 only.
+    capture_body_limit: int = _field(v.CAPTURE_BODY_LIMIT, v.body_limit)
+    #: Also keep response headers, bodies within the limit and when each chunk was sent.
+    capture_responses: bool = _field(False, v.boolean)
+
     def __post_init__(self) -> None:
         v.check_captured_headers(self)  # checks that span several options
+        v.check_capture(self)
         _check_rotation(self)
         _check_writer(self)
 

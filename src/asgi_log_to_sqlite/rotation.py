@@ -64,6 +64,9 @@ logger = logging.getLogger("asgi_log_to_sqlite")
 
 #: Suffix of the lock file beside the log (``log.db`` -> ``log.db.lock``).
 LOCK_SUFFIX = ".lock"
+#: Tables whose rows belong to one ``requests`` row (their ``request`` column is its rowid):
+#: deleted with it.
+CHILD_TABLES = ("captured_headers", "captures")
 #: Rows deleted per transaction by retention and prune: short write locks, readers never wait.
 DELETE_BATCH = 1000
 
@@ -428,21 +431,21 @@ def delete_older_than(
 ) -> tuple[int, bool]:
     """Delete rows with ``start < cutoff``, ``batch`` per transaction; (deleted, finished).
 
-    Their captured headers go with them (a row id freed here can be given to a new request),
-    and so do the hourly counts of dropped and excluded requests before the cutoff's hour.
-    Lookup rows are never deleted: writers in other processes may hold their ids in memory.
+    Their captured headers and captures go with them (a row id freed here can be given to a
+    new request), and so do the hourly counts of dropped and excluded requests before the
+    cutoff's hour. Lookup rows are never deleted: writers in other processes may hold their ids
+    in memory.
     """
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    children = [table for table in CHILD_TABLES if table in tables]
     doomed = "SELECT rowid FROM requests WHERE start < ? LIMIT ?"
     deleted = 0
     transactions = 0
     while max_transactions is None or transactions < max_transactions:
         with transaction(conn):
-            if "captured_headers" in tables:
-                # The same query twice in one transaction: the same rows.
-                conn.execute(
-                    f"DELETE FROM captured_headers WHERE request IN ({doomed})", (cutoff, batch)
-                )
+            for table in children:
+                # The same query each time in one transaction: the same rows.
+                conn.execute(f"DELETE FROM {table} WHERE request IN ({doomed})", (cutoff, batch))
             count = conn.execute(
                 f"DELETE FROM requests WHERE rowid IN ({doomed})", (cutoff, batch)
             ).rowcount
@@ -458,10 +461,9 @@ def delete_older_than(
                 for table in ("dropped", "excluded_requests"):
                     if table in tables:
                         conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
-                if "captured_headers" in tables:  # left behind by versions before this one
+                for table in children:  # left behind by versions before this one
                     conn.execute(
-                        "DELETE FROM captured_headers WHERE request NOT IN "
-                        "(SELECT rowid FROM requests)"
+                        f"DELETE FROM {table} WHERE request NOT IN (SELECT rowid FROM requests)"
                     )
             return deleted, True
     return deleted, False
