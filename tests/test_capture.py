@@ -240,7 +240,8 @@ def test_a_capture_that_fails_leaves_the_request_logged(log_path, monkeypatch):
         raise RuntimeError("capture bug")
 
     monkeypatch.setattr("asgi_log_to_sqlite.capture.CaptureBuilder.row", broken)
-    make_log(log_path, app_v1, TRAFFIC[:1], capture_requests=True, flush_interval=0.05)
+    make_log(log_path, app_v1, TRAFFIC[:1], capture_requests=True, flush_interval=0.05,
+             writer="thread")  # the patch is of this process
     conn = sqlite3.connect(log_path)
     try:
         assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 1

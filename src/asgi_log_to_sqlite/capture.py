@@ -24,7 +24,7 @@ from typing import Any
 
 from .privacy.capture import redact_body, redact_headers, redact_query
 
-__all__ = ["BodyTap", "CaptureBuilder", "ResponseTap", "capture_row"]
+__all__ = ["BodyTap", "CaptureBuilder", "ResponseTap", "TapSnapshot", "capture_row"]
 
 #: Chunk timings kept per response at most; later chunks are added to the last one.
 MAX_CHUNK_TIMINGS = 10_000
@@ -67,6 +67,34 @@ class BodyTap:
 
     def sha256(self) -> str | None:
         return self.digest.hexdigest() if self.digest is not None else None
+
+    def freeze(self) -> TapSnapshot:
+        return TapSnapshot(self.kept, self.body(), self.sha256(), self.size, None)
+
+
+class TapSnapshot:
+    """A tap's result as plain values, for a writer process (a hash object cannot be pickled);
+    it answers what :func:`capture_row` asks of a tap."""
+
+    __slots__ = ("_body", "_sha256", "_timings", "kept", "size")
+
+    def __init__(self, kept: bool, body: bytes | None, sha256: str | None, size: int,
+                 timings: str | None) -> None:
+        self.kept, self._body, self._sha256, self.size, self._timings = (
+            kept, body, sha256, size, timings
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TapSnapshot, (self.kept, self._body, self._sha256, self.size, self._timings))
+
+    def body(self) -> bytes | None:
+        return self._body
+
+    def sha256(self) -> str | None:
+        return self._sha256
+
+    def chunk_timings(self) -> str | None:
+        return self._timings
 
 
 class ResponseTap:
@@ -113,6 +141,9 @@ class ResponseTap:
 
     def sha256(self) -> str:
         return self.digest.hexdigest()
+
+    def freeze(self) -> TapSnapshot:
+        return TapSnapshot(self.kept, self.body(), self.sha256(), self.size, self.chunk_timings())
 
     def chunk_timings(self) -> str | None:
         """JSON ``[[seconds after the start, bytes], ...]``, for a mock to keep the pace."""

@@ -79,6 +79,19 @@ class Encoder:
         path = get("path")
         lossy = type(path) is not str or not path or "\ufffd" in path
         raw_path = get("raw_path") if lossy else None  # only where the row building needs it
+        captured = None
+        if exchange.capture is not None:
+            # Capture stores every header (secret ones as placeholders, in the writer) and
+            # what the taps kept of the bodies.
+            request_tap, response_tap = exchange.request_tap, exchange.response_tap
+            captured = (
+                exchange.capture,
+                list(headers or ()),
+                get("raw_path"),
+                request_tap.freeze() if request_tap is not None else None,
+                response_tap.freeze() if response_tap is not None else None,
+                list(response or ()),
+            )
         return (
             exchange.key,
             exchange.start,
@@ -104,6 +117,7 @@ class Encoder:
             exchange.pathsend,
             route if route is None or type(route) is str else None,
             actor if actor is None or type(actor) is str else None,
+            captured,
         )
 
 
@@ -111,7 +125,7 @@ def decode(record: tuple[Any, ...]) -> Exchange:
     """The exchange an encoded tuple stands for, in the writer process."""
     (key, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
      kind, method, path, raw_path, query_string, headers, client, server, scheme, http_version,
-     content_type, response_kept, pathsend, route, actor) = record
+     content_type, response_kept, pathsend, route, actor, captured) = record
     scope: dict[str, Any] = {
         "type": kind,
         "method": method,
@@ -144,4 +158,10 @@ def decode(record: tuple[Any, ...]) -> Exchange:
         response.extend(response_kept)
     exchange.response_headers = response
     exchange.pathsend = pathsend
+    if captured is not None:
+        (exchange.capture, scope["headers"], raw, exchange.request_tap, exchange.response_tap,
+         full_response) = captured
+        if raw is not None:
+            scope["raw_path"] = raw
+        exchange.response_headers = full_response
     return exchange
