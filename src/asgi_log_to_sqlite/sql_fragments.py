@@ -34,7 +34,10 @@ def milliseconds(seconds: str) -> str:
 
 
 def readable_bytes(count: str) -> str:
-    """A byte count as Datasette writes sizes: ``"999 bytes"``, ``"1.5 KB"``, ``"2.0 GB"``."""
+    """A byte count as Datasette writes sizes: ``"999 bytes"``, ``"1.5 KB"``, ``"2.0 GB"``.
+
+    (An exact tie such as 1280 bytes, 1.25 KB, reads "1.3 KB" here and "1.2 KB" in Python.)
+    """
     steps = [f"WHEN {count} < 1024 THEN CAST({count} AS INTEGER) || ' bytes'"]
     for (unit, size), (_, next_size) in itertools.pairwise(_BYTE_UNITS):
         steps.append(f"WHEN {count} < {next_size} THEN printf('%.1f {unit}', {count} / {size}.0)")
