@@ -207,7 +207,8 @@ def _naming_the_option(error: Exception, config: PluginConfig) -> str:
     """The middleware's message, sure to name the option at fault.
 
     The middleware names the option in its messages; an error raised from deeper down that does
-    not is pinned on the option that fails the same way on its own, else on ``file``.
+    not (``UnicodeEncodeError``, ``RecursionError``...) is pinned on the option that fails the
+    same way on its own, else on ``file``.
     """
     message = str(error) or type(error).__name__
     if _NAMES_AN_OPTION.search(message):
@@ -216,7 +217,7 @@ def _naming_the_option(error: Exception, config: PluginConfig) -> str:
         try:
             Options.from_kwargs({name: value})
         except Exception as alone:  # noqa: BLE001 - compared with the first failure
-            if type(alone) is type(error) and str(alone) == str(error):
+            if type(alone) is type(error) and not _NAMES_AN_OPTION.search(str(alone)):
                 return f"option {name!r}: {message}"
     return f"option 'file': {message}"
 
