@@ -171,6 +171,9 @@ class Chart:
     lookup: str | None = None
 
 
+_FROM_UTC = "strftime('%Y-%m-%d %H:%M UTC', max(bucket, span.lo), 'unixepoch')"
+
+
 # Placeholders in chart SQL, filled in by _render_sql: @RANGE@ the range CTE, @WHERE@ the rows
 # of the range that pass the filters, @LINK@ the filters as table filters (an SQL string), @TABLE@
 # the address of the requests table page (an SQL string), @SAMPLE@ the SAMPLE below.
@@ -194,6 +197,7 @@ def _time_series(
 )
 SELECT {iso_time("max(bucket, span.lo)")} AS time,
   {iso_time("min(bucket + span.width, span.hi)")} AS time_end,
+  {_FROM_UTC} AS from_utc,
   buckets.*{extra_columns},
   @TABLE@ || '?_sort_desc=start&start__gte=' || max(bucket, span.lo)
     || '&start__lt=' || min(bucket + span.width, span.hi){group_link} || @LINK@ AS rows_url
@@ -228,7 +232,7 @@ def _ranking(label: str, encoding: dict[str, Any]) -> dict[str, Any]:
     """
     return {
         "height": 18 * TOP,
-        "mark": {"type": "bar", "tooltip": True},
+        "mark": {"type": "bar", "tooltip": True, "size": 14},
         "encoding": {
             "y": {"field": label, "type": "nominal", "sort": "-x", "title": None,
                   "axis": {"labelLimit": 260}},
@@ -294,6 +298,7 @@ _LATENCY_SQL = f"""WITH @RANGE@, sampling AS (
 )
 SELECT {iso_time("max(bucket, span.lo)")} AS time,
   {iso_time("min(bucket + span.width, span.hi)")} AS time_end,
+  {_FROM_UTC} AS from_utc,
   buckets.*,
   @TABLE@ || '?_sort_desc=duration&start__gte=' || max(bucket, span.lo)
     || '&start__lt=' || min(bucket + span.width, span.hi) || @LINK@ AS rows_url
@@ -319,6 +324,10 @@ SELECT {NOTHING}, '5xx', 0, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM top)
 ORDER BY 4 DESC, 1, 2"""
 
 
+# The start of a bucket, in a tooltip: text from SQL, in UTC like the axis.
+_FROM = {"field": "from_utc", "type": "nominal", "title": "from"}
+
+
 def _over_time(
     field: str,
     title: str,
@@ -337,7 +346,7 @@ def _over_time(
         "y": y,
         "y2": {"datum": 0},
         "href": {"field": "rows_url"},
-        "tooltip": [{"field": "time", "type": "nominal", "title": "from (UTC)"}]
+        "tooltip": [_FROM]
         + [{"field": name, "title": label} for name, label in tooltip],
     }
     spec: dict[str, Any] = {"mark": {"type": "bar", "tooltip": True}, "encoding": encoding}
@@ -392,7 +401,7 @@ CHARTS: tuple[Chart, ...] = (
                           "scale": {"domain": ["p50_ms", "p95_ms", "p99_ms"],
                                     "range": ["#4caf50", "#ff9800", "#e53935"]}},
                 "href": {"field": "rows_url"},
-                "tooltip": [{"field": "time", "type": "nominal", "title": "from (UTC)"},
+                "tooltip": [_FROM,
                             {"field": "percentile"}, {"field": "ms"}, {"field": "requests"}],
             },
         },
