@@ -16,6 +16,7 @@ SLOW_TESTS = {
     "test_report_as_a_process_over_several_files",
     "test_the_real_program",
     "test_cli_bad_input",
+    "test_any_configuration_fails_by_name_or_serves_every_page",
 }
 
 

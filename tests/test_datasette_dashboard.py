@@ -174,7 +174,8 @@ def test_the_dashboard_of_the_private_log_is_private(datasettes, data_db, known_
 
 
 def test_a_log_kept_private_by_datasette_itself(datasettes, data_db, known_log):  # noqa: F811
-    ds = datasettes([data_db, known_log], metadata={"databases": {"log": {"allow": {"id": "root"}}}})
+    private = {"databases": {"log": {"allow": {"id": "root"}}}}
+    ds = datasettes([data_db, known_log], metadata=private)
     assert_hidden(ds, None)
     assert_hidden(ds, "bob")
     assert_shown(ds, "root")

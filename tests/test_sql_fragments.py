@@ -1,4 +1,4 @@
-"""Human units in SQL: sizes read exactly as Datasette writes them, milliseconds to 0.1, ISO times."""
+"""Human units in SQL: sizes read as Datasette writes them, milliseconds to 0.1, ISO times."""
 
 from __future__ import annotations
 

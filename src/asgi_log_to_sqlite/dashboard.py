@@ -220,7 +220,9 @@ _STATUS_COLORS = {
 }
 _ERROR_KIND = "CASE WHEN requests.http_status >= 500 THEN '5xx' ELSE '404' END"
 _IS_ERROR = " AND (requests.http_status >= 500 OR requests.http_status = 404)"
-_ERROR_KIND_LINK = " || CASE kind WHEN '404' THEN '&http_status=404' ELSE '&http_status__gte=500' END"
+_ERROR_KIND_LINK = (
+    " || CASE kind WHEN '404' THEN '&http_status=404' ELSE '&http_status__gte=500' END"
+)
 _ERROR_COLORS = {"domain": ["404", "5xx"], "range": ["#ff9800", "#e53935"]}
 
 
