@@ -55,3 +55,18 @@ def test_server_bench_measures_each_variant(tmp_path, kind):
     if measured["main_cpu_us"] is not None:  # Linux: per-thread CPU from /proc
         assert measured["main_cpu_us"] > 0
         assert measured["other_cpu_us"] >= 0
+
+
+def test_dashboard_benchmark_times_every_chart(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "dashboard_benchmark.py", "--rows", "3000", "--repeat", "1",
+         "--keep", str(tmp_path / "log.db")],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    ).stdout
+    for period in ("24h", "7d"):
+        assert f"period={period}" in out
+    for chart in ("requests", "latency", "top_paths"):
+        assert out.count(f"  {chart} ") == 2, out
+    assert "rows: HTTP" not in out  # no query failed
+    if os.path.exists("/usr/bin/chromium"):
+        assert out.count("dashboard drawn in headless Chromium") == 2
