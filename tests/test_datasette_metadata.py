@@ -4,6 +4,7 @@ right numbers on a log whose every row is known."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -286,3 +287,39 @@ def test_sampled_rows_count_for_the_requests_they_stand_for(tmp_path):
     assert day["bytes_sent"] == 5007
     top = dict(conn.execute(queries["top_paths"]["sql"]).fetchone())
     assert (top["path"], top["requests"], top["errors"]) == ("/", 51, 1)
+
+
+def test_canned_queries_speak_human_units(known_log):
+    """Milliseconds rounded to 0.1, integer bytes beside Datasette's sizes, ISO 8601 times."""
+    from datasette.utils import format_bytes
+
+    meta = metadata_for_file(known_log)["databases"]["log"]
+    conn = sqlite3.connect(known_log)
+    conn.row_factory = sqlite3.Row
+    for name, query in meta["queries"].items():
+        rows = [dict(row) for row in conn.execute(query["sql"])]
+        assert rows, name
+        for row in rows:
+            assert not [c for c in row if c.endswith("_seconds")], (name, row)
+            for column, value in row.items():
+                if column.endswith("_ms"):
+                    assert isinstance(value, float) and value == round(value, 1), (name, column)
+                if column.startswith("bytes_") or column == "avg_bytes":
+                    assert isinstance(value, int), (name, column, value)
+                if column in ("sent", "received"):
+                    assert value == format_bytes(row[f"bytes_{column}"]), (name, row)
+                if column in ("hour", "last_seen"):
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value), (name, value)
+                if column == "day":
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\d", value), (name, value)
+
+
+def test_the_metadata_holds_the_dashboard(known_log):
+    document = metadata_for_file(known_log, "access")
+    dashboards = document["plugins"]["datasette-dashboards"]
+    assert list(dashboards) == ["traffic-access"]
+    chart = dashboards["traffic-access"]["charts"]["requests"]
+    assert chart["db"] == "access" and "'/access/requests' ||" in chart["query"]
+    metadata, config = split_for_datasette_1(document)
+    assert "plugins" not in metadata
+    assert config["plugins"] == document["plugins"]

@@ -16,6 +16,11 @@ pre-releases, whose hooks differ:
 * **Metadata** for every database that is a log (detected by its schema): 0.65 through
   ``get_metadata``, 1.0 by writing it into the internal catalog and configuration at start-up,
   never over what the user configured.
+* **The traffic dashboard** of every log database, in datasette-dashboards' configuration
+  (0.65's ``get_metadata`` for the ``plugins`` key), as private as the log: see
+  :mod:`.datasette_dashboard`.
+* **The whole configuration is checked at start-up**, ``allow`` included (Datasette reads an allow
+  block only while answering a permission check, so a bad one would fail every page later).
 """
 
 from __future__ import annotations
