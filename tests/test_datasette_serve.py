@@ -200,6 +200,7 @@ def test_metadata_and_canned_queries_on_a_known_log(datasette, tmp_path):
         ({"flush_interval": -1}, "flush_interval"),
         ({"no_such_option": True}, "no_such_option"),
         ({"allow": 5}, "allow"),
+        ({"allow": {"id": {"x": 1}}}, "allow"),
         ({"file": None}, "file"),
     ],
 )
