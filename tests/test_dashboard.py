@@ -183,8 +183,9 @@ def test_the_time_range(log, filters, expected):
 
 
 def test_status_classes_and_errors(log):
-    classes = {(r["time"][11:13], r["status_class"]): r["requests"]
-               for r in chart_rows(log, "status_classes")}
+    rows = chart_rows(log, "status_classes")
+    assert all(type(r["requests"]) is int for r in rows)
+    classes = {(r["time"][11:13], r["status_class"]): r["requests"] for r in rows}
     assert classes == {("00", "2xx"): 10, ("01", "5xx"): 4, ("01", "4xx"): 3,
                        ("02", "3xx"): 2, ("02", "other"): 1, ("02", "2xx"): 1}
     errors = [(r["time"][11:13], r["kind"], r["requests"]) for r in chart_rows(log, "errors")]
@@ -314,5 +315,13 @@ def test_the_instance_filter_appears_with_the_column(log):
 
 def test_a_sampled_log_counts_the_requests_rows_stand_for(log):
     log.execute(f"UPDATE requests SET sample_rate = 0.5 WHERE start < {DAY + 3600}")
+    log.execute("UPDATE requests SET sample_rate = 0.25 WHERE http_status IS NULL")
     rows = [r for r in chart_rows(log, "requests") if r["requests"]]
     assert rows[0]["requests"] == 20
+    classes: dict[str, int] = {}
+    for row in chart_rows(log, "status_classes"):
+        assert type(row["requests"]) is int
+        classes[row["status_class"]] = classes.get(row["status_class"], 0) + row["requests"]
+    assert classes == {"2xx": 21, "4xx": 3, "5xx": 4, "3xx": 2, "other": 4}
+    top = chart_rows(log, "top_paths")[0]
+    assert (top["path"], top["requests"]) == ("/", 21)

@@ -14,11 +14,12 @@ it drops when the filter is empty (a block holds one parameter and no line break
 ``requests`` table page (the same time slice and filters as Datasette table filters), so a click
 opens them.
 
-**Speed**: the range is a one-row CTE of integer constants, so every chart reads only the rows
-of the range, through the index on ``requests.start``; buckets are grouped as integers and
-formatted once each. The default range is the last 24 hours of the log. Long ranges still read
-``requests`` row by row; once hourly rollup tables exist, they are the place to read long ranges
-from (the ``range`` CTE already yields the bucket width a rollup would serve).
+**Speed**: the range is a one-row CTE of integer constants (``span``), so every chart reads only
+the rows of the range, through the index on ``requests.start``; charts over time search the
+index once per bucket instead of sorting the range to group it. The default range is the last 24
+hours of the log. Long ranges still read ``requests`` row by row; once hourly rollup tables
+exist, they are the place to read long ranges from (``span`` already yields the bucket width a
+rollup would serve, and the bucket slices are built apart from what is counted in them).
 
 **Seams**: a filter for ``instance`` appears for logs that have that column and its lookup table
 (logs pulled from several instances).
@@ -220,6 +221,7 @@ ORDER BY counted.bucket"""
 def _stacked_series(name: str, series: list[tuple[str, str, str]], where: str = "") -> str:
     """SQL of stacked bars over time: per bucket, one row per series (``(name, condition on the
     request, its table filters)``) that has requests, all counted in one pass over the bucket."""
+    # (no parentheses inside a condition: sample_weighted rewrites ``TOTAL(...)`` by pattern)
     totals = ", ".join(f"TOTAL({condition})" for _, condition, _ in series)
     values = ", ".join(
         f"({i}, '{label}', '{link}')" for i, (label, _, link) in enumerate(series)
@@ -245,7 +247,7 @@ _STATUS_SERIES = [
     (f"{c}xx", f"requests.http_status BETWEEN {c}00 AND {c}99",
      f"&http_status__gte={c}00&http_status__lt={c + 1}00")
     for c in range(1, 6)
-] + [("other", "coalesce(requests.http_status NOT BETWEEN 100 AND 599, 1)",
+] + [("other", "requests.http_status IS NULL OR requests.http_status NOT BETWEEN 100 AND 599",
       "&http_status__isnull=1")]
 _STATUS_COLORS = {
     "domain": ["1xx", "2xx", "3xx", "4xx", "5xx", "other"],
