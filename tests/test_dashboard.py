@@ -133,6 +133,7 @@ def test_slugs_and_addresses():
     for name in ("log", "access log", "café", "a/b.c", "x~y"):
         assert table_path(name) == f"/{tilde_encode(name)}/requests"
     assert table_path("log", base_url="/prefix/") == "/prefix/log/requests"
+    assert table_path("l\udcffg") == "/l~FFg/requests"  # a file name that is not UTF-8
     with_url = dashboard_config("log", tables, "/base/log/requests")
     assert "'/base/log/requests' ||" in with_url["charts"]["requests"]["query"]
 

@@ -513,11 +513,16 @@ def table_path(database: str, table: str = "requests", base_url: str = "/") -> s
 
 
 def _tilde_encode(name: str) -> str:
-    """Datasette's tilde encoding of names in URLs: ``-``, ``_`` and alphanumerics stay."""
+    """Datasette's tilde encoding of names in URLs: ``-``, ``_`` and alphanumerics stay.
+
+    (A name from a file name that is not UTF-8 keeps its raw bytes, as ``~XX``.)
+    """
     safe = re.compile(r"[A-Za-z0-9_\-]")
     return "".join(
-        ch if safe.fullmatch(ch) else ("+" if ch == " " else
-                                       "".join(f"~{b:02X}" for b in ch.encode("utf-8")))
+        ch if safe.fullmatch(ch) else (
+            "+" if ch == " " else
+            "".join(f"~{b:02X}" for b in ch.encode("utf-8", "surrogateescape"))
+        )
         for ch in name
     )
 

@@ -476,10 +476,13 @@ def log_dashboards(datasette: Any) -> dict[str, Any]:
     cached = _dashboards_cache.get(datasette)
     if cached is not None and cached[0] == key:
         return cached[1]
-    found = dashboard.dashboards_config(
-        {name: log.tables for name, log in logs.items()},
-        {name: datasette.urls.table(name, "requests") for name in logs},
-    )
+    urls = {}
+    for name in logs:
+        try:
+            urls[name] = datasette.urls.table(name, "requests")
+        except Exception:  # noqa: BLE001 - a name Datasette cannot spell: Datasette's problem
+            urls[name] = dashboard.table_path(name)
+    found = dashboard.dashboards_config({name: log.tables for name, log in logs.items()}, urls)
     _dashboards_cache[datasette] = (key, found)
     return found
 
