@@ -430,7 +430,7 @@ _PAGES = ("/", "/data/items.json", "/log", "/log/requests.json", "/-/dashboards"
 
 
 @pytest.mark.timeout(120)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(extra=_CONFIGS)
 def test_any_configuration_fails_by_name_or_serves_every_page(extra):
     with tempfile.TemporaryDirectory() as folder:
