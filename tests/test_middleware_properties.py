@@ -132,7 +132,7 @@ def run_one(log: AsgiLogToSqlite, scope: dict[str, Any], sent: list[Any], fail: 
     async def main() -> None:
         try:
             await log(scope, receive, send)
-        except Exception as raised:
+        except Exception as raised:  # noqa: BLE001 - whatever it is, it must be the app's
             assert fail is not None, f"the middleware raised on its own: {raised!r}"
             assert type(raised) is error and raised.args[0].endswith("the response")
         else:
@@ -150,7 +150,9 @@ def totals(log: AsgiLogToSqlite, path: str) -> int:
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-        excluded = conn.execute("SELECT coalesce(sum(count), 0) FROM excluded_requests").fetchone()[0]
+        excluded = conn.execute(
+            "SELECT coalesce(sum(count), 0) FROM excluded_requests"
+        ).fetchone()[0]
     finally:
         conn.close()
     stats = log.stats()
