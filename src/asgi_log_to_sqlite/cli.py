@@ -440,13 +440,17 @@ def replay(log: str, target: str | None, app_spec: str | None, since: float | No
 
 # --- mock and record ----------------------------------------------------------------------
 def _run_server(app: object, host: str, port: int, log_level: str) -> None:
-    """``app`` under uvicorn until Ctrl-C or SIGTERM; a server that cannot start is one line."""
+    """``app`` under uvicorn until Ctrl-C or SIGTERM; a server that cannot start is one line.
+
+    Without uvicorn's access log: it would print the secrets in query strings that the log
+    itself redacts.
+    """
     import uvicorn
     from uvicorn.main import STARTUP_FAILURE
 
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
-                    proxy_headers=False)
+                    proxy_headers=False, access_log=False)
     except SystemExit as stop:  # an address in use: uvicorn logged why
         if stop.code != STARTUP_FAILURE:
             raise
@@ -525,6 +529,14 @@ def mock(log: str, host: str, port: int, cycle: bool, timing: bool, fallback: st
             f"{log}: no recorded response to serve (log with capture_requests=True and "
             "capture_responses=True, or record with 'asgi-log-to-sqlite record')"
         )
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("mock: %(message)s"))
+    requests_log = logging.getLogger("asgi_log_to_sqlite.mock")
+    requests_log.addHandler(handler)
+    requests_log.setLevel(log_level.upper())
+    requests_log.propagate = False
     click.echo(_shown(serving_line(list(app.index), log)), err=True)
     if fallback is not None:
         click.echo(f"Unmatched requests go to {fallback}, and are recorded.", err=True)

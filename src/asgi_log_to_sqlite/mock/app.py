@@ -29,12 +29,14 @@ from urllib.parse import quote_plus, unquote_to_bytes
 
 from ..placeholders import PATTERN
 from ..proxy import HOP_BY_HOP, AnswerUpstreamErrors, ReverseProxy, check_url
-from .matching import Index, Match, Miss
+from .matching import Index, Match, Miss, shown
 from .recordings import MockError, Recording, load
 
 __all__ = ["UNMATCHED_HEADER", "MockApp", "mock_app"]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
+#: One line per request answered (sensitive query values shown as placeholders), at INFO.
+requests_logger = logging.getLogger("asgi_log_to_sqlite.mock")
 
 #: The header on the mock's own 404s, telling them from recorded ones.
 UNMATCHED_HEADER = b"asgi-log-to-sqlite-mock"
@@ -183,17 +185,28 @@ class MockApp:
             if name.lower() == b"content-type":
                 content_type = value.decode("latin-1")
                 break
+        query = scope.get("query_string", b"")
         found = self.index.find(
-            method, unquote_to_bytes(path), scope.get("query_string", b""), body,
-            hashlib.sha256(body).hexdigest(), content_type,
+            method, unquote_to_bytes(path), query, body, hashlib.sha256(body).hexdigest(),
+            content_type,
         )
+        talk = requests_logger.isEnabledFor(logging.INFO)
         if isinstance(found, Miss):
             if self._fallback is not None:
+                if talk:
+                    requests_logger.info("%s -> proxied to the fallback: %s",
+                                         shown(method, path, query), found.reason)
                 await self._forward(scope, body, receive, send)
             else:
+                if talk:
+                    requests_logger.info("404 unmatched: %s", found.reason)
                 await _unmatched(found, send)
             return
-        await self._answer(self._choose(found), method == "HEAD", send)
+        recording = self._choose(found)
+        if talk:
+            requests_logger.info("%s -> %d (recorded request %d)", shown(method, path, query),
+                                 recording.status, recording.rowid)
+        await self._answer(recording, method == "HEAD", send)
 
     def _choose(self, found: Match) -> Recording:
         recordings = found.recordings

@@ -28,9 +28,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from ..placeholders import PATTERN
+from ..privacy.capture import redact_query
+from ..privacy.redaction import Redactor
 from .recordings import Recording
 
-__all__ = ["EQUIVALENT", "EXACT", "Index", "Match", "Miss", "body_score", "query_score"]
+__all__ = ["EQUIVALENT", "EXACT", "Index", "Match", "Miss", "body_score", "query_score",
+           "shown"]
 
 EXACT = 2
 EQUIVALENT = 1
@@ -177,10 +180,15 @@ def _best(scored: Iterable[tuple[int, Recording]]) -> list[Recording]:
     return [recording for score, recording in scored if score == top]
 
 
-def _shown(method: str, path: bytes, query: bytes = b"") -> str:
+_DEFAULT_RULES = Redactor().sensitive
+
+
+def shown(method: str, path: bytes, query: bytes = b"") -> str:
+    """A request as the mock's 404s and messages show it: sensitive query values (by the
+    default rules) as placeholders, like the log holds them."""
     text = path.decode("utf-8", "replace")
     if query:
-        text += "?" + query.decode("latin-1")
+        text += "?" + redact_query(query.decode("latin-1"), _DEFAULT_RULES)
     return f"{method} {text}"
 
 
@@ -216,7 +224,7 @@ class Index:
             candidates = self.routes.get(("GET", path), ())
         if not candidates:
             methods = sorted(m for m, p in self.routes if p == path)
-            reason = f"no recording matches {_shown(method, path)}"
+            reason = f"no recording matches {shown(method, path)}"
             if methods:
                 reason += f" (this path was recorded for {', '.join(methods)})"
             return Miss(reason)
@@ -224,15 +232,15 @@ class Index:
         if not found:
             queries = list(dict.fromkeys(r.query.decode("latin-1") or "(none)" for r in candidates))
             listed = ", ".join(queries[:SHOWN]) + (", ..." if len(queries) > SHOWN else "")
-            return Miss(f"no recording matches {_shown(method, path, query)}: the queries "
-                        f"recorded for {_shown(method, path)} are {listed}")
+            return Miss(f"no recording matches {shown(method, path, query)}: the queries "
+                        f"recorded for {shown(method, path)} are {listed}")
         if len({r.body_key for r in found}) > 1:
             found = _best((body_score(r, body, sha256, content_type), r) for r in found)
             if not found:
-                return Miss(f"no recording matches {_shown(method, path, query)} with this "
+                return Miss(f"no recording matches {shown(method, path, query)} with this "
                             "request body (recordings of it differ by body, none like this one)")
         servable = [r for r in found if r.response_body is not None]
         if not servable:
-            return Miss(f"{_shown(method, path, query)} was recorded, but cannot be served: "
+            return Miss(f"{shown(method, path, query)} was recorded, but cannot be served: "
                         f"{found[-1].unservable}")
         return Match(servable, tuple(r.rowid for r in servable))
