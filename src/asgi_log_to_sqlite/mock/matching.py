@@ -224,7 +224,7 @@ class Index:
             candidates = self.routes.get(("GET", path), ())
         if not candidates:
             methods = sorted(m for m, p in self.routes if p == path)
-            reason = f"no recording matches {shown(method, path)}"
+            reason = f"no recording matches {shown(method, path, query)}"
             if methods:
                 reason += f" (this path was recorded for {', '.join(methods)})"
             return Miss(reason)
