@@ -20,7 +20,14 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-__all__ = ["HOP_BY_HOP", "AnswerUpstreamErrors", "ReverseProxy", "UpstreamError", "check_url"]
+__all__ = [
+    "HOP_BY_HOP",
+    "AnswerUpstreamErrors",
+    "ReverseProxy",
+    "UpstreamError",
+    "check_url",
+    "new_client",
+]
 
 #: Headers of one connection (RFC 9110, 7.6.1), and those the client computes itself.
 HOP_BY_HOP = frozenset({
@@ -49,32 +56,43 @@ def check_url(url: str, option: str) -> str:
     return url.rstrip("/")
 
 
+def new_client(timeout: float, transport: Any = None) -> Any:
+    """An httpx client that adds nothing and keeps nothing: no default headers of its own
+    (User-Agent, Accept-Encoding), no cookies kept from responses, redirects not followed."""
+    import httpx
+
+    client = httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+    )
+    for name in list(client.headers):
+        del client.headers[name]
+    return client
+
+
 class ReverseProxy:
     """``ReverseProxy("https://api.example.com")``: an ASGI app forwarding every HTTP request.
 
     The upstream URL may have a path (``https://host/v1``): request paths are appended to it.
     Its httpx client is made at lifespan startup (or with the first request, where no lifespan
-    runs) and closed at shutdown or by :meth:`aclose`.
+    runs) and closed at shutdown or by :meth:`aclose`; a ``client`` given (set up like
+    :meth:`new_client`'s) is used instead, and left for its owner to close.
     """
 
-    def __init__(self, upstream: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, upstream: str, *, timeout: float = 60.0, client: Any = None) -> None:
         self.upstream = check_url(upstream, "upstream")
         self.timeout = timeout
-        self._client: Any = None
+        self._client: Any = client
+        self._owns_client = client is None
 
     def _new_client(self) -> Any:
-        import httpx
-
-        client = httpx.AsyncClient(
-            timeout=self.timeout,
-            follow_redirects=False,
-            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-        )
-        for name in list(client.headers):  # no User-Agent or Accept-Encoding of httpx's own
-            del client.headers[name]
-        return client
+        return new_client(self.timeout)
 
     async def aclose(self) -> None:
+        if not self._owns_client:
+            return
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
