@@ -155,3 +155,31 @@ def test_a_recorded_service_is_mocked_byte_for_byte_without_its_secrets(tmp_path
             httpx.Client(base_url=mock.url, timeout=30) as client:
         assert [ask(client, "GET", "/counter", {}).text for _ in range(3)] == ["3", "3", "3"]
     assert SECRET.encode() not in raw_bytes(log)
+
+
+@pytest.mark.timeout(120)
+def test_a_mock_with_a_fallback_grows_by_use(tmp_path):
+    log = tmp_path / "grown.db"  # not there yet
+    service_port, mock_port = free_port(), free_port()
+    args = [PROGRAM, "mock", str(log), "--port", str(mock_port), "--fallback",
+            f"http://127.0.0.1:{service_port}"]
+    with Server(args, mock_port, log=tmp_path / "mock.log") as mock, \
+            httpx.Client(base_url=mock.url, timeout=30) as client:
+        with Server(uvicorn("apps.service_app:app", service_port), service_port, env=ENV,
+                    log=tmp_path / "service.log"):
+            first = ask(client, "GET", "/counter", {})
+            assert first.status_code == 200 and first.text == "1"
+            # The next request comes after the answer: it is served from the log.
+            assert ask(client, "GET", "/counter", {}).text == "1"
+            login = ask(client, "POST", "/login", REQUESTS[-1][2])
+            assert login.status_code == 200 and SECRET in login.text
+        assert ask(client, "GET", "/counter", {}).text == "1"  # the service is gone
+        assert ask(client, "POST", "/login", REQUESTS[-1][2]).json()["token"] == "{{token}}"
+        down = ask(client, "GET", "/items/1?page=1", {})
+        assert down.status_code == 502 and "asgi-log-to-sqlite-mock" not in down.headers
+        assert mock.stop(signal.SIGTERM) is not None
+    output = mock.output()
+    assert "mock: GET /counter -> proxied to the fallback" in output
+    assert "mock: GET /counter -> 200 (recorded request 1)" in output
+    assert count_captures(log) == 3  # the counter, the login, the failed exchange
+    assert SECRET.encode() not in raw_bytes(log)
