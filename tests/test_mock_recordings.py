@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -73,18 +74,21 @@ def test_an_empty_log_has_no_recordings(tmp_path):
     assert load(path) == [] and placeholders(path) == {}
 
 
-@pytest.mark.parametrize("kind", ["missing", "folder", "junk", "other", "old"])
+@pytest.mark.parametrize("kind", ["missing", "folder", "pipe", "junk", "other", "old"])
 def test_unusable_logs_are_one_clear_error(tmp_path, kind):
     path = tmp_path / "log.db"
     expected = {
         "missing": "no such file",
         "folder": "is a folder",
+        "pipe": "is a named pipe",
         "junk": "not a SQLite database",
         "other": "not an asgi-log-to-sqlite log",
         "old": "has no captures",
     }[kind]
     if kind == "folder":
         path.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(path)
     elif kind == "junk":
         path.write_bytes(b"not sqlite " * 500)
     elif kind in ("other", "old"):

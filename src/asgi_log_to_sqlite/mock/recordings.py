@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
+from ..filekind import special_file_kind
 from ..placeholders import names_in
 from ..schema import open_readonly
 
@@ -62,8 +63,9 @@ def readable_log(path: str) -> sqlite3.Connection:
     """A read-only connection to a log with captures, or MockError saying what is wrong."""
     if not os.path.exists(path):
         raise MockError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise MockError(f"{path}: is a folder, not a log database")
+    kind = special_file_kind(path)
+    if kind is not None:  # SQLite would wait forever on a named pipe
+        raise MockError(f"{path}: is {kind}, not a log database")
     try:
         conn = open_readonly(path)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
