@@ -726,5 +726,5 @@ def test_a_damaged_schema_whose_message_does_not_decode_is_one_line(tmp_path):
     data = bytearray(Path(path).read_bytes())
     data[data.find(b"(", data.find(b"CREATE TABLE excluded_requests"))] = 0xA9
     Path(path).write_bytes(data)
-    with pytest.raises(maintenance.MaintenanceError, match="cannot be read .*near"):
+    with pytest.raises(maintenance.MaintenanceError, match=r"cannot be read .*near"):
         maintenance.prune(path, 1.0)
