@@ -32,6 +32,7 @@ from .rotation import (
     rotate_file,
 )
 from .schema import (
+    MERGED_FILES_SQL,
     SchemaError,
     connect,
     ensure_schema,
@@ -288,16 +289,6 @@ class MergeResult:
     merged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     rows: int = 0
-
-
-MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
-    fingerprint TEXT PRIMARY KEY,
-    name TEXT,
-    rows INTEGER,
-    first_start FLOAT,
-    last_start FLOAT,
-    merged_at TEXT
-)"""
 
 
 def _inspect(path: str) -> _Source:
