@@ -236,13 +236,16 @@ def rotate(path: str, keep: int | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--older-than", required=True, callback=_duration,
               help="Delete rows older than this: 30d, 12h, 90m, 45s, 2w.")
-def prune(path: str, older_than: float) -> None:
+@click.option("--keep-rollups/--no-keep-rollups", default=True, show_default=True,
+              help="Keep the hourly and daily rollups of the deleted rows (reports over those "
+              "times read them); --no-keep-rollups deletes them too.")
+def prune(path: str, older_than: float, keep_rollups: bool) -> None:
     """Delete old rows from a log, in small transactions, and give the space back."""
     from .maintenance import MaintenanceError
     from .maintenance import prune as prune_rows
 
     try:
-        result = prune_rows(path, older_than)
+        result = prune_rows(path, older_than, keep_rollups=keep_rollups)
     except MaintenanceError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain")

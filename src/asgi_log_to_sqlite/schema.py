@@ -12,6 +12,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from . import rollups
+
 __all__ = [
     "LOOKUP_TABLES",
     "REQUEST_COLUMNS",
@@ -183,6 +185,15 @@ def m004_privacy_columns(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (hour, reason)
         )"""
     )
+
+
+@migration
+def rollup_tables(conn: sqlite3.Connection) -> None:
+    """Hourly and daily rollups per route (rollups.py), filled from the rows already logged."""
+    rollups.create_tables(conn)
+    first, last = conn.execute("SELECT MIN(rowid), MAX(rowid) FROM requests").fetchone()
+    if first is not None:
+        rollups.add_rows(conn, first, last)
 
 
 # The readable view is rebuilt after every migration so that it always lists every column.

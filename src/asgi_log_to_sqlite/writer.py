@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from itertools import repeat
 from typing import Any
 
+from . import rollups
 from .bulk import insert_columns, lookup_ids
 from .options import Options
 from .privacy import Policy
@@ -385,6 +386,7 @@ class Writer:
                 self._insert(conn, columns, new_ids)
                 # This transaction holds the write lock: the rows got consecutive ids.
                 first = conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] - len(rows) + 1
+                rollups.add_rows(conn, first, first + len(rows) - 1)
             if self._amends:
                 self._apply_amends(conn, first)
             self._insert_skipped(conn)
