@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 
 import httpx
 import pytest
+from asgi_log_to_sqlite.record import Exchange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from asgi_log_to_sqlite import AsgiLogToSqlite, histogram, rollups
 from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.maintenance import merge, prune
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.record import Exchange
 from asgi_log_to_sqlite.schema import connect, ensure_schema, latest_version
 from asgi_log_to_sqlite.writer import Writer
 
@@ -207,8 +207,8 @@ def test_add_rows_reads_only_the_batch(log_path):
     after = conn.execute("SELECT sum(rows) FROM rollups WHERE period = 3600").fetchone()[0]
     assert after == before + 1
     columns = [row[1] for row in conn.execute("PRAGMA table_info(requests)")]
-    plan = " ".join(row[3] for row in conn.execute(
-        "EXPLAIN QUERY PLAN " + rollups.aggregate_sql("requests", "rowid BETWEEN 5 AND 9", columns)))
+    sql = rollups.aggregate_sql("requests", "rowid BETWEEN 5 AND 9", columns)
+    plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
     assert "SEARCH requests USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan
     assert "SCAN requests" not in plan
     conn.close()
@@ -381,7 +381,7 @@ def test_merge_adds_rollups_of_every_file_even_of_pruned_rows(tmp_path):
     conn.close()
 
 
-# ---- the histogram ---------------------------------------------------------------------------------
+# ---- the histogram -------------------------------------------------------------------------
 DURATIONS = st.lists(
     st.one_of(st.floats(1e-5, 3600), st.floats(1e-5, 0.2), st.sampled_from([0.001, 0.01, 0.5])),
     min_size=1, max_size=400,
@@ -403,6 +403,7 @@ def test_the_sql_bucket_is_the_python_bucket(durations):
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (d FLOAT)")
     conn.executemany("INSERT INTO t VALUES (?)", [(d,) for d in durations])
-    got = [row[0] for row in conn.execute(f"SELECT {histogram.bucket_sql('d')} FROM t ORDER BY rowid")]
+    sql = f"SELECT {histogram.bucket_sql('d')} FROM t ORDER BY rowid"
+    got = [row[0] for row in conn.execute(sql)]
     assert got == [histogram.bucket_of(d) for d in durations]
     conn.close()

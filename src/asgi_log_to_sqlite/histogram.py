@@ -1,8 +1,8 @@
 """The fixed latency buckets that rollups keep and reports rank durations with.
 
-Bucket 0 holds durations under 10 µs; bucket ``i`` (1 to 239) holds ``[10 µs × 1.1^(i-1),
-10 µs × 1.1^i)``; bucket 240 holds everything from about 22 hours up. A percentile that falls in
-bucket ``i`` is reported as the bucket's geometric middle, ``10 µs × 1.1^(i-0.5)``, which is
+Bucket 0 holds durations under 10 µs; bucket ``i`` (1 to 239) holds ``[10 µs x 1.1^(i-1),
+10 µs x 1.1^i)``; bucket 240 holds everything from about 22 hours up. A percentile that falls in
+bucket ``i`` is reported as the bucket's geometric middle, ``10 µs x 1.1^(i-0.5)``, which is
 within ``sqrt(1.1) - 1`` (4.9%) of any duration in the bucket: a percentile read from a
 histogram is within 5% of the exact one for durations from 10 µs to 22 hours. (Counts are
 exact; only where inside its bucket the ranked duration lies is unknown.)
@@ -65,13 +65,14 @@ def bucket_sql(expr: str) -> str:
         if lo == hi:
             return str(lo)
         mid = (lo + hi + 1) // 2
-        return f"CASE WHEN {expr} < {LOWER[mid]!r} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END"
+        low, high = tree(lo, mid - 1), tree(mid, hi)
+        return f"CASE WHEN {expr} < {LOWER[mid]!r} THEN {low} ELSE {high} END"
 
     return f"(CASE WHEN {expr} IS NULL THEN NULL ELSE {tree(0, BUCKETS - 1)} END)"
 
 
 def label(bucket: int) -> str:
-    """``"1.00 ms – 1.10 ms"``: the bucket for people (the Datasette label)."""
+    """``"1 ms to 1.1 ms"``: the bucket for people (the Datasette label)."""
 
     def show(seconds: float) -> str:
         if seconds >= 1:
@@ -85,7 +86,7 @@ def label(bucket: int) -> str:
         return f"{show(low)} and more"
     if bucket == 0:
         return f"under {show(high)}"
-    return f"{show(low)} – {show(high)}"
+    return f"{show(low)} to {show(high)}"
 
 
 def rank(p: float, n: int) -> int:
@@ -93,7 +94,9 @@ def rank(p: float, n: int) -> int:
     return max(1, -(-int(p * 1000) * n // 100_000))
 
 
-def percentile_bucket(counts: Mapping[int, int] | Iterable[tuple[int, int]], p: float) -> tuple[int, int] | None:
+def percentile_bucket(
+    counts: Mapping[int, int] | Iterable[tuple[int, int]], p: float
+) -> tuple[int, int] | None:
     """``(bucket, offset)``: the bucket holding the p-th percentile of a histogram, and the
     1-based position of the ranked duration inside it; None for an empty histogram."""
     items = sorted(counts.items() if isinstance(counts, Mapping) else counts)

@@ -68,7 +68,10 @@ def _escape_bad_bytes(data: bytes, escaped: frozenset[int]) -> str:
             out.append(char)
             i += 1
             continue
-        size = 2 if 0xC2 <= byte <= 0xDF else 3 if 0xE0 <= byte <= 0xEF else 4 if 0xF0 <= byte <= 0xF4 else 0
+        size = (
+            2 if 0xC2 <= byte <= 0xDF else 3 if 0xE0 <= byte <= 0xEF else 4 if 0xF0 <= byte <= 0xF4
+            else 0
+        )
         if size:
             try:
                 out.append(data[i : i + size].decode("utf-8"))
