@@ -16,16 +16,18 @@ from collections import Counter, defaultdict
 
 import httpx
 import pytest
-from asgi_log_to_sqlite.record import Exchange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgi_log_to_sqlite import AsgiLogToSqlite, histogram, rollups
 from asgi_log_to_sqlite.demo import synthetic_log
+from asgi_log_to_sqlite.exchange import Exchange
 from asgi_log_to_sqlite.maintenance import merge, prune
 from asgi_log_to_sqlite.options import Options
+from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.schema import connect, ensure_schema, latest_version
-from asgi_log_to_sqlite.writer import Writer
+from asgi_log_to_sqlite.sinks.sqlite import SQLiteSink
+from asgi_log_to_sqlite.writer import ThreadWriter
 
 HOUR, DAY = 3600, 86400
 NOW = 1_750_003_000.0  # 2025-06-15 16:56 UTC
@@ -149,7 +151,8 @@ def exchange(path: str, status: int, start: float, duration: float | None) -> Ex
 
 
 def test_the_writer_keeps_rollups_batch_by_batch(log_path):
-    writer = Writer(log_path, Options.from_kwargs({"flush_interval": 60}))
+    options = Options.from_kwargs({"flush_interval": 60})
+    writer = ThreadWriter(SQLiteSink(log_path, options), Prepare(options), options)
     try:
         # Three days and a bit, a request every ~11 minutes, committed every 7 requests.
         for i in range(400):
