@@ -30,6 +30,14 @@ NOW = 1_750_000_000.0
 ROWS = 4000
 
 
+@pytest.fixture(autouse=True, params=["ln", "tree"])
+def bucket_expression(request, monkeypatch):
+    """Every test twice: latency buckets found with SQLite's math functions, and without."""
+    from asgi_log_to_sqlite.report import queries
+
+    monkeypatch.setattr(queries, "USE_MATH_FUNCTIONS", request.param == "ln")
+
+
 @pytest.fixture(scope="module")
 def log(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "log.db"

@@ -39,6 +39,10 @@ class Dialect:
         """The larger of two values, ignoring a NULL one."""
         raise NotImplementedError
 
+    def least(self, a: str, b: str) -> str:
+        """The smaller of two values, ignoring a NULL one."""
+        raise NotImplementedError
+
     def glob(self, expr: str, pattern_literal: str) -> str:
         """``expr`` matches a shell glob (``*``, ``?``, ``[...]``), case-sensitively."""
         raise NotImplementedError
@@ -91,6 +95,9 @@ class SQLiteDialect(Dialect):
     def greatest(self, a: str, b: str) -> str:
         # SQLite's two-argument MAX() is NULL when either is.
         return f"MAX(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+    def least(self, a: str, b: str) -> str:
+        return f"MIN(COALESCE({a}, {b}), COALESCE({b}, {a}))"
 
     def glob(self, expr: str, pattern_literal: str) -> str:
         return f"({expr} GLOB {pattern_literal})"

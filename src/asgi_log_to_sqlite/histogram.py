@@ -15,6 +15,7 @@ rows; no math functions are needed (SQLite may be built without them).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 
 __all__ = [
@@ -48,14 +49,7 @@ def estimate(bucket: int) -> float:
 
 def bucket_of(duration: float) -> int:
     """The bucket of one duration, as :func:`bucket_sql` computes it."""
-    lo, hi = 0, BUCKETS - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if duration < LOWER[mid]:
-            hi = mid - 1
-        else:
-            lo = mid
-    return lo
+    return max(0, bisect_right(LOWER, duration) - 1)
 
 
 def bucket_sql(expr: str) -> str:

@@ -24,7 +24,16 @@ from ..histogram import percentile_bucket
 from .agents import group_user_agents
 from .files import ReportError, display
 from .filters import Filters
-from .queries import STATUS_NONE, STATUS_UNITS, UNTIMED, LogSet, Window, as_text
+from .queries import (
+    BUCKET_UNITS,
+    ID_UNITS,
+    STATUS_NONE,
+    STATUS_UNITS,
+    UNTIMED,
+    LogSet,
+    Window,
+    as_text,
+)
 
 __all__ = ["REPORT_VERSION", "build_report", "iso", "parse_when"]
 
@@ -223,51 +232,50 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
 
     def task(work: Callable[[LogSet], Any]) -> Callable[[], Any]:
         def run() -> Any:
-            with LogSet(logs.paths, window, filters, weighted, quiet) as own:
+            with LogSet(logs.paths, window, filters, weighted, quiet,
+                        visitor_column=logs.visitor_column) as own:
                 return work(own)
         return run
 
-    def visitors(own: LogSet) -> Any:
+    def paths_and_percentiles(own: LogSet) -> Any:
+        keys = _keys(own, own.key_groups())
+        return keys, _exact_percentiles(own, keys, limit)
+
+    def visitors_and_texts(own: LogSet) -> Any:
         own.visitor_groups(DAY)
-        return own.visitors(), own.clients(limit)
+        return own.visitors(), own.clients(limit), own.grouped("referer", "user_agent")
 
-    # The scans are independent; sqlite3 releases the GIL, so each runs on its own connection
-    # in a thread and a machine with more cores reads the log in parallel.
+    # The scans are independent; sqlite3 releases the GIL, so each group of them runs on its
+    # own connection in a thread, and the longest (paths, then their exact percentiles) starts
+    # first.
     with ThreadPoolExecutor(max_workers=3) as pool:
-        keys_f = pool.submit(task(lambda own: (own.key_groups("path"), own.key_groups("route"))))
-        time_f = pool.submit(task(lambda own: own.time_groups(unit)))
-        visitors_f = pool.submit(task(visitors))
-        dims_f = pool.submit(task(lambda own: {
-            c: own.grouped(c) for c in ("method", "http_version", "host")
-        }))
-        text_f = pool.submit(task(lambda own: {c: own.grouped(c) for c in ("referer", "user_agent")}))
-        times = time_f.result()
-        path_groups, route_groups = keys_f.result()
-        dims, texts = dims_f.result(), text_f.result()
-        (visitor_total, per_day), (client_count, top_clients) = visitors_f.result()
+        keys_f = pool.submit(task(paths_and_percentiles))
+        time_f = pool.submit(task(lambda own: (own.time_groups(unit), own.dims())))
+        visitors_f = pool.submit(task(visitors_and_texts))
+        times, dims = time_f.result()
+        keys, exact = keys_f.result()
+        (visitor_total, per_day), (client_count, top_clients), texts = visitors_f.result()
 
-    t = _times(times, unit, width)
+    t = _times(times, unit, width, limit)
     total = t["total"]
-    keys = _keys(logs, path_groups, route_groups)
-    exact = _exact_percentiles(logs, keys, limit)
+    overall = keys["overall"]
 
     def rounded_top(counter: dict[Any, float]) -> list[tuple[Any, int]]:
         return [(k, round(v)) for k, v in ranked(counter, limit)]
 
-    hosts = _named(logs, "hosts", dims["host"])
-    referrers = _named(logs, "referers", texts["referer"])
-    agents = _named(logs, "user_agents", texts["user_agent"])
+    hosts = _named(logs, "hosts", [(src, host or None, n) for src, host, _, _, n in dims])
+    referrers = _named(logs, "referers", [(src, ref, n) for src, ref, _, n in texts])
+    agents = _named(logs, "user_agents", [(src, agent, n) for src, _, agent, n in texts])
     domains: Counter[str] = Counter()
     for name, n in referrers.items():
         domain = referring_domain(name)
         if domain:
             domains[domain] += n
-    methods = Counter()
-    for _, value, n in dims["method"]:
-        methods[as_text(value)] += n
-    versions = Counter()
-    for _, value, n in dims["http_version"]:
-        versions[as_text(value)] += n
+    methods: Counter[str | None] = Counter()
+    versions: Counter[str | None] = Counter()
+    for _, _, method, version, n in dims:
+        methods[as_text(method) or None] += n
+        versions[as_text(version) or None] += n
     static = sum(v["requests"] for name, v in keys["paths"].items() if is_static(name))
 
     report = _frame(logs, first=t["first"], last=t["last"], source={
@@ -298,16 +306,17 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
         "static_requests": round(static),
         "dynamic_requests": total - round(static) if total >= round(static) else 0,
         "latency": {
-            "avg": t["avg"],
+            "avg": (overall["duration"] / overall["timed"]) if overall["timed"] else None,
             **{f"p{p}": exact["overall"].get(p) for p in PERCENTILES},
-            "max": t["max"],
+            "max": overall["longest"],
         },
     }
     report["timeline"] = t["timeline"]
     report["hours_of_day"] = t["hours_of_day"]
     report["visitors_per_day"] = [
-        {"day": (iso(k * DAY) or "")[:10] or None, "visitors": v, "requests": round(n)}
-        for k, v, n in per_day
+        {"day": (iso(k * DAY) or "")[:10] or None, "visitors": v,
+         "requests": t["per_day"].get(k * DAY, 0)}
+        for k, v in per_day
     ]
     report["status_classes"] = t["status_classes"]
     report["statuses"] = t["statuses"]
@@ -357,19 +366,17 @@ def _frame(logs: LogSet, first: float | None, last: float | None,
     }
 
 
-def _times(groups: list[tuple[Any, ...]], unit: int, width: int) -> dict[str, Any]:
+def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> dict[str, Any]:
     """Totals, timeline, hours of day and statuses from the (bucket, status) groups."""
     buckets: dict[int, list[float]] = {}
     hours: Counter[int] = Counter()
+    days: Counter[int] = Counter()
     classes: Counter[str] = Counter()
     statuses: Counter[int | None] = Counter()
     requests = sent = received = server_errors = client_errors = 0.0
-    timed = 0
-    total_duration = 0.0
-    longest: float | None = None
     first: float | None = None
     last: float | None = None
-    for _src, key, n, out, into, dn, dsum, dmax, low, high in groups:
+    for _src, key, n, out, into, low, high in groups:
         bucket, status = divmod(int(key), STATUS_UNITS)
         code = None if status == STATUS_NONE else status
         valid = code is not None and 100 <= code <= 599
@@ -377,19 +384,16 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int) -> dict[str, An
         requests += n
         sent += out
         received += into
-        timed += dn
-        total_duration += dsum
-        if isinstance(dmax, (int, float)) and (longest is None or dmax > longest):
-            longest = dmax
-        if isinstance(low, (int, float)) and (first is None or low < first):
-            first = low
-        if isinstance(high, (int, float)) and (last is None or high > last):
-            last = high
         classes[f"{code // 100}xx" if valid else "other"] += n
         statuses[code] += n
         server_errors += n if is_error else 0
         client_errors += n if valid and 400 <= code < 500 else 0
-        if low is not None:  # rows with a time
+        if bucket != -1:  # rows with a time (-1: none that can be shown)
+            days[bucket * unit // DAY * DAY] += n
+            if isinstance(low, (int, float)) and (first is None or low < first):
+                first = low
+            if isinstance(high, (int, float)) and (last is None or high > last):
+                last = high
             start = bucket * unit
             hours[(start // 3600) % 24] += n
             point = buckets.setdefault(start // width * width, [0.0, 0.0, 0.0])
@@ -416,58 +420,60 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int) -> dict[str, An
         "received": round(received),
         "server_errors": round(server_errors),
         "client_errors": round(client_errors),
-        "avg": (total_duration / timed) if timed else None,
-        "max": longest,
         "first": first,
         "last": last,
         "timeline": timeline,
         "hours_of_day": [{"hour": h, "requests": round(hours.get(h, 0))} for h in range(24)],
+        "per_day": {day: round(n) for day, n in days.items()},
         "status_classes": [
             {"class": k, "requests": n, "share": _share(n, total)}
             for k, n in sorted(classes_n.items())
         ],
-        "statuses": [{"status": k, "requests": n} for k, n in ranked(statuses_n, None)],
+        "statuses": [{"status": k, "requests": n} for k, n in ranked(statuses_n, limit)],
     }
 
 
 def _new_entry() -> dict[str, Any]:
-    return {"requests": 0.0, "bytes": 0.0, "timed": 0, "duration": 0.0, "not_found": 0.0,
-            "server_errors": 0.0, "hist": Counter(), "ids": set()}
+    return {"requests": 0.0, "bytes": 0.0, "timed": 0, "duration": 0.0, "longest": None,
+            "not_found": 0.0, "server_errors": 0.0, "hist": Counter(), "ids": set()}
 
 
 def _add(entry: dict[str, Any], values: Sequence[Any], bucket: int, ident: tuple[Any, ...]) -> None:
-    n, out, dn, dsum, nf, err = values
+    n, out, rows, total, longest, nf, err = values
+    rows = rows or round(n)  # counted apart only when rows are weighted
     entry["requests"] += n
     entry["bytes"] += out
-    entry["timed"] += dn
-    entry["duration"] += dsum
     entry["not_found"] += nf
     entry["server_errors"] += err
-    if bucket != UNTIMED and dn:
-        entry["hist"][bucket] += dn
+    if bucket != UNTIMED:  # only these rows have a duration
+        entry["timed"] += rows
+        entry["duration"] += total
+        entry["hist"][bucket] += rows
+        if entry["longest"] is None or longest > entry["longest"]:
+            entry["longest"] = longest
     entry["ids"].add(ident)
 
 
-def _keys(logs: LogSet, path_groups: list[tuple[Any, ...]],
-          route_groups: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Per path name, per route (template, or path of a request without one), overall."""
-    path_names = logs.names("paths", {(src, int(k) // 512) for src, k, *_ in path_groups})
-    route_names = logs.names("routes", {(src, int(k) // 256) for src, k, *_ in route_groups})
+def _keys(logs: LogSet, groups: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Per path name, per route (template, or path of a request without one), overall, from
+    the (path, route, latency bucket) groups."""
+    decoded = []
+    for src, key, *values in groups:
+        pair, bucket = divmod(int(key), BUCKET_UNITS)
+        path, route = divmod(pair, ID_UNITS)
+        decoded.append((src, key, path, route, bucket, values))
+    path_names = logs.names("paths", {(src, p) for src, _, p, _, _, _ in decoded if p})
+    route_names = logs.names("routes", {(src, r) for src, _, _, r, _, _ in decoded if r})
     paths: dict[str | None, dict[str, Any]] = {}
     routes: dict[str | None, dict[str, Any]] = {}
     overall = _new_entry()
-    for src, key, *values in path_groups:
-        ident, rest = divmod(int(key), 512)
-        plain, bucket = divmod(rest, 256)
-        name = path_names.get((src, ident)) if ident else None
-        _add(paths.setdefault(name, _new_entry()), values, bucket, ("path", src, ident))
-        _add(overall, values, bucket, ("all", src, 0))
-        if plain:
-            _add(routes.setdefault(name, _new_entry()), values, bucket, ("plain", src, ident))
-    for src, key, *values in route_groups:
-        ident, bucket = divmod(int(key), 256)
-        name = route_names.get((src, ident))
-        _add(routes.setdefault(name, _new_entry()), values, bucket, ("route", src, ident))
+    for src, key, path, route, bucket, values in decoded:
+        pname = path_names.get((src, path)) if path else None
+        ident = (src, key - bucket)  # the group's key without its bucket
+        _add(paths.setdefault(pname, _new_entry()), values, bucket, ident)
+        _add(overall, values, bucket, ident)
+        rname = route_names.get((src, route)) if route else pname
+        _add(routes.setdefault(rname, _new_entry()), values, bucket, ident)
     return {"paths": paths, "routes": routes, "overall": overall}
 
 
@@ -477,35 +483,32 @@ def _exact_percentiles(logs: LogSet, keys: dict[str, Any], limit: int) -> dict[s
     slowest = _slowest(keys["paths"], limit)
     top_routes = [name for name, _ in ranked(
         {k: v["requests"] for k, v in keys["routes"].items() if k is not None}, limit)]
-    wanted: list[tuple[str, Any, int, int, int]] = []  # (kind, name, p, bucket, offset)
-    for kind, name, entry in (
+    chosen = (
         [("overall", None, keys["overall"])]
         + [("path", n, keys["paths"][n]) for n in slowest]
         + [("route", n, keys["routes"][n]) for n in top_routes]
-    ):
+    )
+    wanted: list[tuple[str, Any, int, int, int]] = []  # (kind, name, p, bucket, offset)
+    keyed: set[tuple[int, int]] = set()
+    for kind, name, entry in chosen:
         for p in PERCENTILES:
             found = percentile_bucket(entry["hist"], p)
-            if found is not None:
-                wanted.append((kind, name, p, *found))
+            if found is None:
+                continue
+            wanted.append((kind, name, p, *found))
+            if kind != "overall":
+                keyed.update((src, base + found[0]) for src, base in entry["ids"])
     overall_buckets = {b for kind, _, _, b, _ in wanted if kind == "overall"}
-    keyed: dict[str, set[tuple[int, int, int]]] = {"path": set(), "route": set(), "plain": set()}
-    for kind, name, _, bucket, _ in wanted:
-        if kind == "overall":
-            continue
-        entry = keys["paths" if kind == "path" else "routes"][name]
-        for ident_kind, src, ident in entry["ids"]:
-            keyed[ident_kind].add((src, ident, bucket))
     rows = logs.durations_in(overall_buckets, keyed)
     path_names = logs.names("paths", {(src, p) for src, p, *_ in rows if p})
     route_names = logs.names("routes", {(src, r) for src, _, r, *_ in rows if r})
     found: dict[tuple[str, Any, int], list[float]] = {}
-    for src, path, route, plain, bucket, duration in rows:
+    for src, path, route, duration, bucket in rows:
         pname = path_names.get((src, path)) if path else None
+        rname = route_names.get((src, route)) if route else pname
         found.setdefault(("overall", None, bucket), []).append(duration)
         found.setdefault(("path", pname, bucket), []).append(duration)
-        rname = route_names.get((src, route)) if route else (pname if plain else None)
-        if route or plain:
-            found.setdefault(("route", rname, bucket), []).append(duration)
+        found.setdefault(("route", rname, bucket), []).append(duration)
     out: dict[str, Any] = {"overall": {}, "path": {}, "route": {}, "slowest": slowest,
                            "top_routes": top_routes}
     for kind, name, p, bucket, offset in wanted:

@@ -23,13 +23,14 @@ from those counts, and one more scan fetches only the durations of those buckets
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..dialect import END_SECOND, FIRST_SECOND, SQLITE, Dialect
-from ..histogram import bucket_sql
+from ..histogram import BUCKETS, LOWER, RATIO, bounds, bucket_of, bucket_sql
 from .files import ReportError, Snapshot, display, read_uri
 from .filters import Filters
 
@@ -45,6 +46,27 @@ STATUS_NONE = 1000  # no status, or one outside 0-999
 BUCKET_UNITS = 256
 UNTIMED = 255
 _ID_MAX = 2**40
+MAX_FILES = 16  # packed into integer keys beside the file's number (SQLite attaches 10)
+# The latency bucket of a row in a report view (UNTIMED without a duration): the tree of
+# comparisons reads the stored value, once the cleaned one said it is a finite number. Where
+# SQLite has its math functions, a logarithm finds the same buckets in a third of the time
+# (the bounds may differ by a rounding, which does not matter: within one report every query
+# uses the same expression, and the bucket found is returned with the rows).
+USE_MATH_FUNCTIONS = True  # tests turn it off to check the other way
+_BUCKET_TREE = (
+    f"(CASE WHEN duration IS NULL THEN {UNTIMED} ELSE {bucket_sql('duration_raw')} END)"
+)
+_BUCKET_LN = (
+    f"(CASE WHEN duration IS NULL THEN {UNTIMED} WHEN duration_raw < {LOWER[1]!r} THEN 0 "
+    f"ELSE MIN({BUCKETS - 1}, CAST((ln(duration_raw) - {math.log(LOWER[1])!r}) "
+    f"/ {math.log(RATIO)!r} AS INTEGER) + 1) END)"
+)
+# A row's path and route ids packed in one integer (ids from 2**27 up read as none).
+ID_UNITS = 2**27
+_PATH_ROUTE = (
+    f"(COALESCE(CASE WHEN path < {ID_UNITS} THEN path END, 0) * {ID_UNITS} "
+    f"+ COALESCE(CASE WHEN route < {ID_UNITS} THEN route END, 0))"
+)
 
 
 def as_text(value: Any) -> str | None:
@@ -100,10 +122,12 @@ class LogSet:
         weighted: bool = True,
         quiet: bool = True,
         dialect: Dialect = SQLITE,
+        visitor_column: str | None = None,
     ) -> None:
         """``weighted=False`` counts rows as they are, for a window found unsampled: weighting
         every row by its sample rate costs about a fifth of a report's time. ``quiet=False``
-        opens every file the ordinary read-only way (see files.py)."""
+        opens every file the ordinary read-only way (see files.py). ``visitor_column``: what
+        another LogSet on the same files found (looking costs a scan when no row has one)."""
         if not paths:
             raise ReportError("no log database given")
         self.paths = [str(p) for p in paths]
@@ -115,14 +139,21 @@ class LogSet:
         self.files: list[LogFile] = []
         self.conn = sqlite3.connect(":memory:")
         self.conn.text_factory = _text_factory
+        self.bucket, self.bucket_in_sql = _BUCKET_TREE, False
+        if USE_MATH_FUNCTIONS:
+            try:
+                self.conn.execute("SELECT ln(2)")
+                self.bucket, self.bucket_in_sql = _BUCKET_LN, True
+            except sqlite3.OperationalError:  # built without its math functions
+                pass
         try:
-            self._attach(quiet)
+            self._attach(quiet, visitor_column)
         except BaseException:
             self.conn.close()
             raise
 
     # ---- opening ---------------------------------------------------------------------------
-    def _attach(self, quiet: bool) -> None:
+    def _attach(self, quiet: bool, visitor_column: str | None) -> None:
         for i, path in enumerate(self.paths):
             uri, snapshot = read_uri(path, quiet)
             log = LogFile(i, path, snapshot=snapshot)
@@ -153,9 +184,15 @@ class LogSet:
                     "start, path, http_status and duration columns)"
                 )
             self.files.append(log)
-        hashed = next(
-            (c for c in _VISITOR_COLUMNS if any(c in f.columns for f in self.files)), None
-        )
+        # A visitor column counts where some row has a value in it (the privacy option on);
+        # else every row falls back to its address and the column is left out.
+        if visitor_column is not None:
+            hashed = None if visitor_column == "client_ip" else visitor_column
+        else:
+            hashed = next(
+                (c for c in _VISITOR_COLUMNS if any(self._has_values(f, c) for f in self.files)),
+                None,
+            )
         self.visitor_column = hashed or "client_ip"
         for log in self.files:
             self._view(log, hashed)
@@ -200,6 +237,11 @@ class LogSet:
             "request_body_size": number("request_body_size", "-1"),
             "http_version": col("http_version"),
             "w": weight if self.weighted else "1",
+            # The stored values as they are, for expressions that test them once cleaned:
+            # a view column is an expression repeated wherever it is used.
+            "start_raw": col("start"),
+            "status_raw": col("http_status"),
+            "duration_raw": col("duration"),
         }
         window = " AND ".join(
             part for part in (self.window.sql("start", d), self.window.sql(start, d)) if part != "1"
@@ -210,6 +252,14 @@ class LogSet:
             + ", ".join(f"{expr} AS {name}" for name, expr in fields.items())
             + f" FROM {d.table(log.index, 'requests')} WHERE {where}"
         )
+
+    def _has_values(self, log: LogFile, column: str) -> bool:
+        if column not in log.columns:
+            return False
+        return bool(self.all(
+            f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(log.index, 'requests')} "
+            f"WHERE {column} IS NOT NULL)"
+        )[0][0])
 
     def close(self) -> None:
         self.conn.close()
@@ -276,121 +326,205 @@ class LogSet:
         return False
 
     # ---- the grouped scans -----------------------------------------------------------------
-    def time_groups(self, unit: int) -> list[tuple[Any, ...]]:
-        """(src, key, requests, bytes sent, received, timed, duration total, max, first, last)
-        per (``unit``-second bucket, status): key = bucket * 1024 + status."""
-        d = self.dialect
-        status = (
-            f"COALESCE(CASE WHEN http_status >= 0 AND http_status < {STATUS_NONE} "
-            f"THEN CAST(http_status AS INTEGER) END, {STATUS_NONE})"
-        )
-        key = f"COALESCE({d.bucket('start', unit)}, -1) * {STATUS_UNITS} + {status}"
-        w = " * w" if self.weighted else ""
-        return self.all(self.each(
-            f"SELECT {{src}}, {key} AS k, {self.count}, TOTAL(body_size{w}), "
-            f"TOTAL(request_body_size{w}), COUNT(duration), TOTAL(duration), MAX(duration), "
-            "MIN(start), MAX(start) FROM {r} GROUP BY k"
-        ))
+    def accumulate(
+        self,
+        name: str,
+        keys: Sequence[tuple[str, str]],
+        measures: Sequence[tuple[str, str, str]],
+        where: str = "1",
+        files: Iterable[LogFile] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Per distinct key, sums (``"sum"``) and extremes (``"min"``, ``"max"``) of the rows of
+        every file: rows of ``(src, *keys, *measures)``.
 
-    def key_groups(self, column: str) -> list[tuple[Any, ...]]:
-        """Per lookup id of ``column`` (``path`` or ``route``) and latency bucket:
-        (src, key, requests, bytes, timed, duration total, 404s, 5xx).
-
-        For ``path``, key = id * 512 + (no route) * 256 + bucket; for ``route`` (rows with a
-        route only), key = id * 256 + bucket. Bucket 255: no duration.
+        ``keys`` are ``(kind, expression)``, kind ``"int"`` or ``"text"``; a key must not be
+        NULL (COALESCE it). SQLite groups by sorting every row; adding each row into a small
+        temporary table keyed by the group instead (an upsert) costs about a third less when
+        the groups are few, and grouping is most of a report's time.
         """
-        bucket = f"COALESCE({bucket_sql('duration')}, {UNTIMED})"
-        if column == "path":
-            key = f"COALESCE(path, 0) * 512 + (route IS NULL) * 256 + {bucket}"
-            where, files = "1", self.files
+        chosen = list(self.files if files is None else files)
+        names = [f"k{i}" for i in range(len(keys))]
+        columns = [m for m, _, _ in measures]
+        packed = len(keys) == 1 and keys[0][0] == "int"
+        if keys[0][0] != "int":
+            raise ValueError("the first key must be an integer (the file's number joins it)")
+        self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        # The file's number is packed into the first (integer) key: one column less to compare.
+        if packed:  # one integer key: the fastest table there is
+            self.conn.execute(
+                f"CREATE TEMP TABLE {name} (k0 INTEGER PRIMARY KEY, {', '.join(columns)})"
+            )
         else:
-            key = f"route * 256 + {bucket}"
-            where, files = "route IS NOT NULL", [f for f in self.files if "route" in f.columns]
-        w = " * w" if self.weighted else ""
-        return self.all(self.each(
-            f"SELECT {{src}}, {key} AS k, {self.count}, TOTAL(body_size{w}), COUNT(duration), "
-            f"TOTAL(duration), TOTAL((http_status = 404){w}), TOTAL((http_status >= 500 AND "
-            f"http_status < 600){w}) FROM {{r}} WHERE {where} GROUP BY k",
-            files,
-        ))
+            self.conn.execute(
+                f"CREATE TEMP TABLE {name} ("
+                + ", ".join(f"{n} NOT NULL" for n in names) + f", {', '.join(columns)}, "
+                f"PRIMARY KEY ({', '.join(names)})) WITHOUT ROWID"
+            )
+        d = self.dialect
+        updates = ", ".join(
+            f"{m} = {m} + excluded.{m}" if how == "sum"
+            else f"{m} = {d.greatest(m, f'excluded.{m}')}" if how == "max"
+            else f"{m} = {d.least(m, f'excluded.{m}')}"
+            for m, _, how in measures
+        )
+        values = ", ".join(expr for _, expr, _ in measures)
+        for f in chosen:
+            key = ", ".join(
+                [f"({keys[0][1]}) * {MAX_FILES} + {f.index}", *(expr for _, expr in keys[1:])]
+            )
+            sql = (f"INSERT INTO temp.{name} SELECT {key}, {values} FROM r{f.index} "
+                   f"WHERE {where} ON CONFLICT DO UPDATE SET {updates}")
+            try:
+                self.conn.execute(sql)
+            except sqlite3.DatabaseError as error:
+                raise ReportError(
+                    f"cannot read {', '.join(map(display, self.paths))}: {error}") from None
+        rows = self.all(f"SELECT * FROM temp.{name}")
+        return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
 
-    def grouped(self, column: str) -> list[tuple[Any, Any, float]]:
-        """(src, value, requests) per value of one column (a lookup id, or text)."""
-        return self.all(self.each(
-            f"SELECT {{src}}, {column} AS k, {self.count} FROM {{r}} GROUP BY k"
-        ))
+    def _counted(self) -> tuple[str, str]:
+        """The expression one row counts for, and the weight to multiply sums by."""
+        return ("w", " * w") if self.weighted else ("1", "")
+
+    def time_groups(self, unit: int) -> list[tuple[Any, ...]]:
+        """(src, key, requests, bytes sent, bytes received, first start, last start) per
+        (``unit``-second bucket, status): key = bucket * 1024 + status."""
+        one, w = self._counted()
+        # Text sorts after numbers: "status_raw < 1000" is false for it, as for NULL.
+        status = (
+            f"(CASE WHEN status_raw >= 0 AND status_raw < {STATUS_NONE} "
+            f"THEN CAST(status_raw AS INTEGER) ELSE {STATUS_NONE} END)"
+        )
+        bucket = (f"(CASE WHEN start IS NULL THEN -1 "
+                  f"ELSE {self.dialect.bucket('start_raw', unit)} END)")
+        return self.accumulate("t", [("int", f"{bucket} * {STATUS_UNITS} + {status}")], [
+            ("n", one, "sum"),
+            ("sent", f"COALESCE(body_size{w}, 0)", "sum"),
+            ("received", f"COALESCE(request_body_size{w}, 0)", "sum"),
+            ("first", "start_raw", "min"),
+            ("last", "start_raw", "max"),
+        ])
+
+    def key_groups(self) -> list[tuple[Any, ...]]:
+        """Per (path id, route id, latency bucket): (src, key, requests, bytes, timed rows,
+        duration total, longest, 404s, 5xx), key = (path * 2**27 + route) * 256 + bucket.
+
+        Ids from 2**27 up read as 0 (none); bucket 255 means no duration (its duration
+        figures mean nothing).
+        """
+        one, w = self._counted()
+        key = f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket}"
+        return self.accumulate("keys", [("int", key)], [
+            ("n", one, "sum"),
+            ("sent", f"COALESCE(body_size{w}, 0)", "sum"),
+            # Rows (for percentiles); the same as n unless rows are weighted.
+            ("timed", "1" if self.weighted else "0", "sum"),
+            ("total", "COALESCE(duration_raw, 0)", "sum"),
+            ("longest", "duration_raw", "max"),
+            ("nf", f"(status_raw = 404){w}", "sum"),
+            ("err", f"(status_raw >= 500 AND status_raw < 600){w}", "sum"),
+        ])
+
+    def dims(self) -> list[tuple[Any, ...]]:
+        """(src, host id, method, HTTP version, requests) per combination (a few dozen)."""
+        one, _ = self._counted()
+        return self.accumulate(
+            "dims",
+            [("int", "COALESCE(host, 0)"), ("text", "COALESCE(method, '')"),
+             ("text", "COALESCE(http_version, '')")],
+            [("n", one, "sum")],
+        )
+
+    def grouped(self, *columns: str) -> list[tuple[Any, ...]]:
+        """(src, lookup id or None per column, requests) per combination of the ids of one
+        or two lookup columns (two packed in one integer key; ids from 2**27 up read as
+        None then)."""
+        one, _ = self._counted()
+        if len(columns) == 1:
+            key = f"COALESCE({columns[0]}, 0)"
+        else:
+            a, b = columns
+            key = (f"COALESCE(CASE WHEN {a} < {ID_UNITS} THEN {a} END, 0) * {ID_UNITS} + "
+                   f"COALESCE(CASE WHEN {b} < {ID_UNITS} THEN {b} END, 0)")
+        rows = self.accumulate(f"g_{'_'.join(columns)}", [("int", key)], [("n", one, "sum")])
+        if len(columns) == 1:
+            return [(src, ident or None, n) for src, ident, n in rows]
+        return [(src, *(v or None for v in divmod(k, ID_UNITS)), n) for src, k, n in rows]
 
     def visitor_groups(self, unit: int) -> None:
-        """Requests per (``unit`` bucket, visitor, client address) into ``temp.v``, which
+        """Requests per (``unit`` bucket, client address, visitor) into ``temp.v``, which
         :meth:`visitors` and :meth:`clients` read."""
-        d = self.dialect
-        same = self.visitor_column == "client_ip"
-        visitor = "client_ip" if same else "visitor"
-        group = "k, client_ip" if same else "k, visitor, client_ip"
-        self.conn.execute("DROP TABLE IF EXISTS temp.v")
-        sql = "CREATE TEMP TABLE v AS " + self.each(
-            f"SELECT {d.bucket('start', unit)} AS k, {visitor} AS visitor, client_ip, "
-            f"{self.count} AS n FROM {{r}} GROUP BY {group}"
+        one, _ = self._counted()
+        keys = [("int", f"(CASE WHEN start IS NULL THEN -1 "
+                        f"ELSE {self.dialect.bucket('start_raw', unit)} END)"),
+                ("text", "COALESCE(client_ip, '')")]
+        if self.visitor_column != "client_ip":
+            keys.append(("text", "COALESCE(visitor, '')"))
+        self.accumulate("v", keys, [("n", one, "sum")])
+        visitor = "k1" if self.visitor_column == "client_ip" else "k2"
+        self.conn.execute("DROP VIEW IF EXISTS temp.visits")
+        self.conn.execute(
+            # Floor division: the bucket of rows without a time is -1.
+            f"CREATE TEMP VIEW visits AS SELECT (k0 - ((k0 % {MAX_FILES}) + {MAX_FILES}) "
+            f"% {MAX_FILES}) / {MAX_FILES} AS k, "
+            f"NULLIF({visitor}, '') AS visitor, NULLIF(k1, '') AS client_ip, n FROM temp.v"
         )
-        try:
-            self.conn.execute(sql)
-        except sqlite3.DatabaseError as error:
-            raise ReportError(f"cannot read {', '.join(map(display, self.paths))}: {error}") from None
 
-    def visitors(self) -> tuple[int, list[tuple[Any, int, float]]]:
-        """Distinct visitors in the window, and (bucket, visitors, requests) per bucket."""
-        total = self.all("SELECT COUNT(DISTINCT visitor) FROM temp.v")[0][0]
+    def visitors(self) -> tuple[int, list[tuple[Any, int]]]:
+        """Distinct visitors in the window, and (bucket, visitors) per bucket."""
+        total = self.all("SELECT COUNT(DISTINCT visitor) FROM temp.visits")[0][0]
         per = self.all(
-            "SELECT k, COUNT(DISTINCT visitor), TOTAL(n) FROM temp.v WHERE k IS NOT NULL "
+            "SELECT k, COUNT(DISTINCT visitor) FROM temp.visits WHERE k <> -1 "
             "GROUP BY k ORDER BY k"
         )
         return total, per
 
     def clients(self, limit: int) -> tuple[int, list[tuple[Any, float]]]:
         """Distinct client addresses, and the ``limit`` sending the most requests."""
-        count = self.all("SELECT COUNT(DISTINCT client_ip) FROM temp.v")[0][0]
+        count = self.all("SELECT COUNT(DISTINCT client_ip) FROM temp.visits")[0][0]
         top = self.all(
-            "SELECT client_ip, TOTAL(n) AS c FROM temp.v WHERE client_ip IS NOT NULL "
+            "SELECT client_ip, TOTAL(n) AS c FROM temp.visits WHERE client_ip IS NOT NULL "
             "GROUP BY client_ip ORDER BY c DESC, client_ip LIMIT ?", (int(limit),)
         )
         return count, top
 
     def durations_in(
-        self,
-        buckets: Iterable[int],
-        keyed: dict[str, Iterable[tuple[int, int, int]]],
+        self, buckets: Iterable[int], keyed: Iterable[tuple[int, int]]
     ) -> list[tuple[Any, ...]]:
-        """(src, path, route, no route, bucket, duration) of the rows in the given latency
-        buckets: ``buckets`` for every row, and ``keyed["path"]``/``["route"]``/``["plain"]``
-        (src, id, bucket) for the rows of one path, route, or path without a route."""
-        bucket = bucket_sql("duration")
-        conditions = []
+        """(src, path id, route id, duration, bucket) of the rows whose latency bucket is one
+        of ``buckets`` (any row), or whose ``(src, key)`` is in ``keyed``, key as in
+        :meth:`key_groups`."""
         wanted = sorted({int(b) for b in buckets})
-        if wanted:
-            conditions.append(f"b IN ({', '.join(map(str, wanted))})")
-        per_file: dict[int, list[str]] = {f.index: list(conditions) for f in self.files}
-        for kind, column, extra in (("path", "path", ""), ("route", "route", ""),
-                                    ("plain", "path", " AND route IS NULL")):
-            by_src: dict[int, set[int]] = {}
-            for src, ident, b in keyed.get(kind, ()):
-                by_src.setdefault(int(src), set()).add(int(ident) * BUCKET_UNITS + int(b))
-            for src, keys in by_src.items():
-                if src in per_file:
-                    per_file[src].append(
-                        f"({column} * {BUCKET_UNITS} + b IN ({', '.join(map(str, sorted(keys)))})"
-                        f"{extra})"
-                    )
-        chosen = [f for f in self.files if per_file[f.index]]
-        if not chosen:
-            return []
+        per_file: dict[int, set[int]] = {}
+        for src, key in keyed:
+            per_file.setdefault(int(src), set()).add(int(key))
         parts = []
-        for f in chosen:
-            parts.append(
-                f"SELECT {f.index}, path, route, route IS NULL, b, duration FROM "
-                f"(SELECT path, route, duration, {bucket} AS b FROM r{f.index} "
-                f"WHERE duration IS NOT NULL) AS t WHERE " + " OR ".join(per_file[f.index])
-            )
-        return self.all("\nUNION ALL\n".join(parts))
+        for f in self.files:
+            conditions = []
+            if wanted:
+                if self.bucket_in_sql:
+                    conditions.append(f"{self.bucket} IN ({', '.join(map(str, wanted))})")
+                else:  # the tree is costly: the buckets' bounds are the same literals
+                    for bucket in wanted:
+                        low, high = bounds(bucket)
+                        conditions.append(f"(duration_raw >= {low!r}" + (
+                            f" AND duration_raw < {high!r})" if high is not None else ")"))
+            keys = per_file.get(f.index)
+            if keys:
+                conditions.append(f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket} IN "
+                                  f"({', '.join(map(str, sorted(keys)))})")
+            if conditions:
+                bucket = self.bucket if self.bucket_in_sql else "NULL"
+                parts.append(
+                    f"SELECT {f.index}, path, route, duration, {bucket} FROM r{f.index} "
+                    f"WHERE duration IS NOT NULL AND (" + " OR ".join(conditions) + ")"
+                )
+        if not parts:
+            return []
+        rows = self.all("\nUNION ALL\n".join(parts))
+        if self.bucket_in_sql:
+            return rows
+        return [(src, p, r, d, bucket_of(d)) for src, p, r, d, _ in rows]
 
     # ---- names -----------------------------------------------------------------------------
     def names(self, table: str, ids: Iterable[tuple[int, Any]]) -> dict[tuple[int, Any], str | None]:
