@@ -397,6 +397,9 @@ WITHOUT = (
     [
         ({"click"}, ["report", "x.db"], "pip install 'asgi-log-to-sqlite[cli]'"),
         ({"uvicorn"}, ["serve", "app:app"], "serve needs uvicorn"),
+        # click installed, ua-parser or Jinja2 not: a report used to end in a traceback.
+        ({"ua_parser"}, ["report", "x.db"], "report needs ua_parser"),
+        ({"jinja2"}, ["report", "x.db", "-f", "html"], "needs jinja2"),
     ],
 )
 def test_missing_extras_are_a_message_not_a_traceback(tmp_path, blocked, argv, expected):

@@ -144,7 +144,11 @@ def _needs(module: str, what: str) -> None:
     """A clear message, not a traceback, when part of the cli extra is missing."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise click.ClickException(
             f"{what} needs {module} (in the cli extra): pip install 'asgi-log-to-sqlite[cli]'"
         )
