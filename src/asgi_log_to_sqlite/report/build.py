@@ -8,6 +8,7 @@ instead (rollups.py, rollup_report.py) and says so in ``source``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -44,7 +45,9 @@ PERCENTILES = (50, 95, 99)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Timeline bucket widths, seconds: the smallest giving fewer than MAX_BUCKETS buckets is used.
-_BUCKETS = (1, 10, 60, 300, 600, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
+_BUCKETS = (1, 10, 60, 300, 600, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400,
+            # only for damaged files whose times span centuries
+            365 * 86400, 3650 * 86400, 36500 * 86400, 365000 * 86400)
 MAX_BUCKETS = 120
 # SQLite attaches at most 10 databases to a connection (its compile-time default).
 MAX_ATTACHED = 10
@@ -95,9 +98,12 @@ def iso(seconds: float | None) -> str | None:
     if seconds is None or not isinstance(seconds, (int, float)):
         return None
     try:
-        return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = datetime.fromtimestamp(seconds, timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
+    # Not strftime: it writes the year 1 as "1", not "0001".
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z")
 
 
 def _bucket_width(first: float, last: float) -> int:
@@ -108,9 +114,20 @@ def _bucket_width(first: float, last: float) -> int:
     return _BUCKETS[-1]
 
 
+def whole(value: Any) -> int:
+    """A count or a byte total as a whole number; 0 for what no sum should be (infinity, from
+    damaged rows adding up past the largest float)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value)
+    return 0
+
+
 def _apportion(weights: dict[Any, float], total: int) -> Counter[Any]:
     """Whole numbers for ``weights`` that add up to ``total`` (their rounded sum): each is
     rounded down, and what is missing goes to the largest remainders."""
+    weights = {k: (v if math.isfinite(v) else 0.0) for k, v in weights.items()}
     floors = Counter({key: int(value) for key, value in weights.items()})
     missing = total - sum(floors.values())
     if 0 < missing <= len(weights):
@@ -197,7 +214,19 @@ def build_report(
         from .compare import add_comparison
 
         add_comparison(report, compare, lambda s, u: build_report(names, s, u, limit, filters))
-    return report
+    return _finite(report)
+
+
+def _finite(value: Any) -> Any:
+    """The report with every infinity (a sum of absurd durations overflows) as None: JSON
+    has no infinities, and no figure is better than a wrong one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _report(names: list[str], window: Window, limit: int, filters: Filters) -> dict[str, Any]:
@@ -261,7 +290,7 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
     overall = keys["overall"]
 
     def rounded_top(counter: dict[Any, float]) -> list[tuple[Any, int]]:
-        return [(k, round(v)) for k, v in ranked(counter, limit)]
+        return [(k, whole(v)) for k, v in ranked(counter, limit)]
 
     hosts = _named(logs, "hosts", [(src, host or None, n) for src, host, _, _, n in dims])
     referrers = _named(logs, "referers", [(src, ref, n) for src, ref, _, n in texts])
@@ -303,8 +332,8 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
         "client_errors": t["client_errors"],
         "error_rate": _share(t["server_errors"], total),
         "client_error_rate": _share(t["client_errors"], total),
-        "static_requests": round(static),
-        "dynamic_requests": total - round(static) if total >= round(static) else 0,
+        "static_requests": whole(static),
+        "dynamic_requests": total - whole(static) if total >= whole(static) else 0,
         "latency": {
             "avg": (overall["duration"] / overall["timed"]) if overall["timed"] else None,
             **{f"p{p}": exact["overall"].get(p) for p in PERCENTILES},
@@ -340,10 +369,10 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
         {"domain": k, "requests": n} for k, n in rounded_top(domains)
     ]
     report["clients"] = [
-        {"client": as_text(ip), "requests": round(n)} for ip, n in top_clients
+        {"client": as_text(ip), "requests": whole(n)} for ip, n in top_clients
     ]
     report["user_agents"] = group_user_agents(
-        [(name, round(n)) for name, n in agents.items()], limit=limit
+        [(name, whole(n)) for name, n in agents.items()], limit=limit
     )
     return report
 
@@ -400,7 +429,7 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> 
             point[0] += n
             point[1] += n if is_error else 0
             point[2] += out
-    total = round(requests)
+    total = whole(requests)
     # Counts are sums of row weights (1, or 1/sample_rate in a sampled log): added up as they
     # are, and rounded only at the end so that the parts still add up to the total.
     classes_n, statuses_n = _apportion(classes, total), _apportion(statuses, total)
@@ -410,21 +439,21 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> 
         start, end = min(buckets), max(buckets)
         timeline["points"] = [
             {"start": iso(b), "requests": per_bucket.get(b, 0),
-             "errors": round(buckets.get(b, [0, 0, 0])[1]),
-             "bytes": round(buckets.get(b, [0, 0, 0])[2])}
+             "errors": whole(buckets.get(b, [0, 0, 0])[1]),
+             "bytes": whole(buckets.get(b, [0, 0, 0])[2])}
             for b in range(start, end + width, width)
         ]
     return {
         "total": total,
-        "sent": round(sent),
-        "received": round(received),
-        "server_errors": round(server_errors),
-        "client_errors": round(client_errors),
+        "sent": whole(sent),
+        "received": whole(received),
+        "server_errors": whole(server_errors),
+        "client_errors": whole(client_errors),
         "first": first,
         "last": last,
         "timeline": timeline,
-        "hours_of_day": [{"hour": h, "requests": round(hours.get(h, 0))} for h in range(24)],
-        "per_day": {day: round(n) for day, n in days.items()},
+        "hours_of_day": [{"hour": h, "requests": whole(hours.get(h, 0))} for h in range(24)],
+        "per_day": {day: whole(n) for day, n in days.items()},
         "status_classes": [
             {"class": k, "requests": n, "share": _share(n, total)}
             for k, n in sorted(classes_n.items())
@@ -440,7 +469,7 @@ def _new_entry() -> dict[str, Any]:
 
 def _add(entry: dict[str, Any], values: Sequence[Any], bucket: int, ident: tuple[Any, ...]) -> None:
     n, out, rows, total, longest, nf, err = values
-    rows = rows or round(n)  # counted apart only when rows are weighted
+    rows = rows or whole(n)  # counted apart only when rows are weighted
     entry["requests"] += n
     entry["bytes"] += out
     entry["not_found"] += nf
@@ -540,30 +569,30 @@ def _path_sections(keys: dict[str, Any], exact: dict[str, Any], limit: int) -> d
     # Requests without a path (or whose path id names nothing) are in the totals, not here.
     top = ranked({k: v["requests"] for k, v in paths.items() if k is not None}, limit)
     not_found = ranked(
-        {k: v["not_found"] for k, v in paths.items() if k is not None and round(v["not_found"])},
+        {k: v["not_found"] for k, v in paths.items() if k is not None and whole(v["not_found"])},
         limit,
     )
     return {
         "top_paths": [
-            {"path": name, "requests": round(n), "bytes": round(paths[name]["bytes"]),
+            {"path": name, "requests": whole(n), "bytes": whole(paths[name]["bytes"]),
              "avg_duration": avg(paths[name])}
             for name, n in top
         ],
         "slowest_paths": [
-            {"path": name, "requests": round(paths[name]["requests"]),
+            {"path": name, "requests": whole(paths[name]["requests"]),
              "avg_duration": avg(paths[name]),
              **{f"p{p}": exact["path"].get(name, {}).get(p) for p in PERCENTILES}}
             for name in exact["slowest"]
         ],
         "routes": [
-            {"route": name, "requests": round(routes[name]["requests"]),
-             "server_errors": round(routes[name]["server_errors"]),
+            {"route": name, "requests": whole(routes[name]["requests"]),
+             "server_errors": whole(routes[name]["server_errors"]),
              "error_rate": _share(routes[name]["server_errors"], routes[name]["requests"]),
              "avg_duration": avg(routes[name]),
              **{f"p{p}": exact["route"].get(name, {}).get(p) for p in PERCENTILES}}
             for name in exact["top_routes"]
         ],
-        "not_found": [{"path": name, "requests": round(n)} for name, n in not_found],
+        "not_found": [{"path": name, "requests": whole(n)} for name, n in not_found],
     }
 
 

@@ -38,7 +38,10 @@ def previous_window(report: dict[str, Any]) -> tuple[float, float]:
     until = r["until"] or r["last_request"]
     if since is None or until is None:
         raise ReportError("--compare previous needs a window with requests, or --since/--until")
-    start, end = parse_when(since), parse_when(until)
+    try:
+        start, end = parse_when(since), parse_when(until)
+    except ValueError as error:
+        raise ReportError(f"--compare previous: {error}") from None
     if r["until"] is None:
         # --since alone reaches the present; no window at all ends with its last request.
         end = time.time() if r["since"] else end + 1

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import rollups
 from ..dialect import END_SECOND
-from ..histogram import estimate, percentile_bucket
+from ..histogram import BUCKETS, estimate, percentile_bucket
 from .build import (
     DAY,
     PERCENTILES,
@@ -30,6 +30,7 @@ from .build import (
     is_static,
     iso,
     ranked,
+    whole,
 )
 from .files import ReportError
 from .queries import LogSet
@@ -38,6 +39,17 @@ __all__ = ["raw_rows_gone", "rollup_report"]
 
 HOUR = 3600
 _MEASURES = ", ".join(f"{how.upper()}({m}) AS {m}" for m, how in rollups.ROLLUP_MEASURES.items())
+
+
+def _clean(column: str, how: str) -> str:
+    """A stored rollup figure, or 0 (NULL for a maximum) where a damaged file holds text, a
+    blob or an infinity."""
+    fallback = "NULL" if how == "max" else "0"
+    return f"(CASE WHEN {column} > -9e999 AND {column} < 9e999 THEN {column} ELSE {fallback} END)"
+
+
+_CLEAN = ", ".join(f"{_clean(m, how)} AS {m}" for m, how in rollups.ROLLUP_MEASURES.items())
+_COUNT = "(CASE WHEN l.count >= 0 AND l.count < 9e15 THEN CAST(l.count AS INTEGER) ELSE 0 END)"
 
 
 def _hours(logs: LogSet) -> tuple[int, int]:
@@ -96,19 +108,19 @@ class _Sources:
                     if d1 > d0:
                         tier = (f"(period = {DAY} AND start >= {d0} AND start < {d1}) OR "
                                 f"({hours} AND NOT (start >= {d0} AND start < {d1}))")
-                measures = ", ".join(rollups.ROLLUP_MEASURES)
                 self.rows.append(
-                    f"SELECT {f.index} AS src, period, start, route, path, {measures} "
+                    f"SELECT {f.index} AS src, period, start, route, path, {_CLEAN} "
                     f"FROM {table} WHERE ({tier}) AND ({where})"
                 )
                 self.hourly.append(
-                    f"SELECT {f.index} AS src, start, requests FROM {table} "
-                    f"WHERE {hours} AND ({where})"
+                    f"SELECT {f.index} AS src, start, {_clean('requests', 'sum')} AS requests "
+                    f"FROM {table} WHERE {hours} AND ({where})"
                 )
                 self.latency.append(
-                    f"SELECT {f.index} AS src, u.route, u.path, l.bucket, l.count "
+                    f"SELECT {f.index} AS src, u.route, u.path, l.bucket, {_COUNT} AS count "
                     f"FROM (SELECT id, route, path FROM {table} WHERE ({tier}) AND ({where})) "
-                    f"AS u JOIN {latency} AS l ON l.rollup = u.id"
+                    f"AS u JOIN {latency} AS l ON l.rollup = u.id "
+                    f"WHERE l.bucket BETWEEN 0 AND {BUCKETS - 1} AND typeof(l.bucket) = 'integer'"
                 )
             else:
                 window = f"start >= {self.low} AND start < {self.high}"
@@ -207,13 +219,13 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
             out[f"p{p}"] = value
         return out
 
-    total = round(totals["requests"] or 0)
+    total = whole(totals["requests"] or 0)
     classes = {f"{c}xx": totals[f"status_{c}xx"] or 0 for c in range(1, 6)}
     classes["other"] = max(0.0, (totals["requests"] or 0) - sum(classes.values()))
-    classes = {k: v for k, v in classes.items() if round(v)}
+    classes = {k: v for k, v in classes.items() if whole(v)}
     classes_n = _apportion(classes, total)
-    server_errors = round(totals["status_5xx"] or 0)
-    client_errors = round(totals["status_4xx"] or 0)
+    server_errors = whole(totals["status_5xx"] or 0)
+    client_errors = whole(totals["status_4xx"] or 0)
     static = sum(e["requests"] for (kind, name), e in entries.items()
                  if kind == "path" and is_static(name))
 
@@ -263,14 +275,14 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
         "unique_user_agents": None,
         "unique_referrers": None,
         "estimated_from_sample": sampled,
-        "bytes_sent": round(totals["bytes_sent"] or 0),
-        "bytes_received": round(totals["bytes_received"] or 0),
+        "bytes_sent": whole(totals["bytes_sent"] or 0),
+        "bytes_received": whole(totals["bytes_received"] or 0),
         "server_errors": server_errors,
         "client_errors": client_errors,
         "error_rate": _share(server_errors, total),
         "client_error_rate": _share(client_errors, total),
-        "static_requests": round(static),
-        "dynamic_requests": max(0, total - round(static)),
+        "static_requests": whole(static),
+        "dynamic_requests": max(0, total - whole(static)),
         "latency": {
             "avg": (totals["duration_total"] / totals["timed"]) if totals["timed"] else None,
             **percentiles(overall, totals["duration_max"]),
@@ -285,10 +297,10 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
         for b in range(first_b, last_b + 1):
             errors, sent = found.get(b, (0, 0))
             points.append({"start": iso(b * width), "requests": per_bucket.get(b, 0),
-                           "errors": round(errors), "bytes": round(sent)})
+                           "errors": whole(errors), "bytes": whole(sent)})
     report["timeline"] = {"bucket_seconds": width, "points": points}
     hours = dict(hour_rows)
-    report["hours_of_day"] = [{"hour": h, "requests": round(hours.get(h, 0))} for h in range(24)]
+    report["hours_of_day"] = [{"hour": h, "requests": whole(hours.get(h, 0))} for h in range(24)]
     report["visitors_per_day"] = None
     report["status_classes"] = [
         {"class": k, "requests": n, "share": _share(n, total)} for k, n in sorted(classes_n.items())
@@ -296,27 +308,27 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
     for key in ("statuses", "methods", "http_versions", "hosts"):
         report[key] = None
     report["top_paths"] = [
-        {"path": name, "requests": round(n), "bytes": round(by_path[name]["bytes_sent"]),
+        {"path": name, "requests": whole(n), "bytes": whole(by_path[name]["bytes_sent"]),
          "avg_duration": avg(by_path[name])}
         for name, n in ranked({k: e["requests"] for k, e in by_path.items() if k}, limit)
     ]
     report["slowest_paths"] = [
-        {"path": name, "requests": round(by_path[name]["requests"]),
+        {"path": name, "requests": whole(by_path[name]["requests"]),
          "avg_duration": avg(by_path[name]),
          **percentiles(by_path[name]["hist"], by_path[name]["duration_max"])}
         for name in slowest
     ]
     report["routes"] = [
-        {"route": name, "requests": round(n), "server_errors": round(by_route[name]["status_5xx"]),
+        {"route": name, "requests": whole(n), "server_errors": whole(by_route[name]["status_5xx"]),
          "error_rate": _share(by_route[name]["status_5xx"], by_route[name]["requests"]),
          "avg_duration": avg(by_route[name]),
          **percentiles(by_route[name]["hist"], by_route[name]["duration_max"])}
         for name, n in ranked({k: e["requests"] for k, e in by_route.items() if k}, limit)
     ]
     report["not_found"] = [
-        {"path": name, "requests": round(n)}
+        {"path": name, "requests": whole(n)}
         for name, n in ranked({k: e["not_found"] for k, e in by_path.items()
-                               if k and round(e["not_found"])}, limit)
+                               if k and whole(e["not_found"])}, limit)
     ]
     for key in ("referrers", "referring_domains", "clients", "user_agents"):
         report[key] = None
