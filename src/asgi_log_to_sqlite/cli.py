@@ -186,13 +186,19 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
     )
     from .report.files import display
 
+    from .report import agents
+
     filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
                       methods=methods)
+    agents.cache = agents.AgentCache.default()  # ua-parser's answers, kept between runs
     try:
         data = build_report(list(logs), since=since, until=until, limit=limit, filters=filters,
                             compare=compare)  # type: ignore[arg-type]
     except ReportError as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        agents.cache.save()
+        agents.cache = None
     render = {"text": render_text, "json": render_json, "html": render_html}[fmt]
     content = render(data)
     if output:
