@@ -179,14 +179,13 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
     from .report import (
         Filters,
         ReportError,
+        agents,
         build_report,
         render_html,
         render_json,
         render_text,
     )
     from .report.files import display
-
-    from .report import agents
 
     filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
                       methods=methods)
