@@ -64,8 +64,9 @@ _BUCKET_LN = (
 # A row's path and route ids packed in one integer (ids from 2**27 up read as none).
 ID_UNITS = 2**27
 _PATH_ROUTE = (
-    f"(COALESCE(CASE WHEN path < {ID_UNITS} THEN path END, 0) * {ID_UNITS} "
-    f"+ COALESCE(CASE WHEN route < {ID_UNITS} THEN route END, 0))"
+    f"((CASE WHEN path_raw >= 1 AND path_raw < {ID_UNITS} THEN CAST(path_raw AS INTEGER) "
+    f"ELSE 0 END) * {ID_UNITS} + (CASE WHEN route_raw >= 1 AND route_raw < {ID_UNITS} "
+    f"THEN CAST(route_raw AS INTEGER) ELSE 0 END))"
 )
 
 
@@ -240,6 +241,8 @@ class LogSet:
             # The stored values as they are, for expressions that test them once cleaned:
             # a view column is an expression repeated wherever it is used.
             "start_raw": col("start"),
+            "path_raw": col("path"),
+            "route_raw": col("route"),
             "status_raw": col("http_status"),
             "duration_raw": col("duration"),
         }

@@ -60,6 +60,44 @@ def _hours(logs: LogSet) -> tuple[int, int]:
     return low, high
 
 
+# The route or path of a rollup (never both) packed in one integer, as rollups.py packs it: 2 *
+# route id + 1, or 2 * path id; ids are below 2**27 in rollups. With the file's number above it
+# and a latency bucket below it, rows add up by a single integer key.
+_PAIR = 2**27
+_KEY = "(CASE WHEN route IS NOT NULL THEN route * 2 + 1 ELSE COALESCE(path, 0) * 2 END)"
+
+
+def _unpack(entry: int) -> tuple[int | None, int | None]:
+    entry %= 2 * _PAIR
+    if entry % 2:
+        return entry // 2, None
+    return None, (entry // 2) or None
+
+
+def _added(
+    logs: LogSet, name: str, key: str, measures: list[str], source: str,
+    how: dict[str, str] | None = None, with_src: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Rows of ``source`` added up per integer ``key``, into a small keyed table: (key,
+    measures) or, ``with_src``, (src, key, measures) when the key starts with ``src``. SQLite
+    sorts to group; adding into a keyed table is faster for few groups."""
+    how = how or {}
+    conn = logs.conn
+    conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    conn.execute(f"CREATE TEMP TABLE {name} (k INTEGER PRIMARY KEY, {', '.join(measures)})")
+    updates = ", ".join(
+        f"{m} = " + (logs.dialect.greatest(m, f"excluded.{m}") if how.get(m) == "max"
+                     else f"{m} + excluded.{m}")
+        for m in measures
+    )
+    logs.all(f"INSERT INTO temp.{name} SELECT {key}, {', '.join(measures)} FROM ({source}) "
+             f"AS s WHERE true ON CONFLICT DO UPDATE SET {updates}")
+    rows = logs.all(f"SELECT * FROM temp.{name}")
+    if with_src:
+        return [(k // (2 * _PAIR), k, *rest) for k, *rest in rows]
+    return rows
+
+
 def raw_rows_gone(logs: LogSet) -> dict[str, Any] | None:
     """None when the rows of the window are all there; else when the oldest row left starts
     (None: no row left at all)."""
@@ -173,17 +211,20 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
         f"SELECT {bucket} AS b, TOTAL(requests), TOTAL(status_5xx), TOTAL(bytes_sent) "
         f"FROM ({rows_sql}) AS r GROUP BY b ORDER BY b"
     )
-    hour_rows = logs.all(
-        f"SELECT (start / {HOUR}) % 24 AS h, TOTAL(requests) "
-        f"FROM ({sources.union(sources.hourly)}) AS r GROUP BY h"
-    )
-    key_rows = logs.all(
-        f"SELECT src, route, path, {sums} FROM ({rows_sql}) AS r GROUP BY src, route, path"
-    )
-    latency_rows = logs.all(
-        f"SELECT src, route, path, bucket, TOTAL(count) FROM "
-        f"({sources.union(sources.latency)}) AS l GROUP BY src, route, path, bucket"
-    )
+    hour_rows = _added(logs, "rh", f"(start / {HOUR}) % 24", ["requests"],
+                       sources.union(sources.hourly))
+    key_rows = [
+        (src, *_unpack(key), *values)
+        for src, key, *values in _added(logs, "rk", f"src * {2 * _PAIR} + {_KEY}", measures,
+                                        rows_sql, {m: how for m, how in
+                                                   rollups.ROLLUP_MEASURES.items()}, True)
+    ]
+    latency_rows = [
+        (src, *_unpack(key // BUCKETS), key % BUCKETS, count)
+        for src, key, count in _added(
+            logs, "rl", f"(src * {2 * _PAIR} + {_KEY}) * {BUCKETS} + bucket", ["count"],
+            sources.union(sources.latency), None, True)
+    ]
     route_names = logs.names("routes", {(r[0], r[1]) for r in key_rows if r[1] is not None})
     path_names = logs.names("paths", {(r[0], r[2]) for r in key_rows if r[2] is not None})
 
