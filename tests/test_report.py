@@ -30,12 +30,15 @@ NOW = 1_750_000_000.0
 ROWS = 4000
 
 
-@pytest.fixture(autouse=True, params=["ln", "tree"])
-def bucket_expression(request, monkeypatch):
-    """Every test twice: latency buckets found with SQLite's math functions, and without."""
+@pytest.fixture(autouse=True, params=["ln", "tree", "group-by"])
+def query_variant(request, monkeypatch):
+    """Every test three times: latency buckets found with SQLite's math functions, and
+    without; and rows grouped with GROUP BY, as a dialect for a database that hashes does."""
+    from asgi_log_to_sqlite.dialect import SQLITE
     from asgi_log_to_sqlite.report import queries
 
     monkeypatch.setattr(queries, "USE_MATH_FUNCTIONS", request.param == "ln")
+    monkeypatch.setattr(SQLITE, "groups_by_upsert", request.param != "group-by")
 
 
 @pytest.fixture(scope="module")

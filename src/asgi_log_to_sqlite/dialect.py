@@ -14,6 +14,7 @@ Only SQLite is implemented. A PostgreSQL dialect fills in the same methods (``fl
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = ["SQLITE", "Dialect", "SQLiteDialect"]
 
@@ -26,6 +27,26 @@ class Dialect:
     """SQL fragments that differ between databases; each method returns SQL text."""
 
     name = "generic"
+    #: Group many rows into few groups by adding each into a small keyed table (SQLite, which
+    #: groups by sorting) rather than with GROUP BY (PostgreSQL's hash aggregation is faster).
+    groups_by_upsert = False
+
+    def attach(self, conn: Any, index: int, location: str) -> None:
+        """Make log ``location`` readable as log number ``index`` on ``conn``."""
+        raise NotImplementedError
+
+    def finite(self, expr: str, low: str | None = None) -> str:
+        """``expr`` where it holds a finite number (above ``low`` if given), else NULL; text,
+        blobs and infinities read as NULL."""
+        raise NotImplementedError
+
+    def flag(self, condition: str) -> str:
+        """1 where ``condition`` holds, 0 where it does not (NULL stays NULL)."""
+        raise NotImplementedError
+
+    def is_integer(self, expr: str) -> str:
+        """``expr`` holds an integer (not a float, text or blob)."""
+        raise NotImplementedError
 
     def bucket(self, seconds: str, width: int) -> str:
         """The index of the ``width``-second bucket holding ``seconds`` (floor division)."""
@@ -83,6 +104,21 @@ class Dialect:
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
+    groups_by_upsert = True
+
+    def attach(self, conn: Any, index: int, location: str) -> None:
+        conn.execute(f"ATTACH DATABASE ? AS db{int(index)}", (location,))
+
+    def finite(self, expr: str, low: str | None = None) -> str:
+        # Text and blobs sort after every number and 9e999 reads as infinity: two comparisons
+        # keep finite numbers only, cheaper than typeof().
+        return f"(CASE WHEN {expr} > {low or '-9e999'} AND {expr} < 9e999 THEN {expr} END)"
+
+    def flag(self, condition: str) -> str:
+        return f"({condition})"
+
+    def is_integer(self, expr: str) -> str:
+        return f"(typeof({expr}) = 'integer')"
 
     def bucket(self, seconds: str, width: int) -> str:
         # CAST truncates toward zero: step down once for negative times between two buckets.

@@ -469,7 +469,7 @@ def _new_entry() -> dict[str, Any]:
 
 def _add(entry: dict[str, Any], values: Sequence[Any], bucket: int, ident: tuple[Any, ...]) -> None:
     n, out, rows, total, longest, nf, err = values
-    rows = rows or whole(n)  # counted apart only when rows are weighted
+    rows = whole(rows) or whole(n)  # counted apart only when rows are weighted
     entry["requests"] += n
     entry["bytes"] += out
     entry["not_found"] += nf

@@ -136,7 +136,7 @@ class LogSet:
         self.filters = filters or Filters()
         self.weighted = weighted
         self.dialect = dialect
-        self.count = "TOTAL(w)" if weighted else "COUNT(*)"
+        self.count = dialect.total("w") if weighted else "COUNT(*)"
         self.files: list[LogFile] = []
         self.conn = sqlite3.connect(":memory:")
         self.conn.text_factory = _text_factory
@@ -159,7 +159,7 @@ class LogSet:
             uri, snapshot = read_uri(path, quiet)
             log = LogFile(i, path, snapshot=snapshot)
             try:
-                self.conn.execute(f"ATTACH DATABASE ? AS db{i}", (uri,))
+                self.dialect.attach(self.conn, i, uri)
                 log.tables = {
                     row[0] for row in self.conn.execute(
                         f"SELECT name FROM db{i}.sqlite_master WHERE type IN ('table', 'view')"
@@ -209,9 +209,8 @@ class LogSet:
             c = col(name)
             return f"(CASE WHEN {c} >= 1 AND {c} < {_ID_MAX} THEN {c} END)"
 
-        def number(name: str, low: str = "-9e999") -> str:
-            c = col(name)
-            return f"(CASE WHEN {c} > {low} AND {c} < 9e999 THEN {c} END)"
+        def number(name: str, low: str | None = None) -> str:
+            return d.finite(col(name), low)
 
         start = f"(CASE WHEN start >= {FIRST_SECOND} AND start < {END_SECOND} THEN start END)"
         if hashed and hashed in cols:
@@ -351,7 +350,26 @@ class LogSet:
         packed = len(keys) == 1 and keys[0][0] == "int"
         if keys[0][0] != "int":
             raise ValueError("the first key must be an integer (the file's number joins it)")
+        d = self.dialect
         self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        if not d.groups_by_upsert:  # a database that groups by hashing: plain GROUP BY
+            aggregates = ", ".join(
+                f"{d.total(expr) if how == 'sum' else f'{how.upper()}({expr})'} AS {m}"
+                for m, expr, how in measures
+            )
+            key = ", ".join([f"({keys[0][1]}) * {MAX_FILES} + {{src}} AS k0",
+                             *(f"{expr} AS {n}" for (_, expr), n in zip(keys[1:], names[1:],
+                                                                          strict=True))])
+            group = ", ".join(str(i + 1) for i in range(len(keys)))
+            select = self.each(
+                f"SELECT {key}, {aggregates} FROM {{r}} WHERE {where} GROUP BY {group}", chosen)
+            try:
+                self.conn.execute(f"CREATE TEMP TABLE {name} AS {select}")
+            except sqlite3.DatabaseError as error:
+                raise ReportError(
+                    f"cannot read {', '.join(map(display, self.paths))}: {error}") from None
+            rows = self.all(f"SELECT * FROM temp.{name}")
+            return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
         # The file's number is packed into the first (integer) key: one column less to compare.
         if packed:  # one integer key: the fastest table there is
             self.conn.execute(
@@ -363,7 +381,6 @@ class LogSet:
                 + ", ".join(f"{n} NOT NULL" for n in names) + f", {', '.join(columns)}, "
                 f"PRIMARY KEY ({', '.join(names)})) WITHOUT ROWID"
             )
-        d = self.dialect
         updates = ", ".join(
             f"{m} = {m} + excluded.{m}" if how == "sum"
             else f"{m} = {d.greatest(m, f'excluded.{m}')}" if how == "max"
@@ -424,8 +441,8 @@ class LogSet:
             ("timed", "1" if self.weighted else "0", "sum"),
             ("total", "COALESCE(duration_raw, 0)", "sum"),
             ("longest", "duration_raw", "max"),
-            ("nf", f"(status_raw = 404){w}", "sum"),
-            ("err", f"(status_raw >= 500 AND status_raw < 600){w}", "sum"),
+            ("nf", f"{self.dialect.flag('status_raw = 404')}{w}", "sum"),
+            ("err", f"{self.dialect.flag('status_raw >= 500 AND status_raw < 600')}{w}", "sum"),
         ])
 
     def dims(self) -> list[tuple[Any, ...]]:
@@ -486,7 +503,8 @@ class LogSet:
         """Distinct client addresses, and the ``limit`` sending the most requests."""
         count = self.all("SELECT COUNT(DISTINCT client_ip) FROM temp.visits")[0][0]
         top = self.all(
-            "SELECT client_ip, TOTAL(n) AS c FROM temp.visits WHERE client_ip IS NOT NULL "
+            f"SELECT client_ip, {self.dialect.total('n')} AS c FROM temp.visits "
+            "WHERE client_ip IS NOT NULL "
             "GROUP BY client_ip ORDER BY c DESC, client_ip LIMIT ?", (int(limit),)
         )
         return count, top

@@ -18,7 +18,7 @@ from collections import Counter
 from typing import Any
 
 from .. import rollups
-from ..dialect import END_SECOND
+from ..dialect import END_SECOND, SQLITE, Dialect
 from ..histogram import BUCKETS, estimate, percentile_bucket
 from .build import (
     DAY,
@@ -41,11 +41,11 @@ HOUR = 3600
 _MEASURES = ", ".join(f"{how.upper()}({m}) AS {m}" for m, how in rollups.ROLLUP_MEASURES.items())
 
 
-def _clean(column: str, how: str) -> str:
+def _clean(column: str, how: str, dialect: Dialect = SQLITE) -> str:
     """A stored rollup figure, or 0 (NULL for a maximum) where a damaged file holds text, a
     blob or an infinity."""
-    fallback = "NULL" if how == "max" else "0"
-    return f"(CASE WHEN {column} > -9e999 AND {column} < 9e999 THEN {column} ELSE {fallback} END)"
+    finite = dialect.finite(column)
+    return finite if how == "max" else f"COALESCE({finite}, 0)"
 
 
 _CLEAN = ", ".join(f"{_clean(m, how)} AS {m}" for m, how in rollups.ROLLUP_MEASURES.items())
@@ -111,7 +111,7 @@ def raw_rows_gone(logs: LogSet) -> dict[str, Any] | None:
         requests, table = d.table(f.index, "requests"), d.table(f.index, "rollups")
         raw = logs.all(f"SELECT COUNT(*) FROM {requests} WHERE start >= ? AND start < ?",
                        (low, high))[0][0]
-        rolled = logs.all(f"SELECT TOTAL(rows) FROM {table} WHERE period = {HOUR} "
+        rolled = logs.all(f"SELECT {d.total('rows')} FROM {table} WHERE period = {HOUR} "
                           f"AND start >= ? AND start < ?", (low, high))[0][0]
         if rolled > raw:
             gone = True
@@ -158,7 +158,7 @@ class _Sources:
                     f"SELECT {f.index} AS src, u.route, u.path, l.bucket, {_COUNT} AS count "
                     f"FROM (SELECT id, route, path FROM {table} WHERE ({tier}) AND ({where})) "
                     f"AS u JOIN {latency} AS l ON l.rollup = u.id "
-                    f"WHERE l.bucket BETWEEN 0 AND {BUCKETS - 1} AND typeof(l.bucket) = 'integer'"
+                    f"WHERE l.bucket BETWEEN 0 AND {BUCKETS - 1} AND {d.is_integer('l.bucket')}"
                 )
             else:
                 window = f"start >= {self.low} AND start < {self.high}"
@@ -203,12 +203,13 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
     rows_sql = sources.union(sources.rows)
     measures = list(rollups.ROLLUP_MEASURES)
     sums = ", ".join(
-        f"{'MAX' if rollups.ROLLUP_MEASURES[m] == 'max' else 'TOTAL'}({m})" for m in measures
+        f"MAX({m})" if rollups.ROLLUP_MEASURES[m] == "max" else d.total(m) for m in measures
     )
     totals = dict(zip(measures, logs.all(f"SELECT {sums} FROM ({rows_sql}) AS r")[0], strict=True))
     bucket = d.bucket("start", width)
     timeline_rows = logs.all(
-        f"SELECT {bucket} AS b, TOTAL(requests), TOTAL(status_5xx), TOTAL(bytes_sent) "
+        f"SELECT {bucket} AS b, {d.total('requests')}, {d.total('status_5xx')}, "
+        f"{d.total('bytes_sent')} "
         f"FROM ({rows_sql}) AS r GROUP BY b ORDER BY b"
     )
     hour_rows = _added(logs, "rh", f"(start / {HOUR}) % 24", ["requests"],
