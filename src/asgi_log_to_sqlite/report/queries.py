@@ -387,7 +387,9 @@ class LogSet:
             else f"{m} = {d.least(m, f'excluded.{m}')}"
             for m, _, how in measures
         )
-        values = ", ".join(expr for _, expr, _ in measures)
+        # A NULL in a sum would stay NULL through every addition after it.
+        values = ", ".join(f"COALESCE({expr}, 0)" if how == "sum" else expr
+                           for _, expr, how in measures)
         for f in chosen:
             key = ", ".join(
                 [f"({keys[0][1]}) * {MAX_FILES} + {f.index}", *(expr for _, expr in keys[1:])]
