@@ -269,4 +269,5 @@ def test_random_damage_never_gives_a_traceback(small, tmp_path, damages, rng: ra
 
 def test_no_status_at_all(good, tmp_path):
     """Found by the random damage above: rows without any status."""
-    check_all_commands(damaged(good, tmp_path, "no-status", "UPDATE requests SET http_status = NULL"))
+    path = damaged(good, tmp_path, "no-status", "UPDATE requests SET http_status = NULL")
+    check_all_commands(path)
