@@ -20,6 +20,10 @@ SLOW_TESTS = {
     "test_report_as_a_process_over_several_files",
     "test_the_real_program",
     "test_cli_bad_input",
+    "test_commands_on_odd_files",
+    "test_merge_of_odd_files_is_all_or_nothing",
+    "test_the_real_program_on_special_files_and_names",
+    "test_serve_on_an_address_in_use_exits_1",
 }
 
 

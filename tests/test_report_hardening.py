@@ -271,3 +271,20 @@ def test_no_status_at_all(good, tmp_path):
     """Found by the random damage above: rows without any status."""
     path = damaged(good, tmp_path, "no-status", "UPDATE requests SET http_status = NULL")
     check_all_commands(path)
+
+
+def test_a_schema_name_that_is_not_utf8(good, tmp_path):
+    """SQLite's message then quotes bytes that are not UTF-8: sqlite3 raised UnicodeDecodeError,
+    which escaped as a traceback (found by flipping bits in a merge input)."""
+    path = tmp_path / "schema.db"
+    data = bytearray(good.read_bytes())
+    at = data.find(b"sqlite_autoindex_paths_1")
+    assert at > 0
+    data[at + 3] = 0xE9  # "sql\xe9te_autoindex_paths_1": an orphan index, named in bad UTF-8
+    path.write_bytes(bytes(data))
+    runner = CliRunner()
+    for args in (["report", str(path)], ["tail", str(path)], ["report", str(path), "-f", "html"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), args
+        assert "malformed database schema" in result.output
+        assert result.output.count("\n") == 1

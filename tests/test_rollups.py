@@ -236,7 +236,8 @@ def test_late_rows_of_a_folded_day_reach_the_day(log_path):
 
 
 def test_a_failure_in_the_rollups_never_loses_the_batch(log_path, caplog):
-    log = AsgiLogToSqlite(app, log_path, flush_interval=60)
+    # The writer in this process, so that its warning reaches caplog.
+    log = AsgiLogToSqlite(app, log_path, flush_interval=60, writer="thread")
     drive(log, ["/a"])
     conn = sqlite3.connect(log_path)
     conn.execute("DROP TABLE rollup_latency")

@@ -15,6 +15,20 @@ def cli() -> None:
     """Log ASGI requests to SQLite, and turn those logs into answers."""
 
 
+def _failure(error: Exception) -> click.ClickException:
+    """An error as click's one line, exit 1; names that are not UTF-8 shown with \ufffd.
+
+    SQLite's messages can span lines (a damaged schema is quoted statement and all).
+    """
+    return click.ClickException(" ".join(_shown(str(error)).split()))
+
+
+def _shown(text: str) -> str:
+    """Text with file names in it, printable whatever the terminal's encoding: a name that is not
+    UTF-8 (a surrogate escape) would raise on a strict standard output."""
+    return click.format_filename(text)
+
+
 # --- serve, report, tail, demo ------------------------------------------------------------
 def _option_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
     """``--option name=value``: the value read as JSON when it parses (numbers, true, lists)."""
@@ -62,10 +76,16 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
                         ("max_queue", max_queue)):
         if value is not None:
             options[name] = value
+    from uvicorn.main import STARTUP_FAILURE
+
     try:
         run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
     except (TypeError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
+    except SystemExit as stop:  # uvicorn could not start (an address in use): it logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -278,7 +298,7 @@ def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_pa
     try:
         document = metadata_for_file(log_db, database)
     except (OSError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     if config_part:
         document = split_for_datasette_1(document)[1]
     if as_yaml:
@@ -321,8 +341,8 @@ def rotate(path: str, keep: int | None) -> None:
     try:
         target = rotate_now(path, keep=keep)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Rotated {path} to {target}")
+        raise _failure(error) from None
+    click.echo(_shown(f"Rotated {path} to {target}"))
 
 
 @cli.command()
@@ -340,8 +360,8 @@ def prune(path: str, older_than: float, keep_rollups: bool) -> None:
     try:
         result = prune_rows(path, older_than, keep_rollups=keep_rollups)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain")
+        raise _failure(error) from None
+    click.echo(_shown(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain"))
 
 
 @cli.command()
@@ -354,8 +374,8 @@ def vacuum(path: str) -> None:
     try:
         result = vacuum_file(path)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes")
+        raise _failure(error) from None
+    click.echo(_shown(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes"))
 
 
 @cli.command()
@@ -382,7 +402,131 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
         try:
             result = merge_files(out, list(inputs), progress=progress)
         except MaintenanceError as error:
-            raise click.ClickException(str(error)) from None
+            raise _failure(error) from None
     for path in result.skipped:
-        click.echo(f"Skipped {path}: already merged")
-    click.echo(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}")
+        click.echo(_shown(f"Skipped {path}: already merged"))
+    click.echo(_shown(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}"))
+
+
+# --- replay -------------------------------------------------------------------------------
+def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], list]:
+    def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+        from . import replay
+
+        try:
+            return [getattr(replay, parse_name)(value) for value in values]
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return parse
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--target", help="The server to replay against: http://host:port.")
+@click.option("--app", "app_spec", metavar="MODULE:ATTR",
+              help="Or an ASGI app run in this process (its lifespan too).")
+@click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
+@click.option("--until", callback=_when, help="Only requests before: 24h, 7d or an ISO date.")
+@click.option("--path", "paths", multiple=True,
+              help="Only this path and below (/api), or a glob (/blog/*); repeatable.")
+@click.option("--route", "routes", multiple=True,
+              help="Only this route template (/items/{item_id}), or a glob; repeatable.")
+@click.option("--status", "statuses", multiple=True, callback=_statuses,
+              help="Only requests logged with these statuses: 200, 5xx, 401,403 (repeatable).")
+@click.option("--all-methods", is_flag=True, help="Also replay POST, PUT, DELETE... (not only "
+              "GET and HEAD): only against a build whose side effects you can throw away.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True),
+              help="Keep the logged gaps between requests, divided by this (1: original pace).")
+@click.option("--rate", help="Send at a fixed rate instead: 500/s, 30/m.")
+@click.option("--concurrency", "-c", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Requests in flight at most (alone: as fast as this allows).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="Send this many requests at most.")
+@click.option("--duration", callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              help="Stop sending after this long: 10s, 5m.")
+@click.option("--loop", is_flag=True, help="Go through the selected requests again until "
+              "--limit or --duration is reached.")
+@click.option("--header", "-H", "headers", multiple=True, callback=_pairs("parse_header"),
+              metavar="'NAME: VALUE'", help="Set this header on every request (repeatable).")
+@click.option("--set", "settings", multiple=True, callback=_pairs("parse_setting"),
+              metavar="NAME=VALUE", help="Fill the {{NAME}} placeholder (a secret the log left "
+              "out) with VALUE (repeatable).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds each request may take.")
+@click.option("--check-noise", is_flag=True,
+              help="Send each request twice; routes whose answers disagree are reported apart.")
+@click.option("--fail-on", "fail_on", multiple=True,
+              help="Exit 1 when routes changed: status, body, latency=1.5 (median ratio).")
+@click.option("--latency-floor", default=0.005, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a median must grow by, beyond the ratio, to count as slower.")
+@click.option("--log-to", type=click.Path(dir_okay=False),
+              help="Also log the replayed requests into this log database.")
+@click.option("--format", "-f", "fmt", default="text", show_default=True,
+              type=click.Choice(["text", "json", "html"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report to this file instead of standard output.")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress line on standard error (default: when it is a terminal).")
+def replay(log: str, target: str | None, app_spec: str | None, since: float | None,
+           until: float | None, paths: tuple[str, ...], routes: tuple[str, ...], statuses: list,
+           all_methods: bool, speed: float | None, rate: str | None, concurrency: int,
+           limit: int | None, duration: float | None, loop: bool, headers: list,
+           settings: list, timeout: float, check_noise: bool, fail_on: tuple[str, ...],
+           latency_floor: float, log_to: str | None, fmt: str, output: str | None,
+           progress: bool | None) -> None:
+    """Replay logged requests against a build and report per route what changed."""
+    import sys
+
+    try:
+        import httpx  # noqa: F401  (in the replay extra)
+    except ImportError as error:
+        raise click.ClickException(
+            f"replay needs httpx ({error}): pip install 'asgi-log-to-sqlite[replay]'"
+        ) from None
+    from . import replay as r
+    from .replay.render import render_html, render_json, render_text
+
+    if (target is None) == (app_spec is None):
+        raise click.UsageError("give exactly one of --target URL and --app MODULE:ATTR")
+    if speed is not None and rate is not None:
+        raise click.UsageError("--speed and --rate are two paces: give one")
+    if loop and limit is None and duration is None:
+        raise click.UsageError("--loop needs a bound: --limit or --duration")
+    if since is not None and until is not None and since >= until:
+        raise click.UsageError("--since must be earlier than --until")
+    try:
+        failing = r.parse_fail_on(fail_on)
+        pace = (r.FixedRate(r.parse_rate(rate)) if rate is not None
+                else r.OriginalPace(speed) if speed is not None else r.AsFastAsAllowed())
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    selection = r.Selection(since=since, until=until, paths=paths, routes=routes,
+                            statuses=statuses, all_methods=all_methods)
+    try:
+        from .replay.command import run_replay
+
+        report = run_replay(
+            log, selection, target=target, app_spec=app_spec, pace=pace,
+            concurrency=concurrency, limit=limit, duration=duration, loop=loop,
+            planner=r.Planner(dict(settings), headers), timeout=timeout,
+            check_noise=check_noise, fail_on=failing, latency_floor=latency_floor,
+            log_to=log_to, progress=sys.stderr.isatty() if progress is None else progress,
+        )
+    except r.ReplayError as error:
+        raise click.ClickException(str(error)) from None
+    content = {"text": render_text, "json": render_json, "html": render_html}[fmt](report)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as file:
+                file.write(content)
+        except OSError as error:
+            raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
+        click.echo(f"Wrote {fmt} replay report to {output}", err=True)
+    else:
+        click.echo(content, nl=False)
+    if report["failures"]:
+        names = ", ".join(f"{f['route']} ({f['check']})" for f in report["failures"])
+        click.echo(f"replay: changed beyond --fail-on: {names}", err=True)
+        sys.exit(1)
+    if report["interrupted"]:
+        sys.exit(130)

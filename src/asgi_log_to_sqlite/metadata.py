@@ -79,6 +79,7 @@ LOOKUP_DESCRIPTIONS: dict[str, str] = {
     "routes": "Distinct route templates",
     "header_names": "Names of the captured headers",
     "header_values": "Distinct values of the captured headers",
+    "header_lists": "Distinct header lists of captured requests and responses (JSON)",
 }
 
 FACETS = ["http_status", "method", "content_type", "host"]
@@ -499,6 +500,27 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                     "value": "Header value",
                 },
             }
+    for name in ("captures", "captures_view"):
+        if name in tables:
+            meta_tables[name] = {
+                "description": "What a replay needs of a request (capture_requests; see "
+                "docs/replay.md), secrets as {{name}} placeholders; one row per captured request",
+                "columns": {
+                    "request": "Row id of the request in the requests table",
+                    "raw_path": "The path's bytes as sent",
+                    "raw_query": "The query's bytes as sent, sensitive values as placeholders",
+                    "request_headers": "Every request header in order, JSON [[name, value], ...]",
+                    "request_body": "The request body (redacted), when within the limit",
+                    "request_body_sha256": "SHA-256 of the stored body, or of the sent one when "
+                    "too large to keep",
+                    "request_body_kept": "1 when request_body is the whole body",
+                    "response_headers": "Response headers, JSON (capture_responses)",
+                    "response_body": "The response body (redacted, capture_responses)",
+                    "response_body_sha256": "SHA-256 of the response body the app sent",
+                    "response_body_kept": "1 when response_body is the whole body",
+                    "response_chunks": "JSON [[seconds after the response started, bytes], ...]",
+                },
+            }
     rollup_tables, rollup_queries = _rollup_metadata(tables)
     meta_tables.update(rollup_tables)
     for name, columns in tables.items():
@@ -534,18 +556,29 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
 
     Raises ``ValueError`` when the file is not a log database.
     """
+    from .filekind import special_file_kind
     from .schema import is_log_database
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path!r}")
-    conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise ValueError(f"{path!r} is not a regular file ({kind})")
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise ValueError(f"{path!r} cannot be opened ({error})") from None
     try:
         if not is_log_database(conn):
             raise ValueError(f"{path!r} is not a log database (it has no requests table)")
         tables = table_columns(conn)
     except sqlite3.DatabaseError as error:
-        raise ValueError(f"{path!r} is not a SQLite database ({error})") from None
+        if "not a database" in str(error):
+            raise ValueError(f"{path!r} is not a SQLite database ({error})") from None
+        raise ValueError(f"{path!r} cannot be read ({error})") from None
+    except UnicodeDecodeError:  # a damaged page: names that are not UTF-8
+        raise ValueError(f"{path!r} cannot be read (a table or column name is not UTF-8)") from None
     finally:
         conn.close()
     return {"databases": {database or database_name_for(path): log_metadata(tables)}}

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from ..dialect import END_SECOND, FIRST_SECOND
 from ..histogram import percentile_bucket
 from .agents import group_user_agents
-from .files import ReportError, display
+from .files import SQL_ERRORS, ReportError, display, reason
 from .filters import Filters
 from .queries import (
     BUCKET_UNITS,
@@ -206,10 +206,14 @@ def build_report(
     names = _distinct(paths)
     if not names:
         raise ReportError("no log database given")
-    if len(names) > MAX_ATTACHED:
-        report = _report_via_merge(names, since, until, limit, filters)
-    else:
-        report = _report(names, Window(since, until), limit, filters)
+    try:
+        if len(names) > MAX_ATTACHED:
+            report = _report_via_merge(names, since, until, limit, filters)
+        else:
+            report = _report(names, Window(since, until), limit, filters)
+    except SQL_ERRORS as error:  # a damaged file, found where no query expected it
+        raise ReportError(
+            f"{', '.join(map(display, names))}: cannot be read ({reason(error)})") from None
     if compare is not None:
         from .compare import add_comparison
 

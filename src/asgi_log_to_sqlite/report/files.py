@@ -15,15 +15,28 @@ A report or ``tail`` only reads. Three things make that harder than ``mode=ro``:
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import urllib.parse
 from dataclasses import dataclass
 
-__all__ = ["ReportError", "Snapshot", "check_file", "display", "read_uri"]
+__all__ = ["SQL_ERRORS", "ReportError", "Snapshot", "check_file", "display", "read_uri",
+           "reason"]
+
+#: What reading a damaged file can raise: sqlite3's errors, and UnicodeDecodeError when the
+#: message itself quotes bytes that are not UTF-8 (a damaged name in the schema).
+SQL_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 class ReportError(Exception):
     """A log cannot be reported on (missing, not a log database...); the message says why."""
+
+
+def reason(error: BaseException) -> str:
+    """The database's message: for a UnicodeDecodeError, the message it could not decode."""
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        return error.object.decode("utf-8", "backslashreplace")
+    return str(error)
 
 
 def display(path: str | os.PathLike[str]) -> str:

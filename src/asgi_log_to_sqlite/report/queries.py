@@ -31,7 +31,7 @@ from typing import Any
 
 from ..dialect import END_SECOND, FIRST_SECOND, SQLITE, Dialect
 from ..histogram import BUCKETS, LOWER, RATIO, bounds, bucket_of, bucket_sql
-from .files import ReportError, Snapshot, display, read_uri
+from .files import SQL_ERRORS, ReportError, Snapshot, display, read_uri, reason
 from .filters import Filters
 
 __all__ = ["LogSet", "ReportError", "Window", "as_text"]
@@ -177,8 +177,8 @@ class LogSet:
                 raise ReportError(
                     f"{display(path)}: cannot be read as a SQLite database ({error})"
                 ) from None
-            except sqlite3.DatabaseError as error:
-                raise ReportError(f"{display(path)}: not a SQLite database ({error})") from None
+            except SQL_ERRORS as error:
+                raise ReportError(f"{display(path)}: not a SQLite database ({reason(error)})") from None
             if not _REQUIRED <= log.columns:
                 raise ReportError(
                     f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table with "
@@ -289,9 +289,9 @@ class LogSet:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as error:
+        except SQL_ERRORS as error:
             raise ReportError(
-                f"cannot read {', '.join(display(p) for p in self.paths)}: {error}"
+                f"cannot read {', '.join(display(p) for p in self.paths)}: {reason(error)}"
             ) from None
 
     # ---- the window's extent ---------------------------------------------------------------
@@ -365,9 +365,9 @@ class LogSet:
                 f"SELECT {key}, {aggregates} FROM {{r}} WHERE {where} GROUP BY {group}", chosen)
             try:
                 self.conn.execute(f"CREATE TEMP TABLE {name} AS {select}")
-            except sqlite3.DatabaseError as error:
+            except SQL_ERRORS as error:
                 raise ReportError(
-                    f"cannot read {', '.join(map(display, self.paths))}: {error}") from None
+                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
             rows = self.all(f"SELECT * FROM temp.{name}")
             return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
         # The file's number is packed into the first (integer) key: one column less to compare.
@@ -398,9 +398,9 @@ class LogSet:
                    f"WHERE {where} ON CONFLICT DO UPDATE SET {updates}")
             try:
                 self.conn.execute(sql)
-            except sqlite3.DatabaseError as error:
+            except SQL_ERRORS as error:
                 raise ReportError(
-                    f"cannot read {', '.join(map(display, self.paths))}: {error}") from None
+                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
         rows = self.all(f"SELECT * FROM temp.{name}")
         return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
 

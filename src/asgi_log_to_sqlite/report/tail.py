@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from .files import ReportError, display, read_uri
+from .files import SQL_ERRORS, ReportError, display, read_uri, reason
 from .filters import Filters, parse_status
 from .queries import as_text
 
@@ -50,16 +50,16 @@ class _Log:
         uri, self.snapshot = read_uri(path, quiet)
         try:
             self.conn = sqlite3.connect(uri, uri=True)
-        except sqlite3.Error as error:
-            raise ReportError(f"{display(path)}: cannot be opened ({error})") from None
+        except SQL_ERRORS as error:
+            raise ReportError(f"{display(path)}: cannot be opened ({reason(error)})") from None
         self.conn.text_factory = lambda data: data.decode("utf-8", "backslashreplace")
         try:
             self.columns = {row[1] for row in self.conn.execute("PRAGMA table_info(requests)")}
             self.tables = {row[0] for row in self.conn.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        except sqlite3.DatabaseError as error:
+        except SQL_ERRORS as error:
             self.conn.close()
-            raise ReportError(f"{display(path)}: not a SQLite database ({error})") from None
+            raise ReportError(f"{display(path)}: not a SQLite database ({reason(error)})") from None
         if not _REQUIRED <= self.columns:
             self.conn.close()
             raise ReportError(f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table)")
@@ -226,8 +226,8 @@ def _first_rows(path: str, lines: int, filters: Filters) -> tuple[list[tuple[Any
             rows = rows_after(log, 0, filters, last=lines, upto=after) if lines else []
             if not log.changed():
                 return rows, after
-        except sqlite3.DatabaseError as error:
-            raise ReportError(f"{display(path)}: cannot be read ({error})") from None
+        except SQL_ERRORS as error:
+            raise ReportError(f"{display(path)}: cannot be read ({reason(error)})") from None
         finally:
             log.close()
     return rows, after
@@ -255,8 +255,8 @@ def _read_new(
             rows = rows_after(log, after, filters, upto=newest)
             if not log.changed():
                 break
-        except sqlite3.DatabaseError as error:
-            raise ReportError(f"{display(source)}: cannot be read ({error})") from None
+        except SQL_ERRORS as error:
+            raise ReportError(f"{display(source)}: cannot be read ({reason(error)})") from None
         finally:
             log.close()
     if _identity(source) != identity:
