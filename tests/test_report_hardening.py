@@ -143,7 +143,7 @@ def test_odd_options_are_a_report_or_a_clear_error(good, args, code, message):
 def test_a_fifo_or_a_device_is_refused_at_once(tmp_path, command):
     fifo = tmp_path / "log.db"
     os.mkfifo(fifo)
-    for target, kind in ((str(fifo), "FIFO"), ("/dev/null", "device")):
+    for target, kind in ((str(fifo), "named pipe"), ("/dev/null", "device")):
         started = time.monotonic()
         result = subprocess.run([EXE, command, target], capture_output=True, text=True,
                                 timeout=30, check=False)

@@ -214,7 +214,7 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
         data = build_report(list(logs), since=since, until=until, limit=limit, filters=filters,
                             compare=compare)  # type: ignore[arg-type]
     except ReportError as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     finally:
         agents.cache.save()
         agents.cache = None
@@ -252,7 +252,7 @@ def tail(log: str, lines: int, follow: bool, paths: tuple[str, ...], routes: tup
     try:
         run(log, lines=lines, follow=follow, filters=filters, interval=interval, emit=click.echo)
     except ReportError as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     except KeyboardInterrupt:
         pass
 

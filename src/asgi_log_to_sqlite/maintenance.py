@@ -114,10 +114,10 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA schema_version").fetchone()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         log = is_log_database(conn)
-    except sqlite3.DatabaseError as error:
+    except (sqlite3.DatabaseError, UnicodeError) as error:  # a name in the schema not UTF-8
         if "not a database" in str(error):
             raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
-        raise MaintenanceError(f"{path}: cannot be read ({error})") from None
+        raise MaintenanceError(f"{path}: cannot be read ({_describe(error)})") from None
     if not log:
         raise NotALogError(f"{path}: not a log database (it has no 'requests' table)")
     if version > latest_version():

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import urllib.parse
 from dataclasses import dataclass
+
+from ..filekind import special_file_kind
 
 __all__ = ["SQL_ERRORS", "ReportError", "Snapshot", "check_file", "display", "read_uri",
            "reason"]
@@ -57,11 +58,9 @@ def check_file(path: str) -> os.stat_result:
         raise ReportError(f"{display(path)}: no such file") from None
     except OSError as error:
         raise ReportError(f"{display(path)}: cannot be read ({error.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ReportError(f"{display(path)}: is a folder, not a log database")
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
-        raise ReportError(f"{display(path)}: is {kind}, not a log database file")
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise ReportError(f"{display(path)}: is {kind}, not a log database")
     return st
 
 
