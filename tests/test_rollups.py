@@ -411,3 +411,24 @@ def test_the_sql_bucket_is_the_python_bucket(durations):
     got = [row[0] for row in conn.execute(sql)]
     assert got == [histogram.bucket_of(d) for d in durations]
     conn.close()
+
+
+def test_an_older_big_log_gets_rollups_of_its_newest_rows(tmp_path, monkeypatch):
+    from asgi_log_to_sqlite import schema
+
+    monkeypatch.setattr(schema, "ROLLUP_BACKFILL_ROWS", 100)
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """CREATE TABLE requests (start FLOAT, method TEXT, path INTEGER, query_string INTEGER,
+               user_agent INTEGER, referer INTEGER, accept_language INTEGER, http_status INTEGER,
+               content_type INTEGER, client_ip TEXT, duration FLOAT, body_size INTEGER);"""
+    )
+    conn.executemany("INSERT INTO requests (start, http_status, duration) VALUES (?, 200, 0.1)",
+                     [(NOW - 300 + i,) for i in range(300)])
+    conn.commit()
+    conn.close()
+    conn = connect(path)
+    ensure_schema(conn)
+    assert conn.execute("SELECT SUM(rows) FROM rollups WHERE period = 3600").fetchone()[0] == 100
+    conn.close()
