@@ -283,13 +283,14 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
     # first.
     with ThreadPoolExecutor(max_workers=3) as pool:
         keys_f = pool.submit(task(paths_and_percentiles))
-        time_f = pool.submit(task(lambda own: (own.time_groups(unit), own.dims())))
+        time_f = pool.submit(task(lambda own: own.time_groups(unit)))
         visitors_f = pool.submit(task(visitors_and_texts))
-        times, dims = time_f.result()
+        times = time_f.result()
         keys, exact = keys_f.result()
         (visitor_total, per_day), (client_count, top_clients), texts = visitors_f.result()
 
-    t = _times(times, unit, width, limit)
+    t = _times([(src, key, *rest) for src, key, _, _, _, *rest in times], unit, width, limit)
+    dims = [(src, host, method, version, n) for src, _, host, method, version, n, *_ in times]
     total = t["total"]
     overall = keys["overall"]
 
@@ -341,7 +342,7 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
         "latency": {
             "avg": (overall["duration"] / overall["timed"]) if overall["timed"] else None,
             **{f"p{p}": exact["overall"].get(p) for p in PERCENTILES},
-            "max": overall["longest"],
+            "max": t["longest"],
         },
     }
     report["timeline"] = t["timeline"]
@@ -409,7 +410,10 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> 
     requests = sent = received = server_errors = client_errors = 0.0
     first: float | None = None
     last: float | None = None
-    for _src, key, n, out, into, low, high in groups:
+    longest: float | None = None
+    for _src, key, n, out, into, low, high, most in groups:
+        if isinstance(most, (int, float)) and (longest is None or most > longest):
+            longest = most
         bucket, status = divmod(int(key), STATUS_UNITS)
         code = None if status == STATUS_NONE else status
         valid = code is not None and 100 <= code <= 599
@@ -453,6 +457,7 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> 
         "received": whole(received),
         "server_errors": whole(server_errors),
         "client_errors": whole(client_errors),
+        "longest": longest,
         "first": first,
         "last": last,
         "timeline": timeline,
@@ -467,12 +472,12 @@ def _times(groups: list[tuple[Any, ...]], unit: int, width: int, limit: int) -> 
 
 
 def _new_entry() -> dict[str, Any]:
-    return {"requests": 0.0, "bytes": 0.0, "timed": 0, "duration": 0.0, "longest": None,
-            "not_found": 0.0, "server_errors": 0.0, "hist": Counter(), "ids": set()}
+    return {"requests": 0.0, "bytes": 0.0, "timed": 0, "duration": 0.0, "not_found": 0.0,
+            "server_errors": 0.0, "hist": Counter(), "ids": set()}
 
 
 def _add(entry: dict[str, Any], values: Sequence[Any], bucket: int, ident: tuple[Any, ...]) -> None:
-    n, out, rows, total, longest, nf, err = values
+    n, out, rows, total, nf, err = values
     rows = whole(rows) or whole(n)  # counted apart only when rows are weighted
     entry["requests"] += n
     entry["bytes"] += out
@@ -482,8 +487,6 @@ def _add(entry: dict[str, Any], values: Sequence[Any], bucket: int, ident: tuple
         entry["timed"] += rows
         entry["duration"] += total
         entry["hist"][bucket] += rows
-        if entry["longest"] is None or longest > entry["longest"]:
-            entry["longest"] = longest
     entry["ids"].add(ident)
 
 

@@ -409,8 +409,13 @@ class LogSet:
         return ("w", " * w") if self.weighted else ("1", "")
 
     def time_groups(self, unit: int) -> list[tuple[Any, ...]]:
-        """(src, key, requests, bytes sent, bytes received, first start, last start) per
-        (``unit``-second bucket, status): key = bucket * 1024 + status."""
+        """Per (``unit``-second bucket, status, host id, method, HTTP version): (src, key,
+        host, method, version, requests, bytes sent, bytes received, first start, last start,
+        longest duration), key = bucket * 1024 + status.
+
+        The few hosts, methods and versions ride along (groups multiply by a handful) rather
+        than cost a scan of their own.
+        """
         one, w = self._counted()
         # Text sorts after numbers: "status_raw < 1000" is false for it, as for NULL.
         status = (
@@ -419,43 +424,40 @@ class LogSet:
         )
         bucket = (f"(CASE WHEN start IS NULL THEN -1 "
                   f"ELSE {self.dialect.bucket('start_raw', unit)} END)")
-        return self.accumulate("t", [("int", f"{bucket} * {STATUS_UNITS} + {status}")], [
+        return self.accumulate("t", [
+            ("int", f"{bucket} * {STATUS_UNITS} + {status}"), ("int", "COALESCE(host, 0)"),
+            ("text", "COALESCE(method, '')"), ("text", "COALESCE(http_version, '')"),
+        ], [
             ("n", one, "sum"),
             ("sent", f"COALESCE(body_size{w}, 0)", "sum"),
             ("received", f"COALESCE(request_body_size{w}, 0)", "sum"),
             ("first", "start_raw", "min"),
             ("last", "start_raw", "max"),
+            ("longest", "duration", "max"),
         ])
 
     def key_groups(self) -> list[tuple[Any, ...]]:
         """Per (path id, route id, latency bucket): (src, key, requests, bytes, timed rows,
-        duration total, longest, 404s, 5xx), key = (path * 2**27 + route) * 256 + bucket.
+        duration total, 404s, 5xx), key = (path * 2**27 + route) * 256 + bucket.
 
         Ids from 2**27 up read as 0 (none); bucket 255 means no duration (its duration
-        figures mean nothing).
+        figures mean nothing). Timed rows are 0 where rows are not weighted (then they are
+        the requests).
         """
         one, w = self._counted()
         key = f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket}"
-        return self.accumulate("keys", [("int", key)], [
-            ("n", one, "sum"),
-            ("sent", f"COALESCE(body_size{w}, 0)", "sum"),
-            # Rows (for percentiles); the same as n unless rows are weighted.
-            ("timed", "1" if self.weighted else "0", "sum"),
+        measures = [("n", one, "sum"), ("sent", f"COALESCE(body_size{w}, 0)", "sum")]
+        if self.weighted:
+            measures.append(("timed", "1", "sum"))
+        measures += [
             ("total", "COALESCE(duration_raw, 0)", "sum"),
-            ("longest", "duration_raw", "max"),
             ("nf", f"{self.dialect.flag('status_raw = 404')}{w}", "sum"),
             ("err", f"{self.dialect.flag('status_raw >= 500 AND status_raw < 600')}{w}", "sum"),
-        ])
-
-    def dims(self) -> list[tuple[Any, ...]]:
-        """(src, host id, method, HTTP version, requests) per combination (a few dozen)."""
-        one, _ = self._counted()
-        return self.accumulate(
-            "dims",
-            [("int", "COALESCE(host, 0)"), ("text", "COALESCE(method, '')"),
-             ("text", "COALESCE(http_version, '')")],
-            [("n", one, "sum")],
-        )
+        ]
+        rows = self.accumulate("keys", [("int", key)], measures)
+        if self.weighted:
+            return rows
+        return [(src, k, n, sent, 0, total, nf, err) for src, k, n, sent, total, nf, err in rows]
 
     def grouped(self, *columns: str) -> list[tuple[Any, ...]]:
         """(src, lookup id or None per column, requests) per combination of the ids of one
