@@ -85,8 +85,7 @@ class Load:
 
     @property
     def name(self) -> str:
-        paced = f", {self.delay_ms:g} ms between a response and the next request" \
-            if self.delay_ms else ""
+        paced = f", each pausing {self.delay_ms:g} ms after a response" if self.delay_ms else ""
         if self.wrk:
             return f"wrk, 1 thread, {self.connections} connections{paced}"
         return f"benchmarks/loadgen.py, {self.connections} connections"
