@@ -33,6 +33,7 @@ from .rotation import (
     rotate_file,
 )
 from .schema import (
+    MERGED_FILES_SQL,
     SchemaError,
     connect,
     ensure_schema,
@@ -90,6 +91,9 @@ def check_regular_file(path: str) -> None:
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        # Python could not decode SQLite's own message (it quotes damaged bytes): show it anyway.
+        return error.object.decode("utf-8", "replace")
     return str(error)
 
 
@@ -114,9 +118,10 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA schema_version").fetchone()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         log = is_log_database(conn)
-    except (sqlite3.DatabaseError, UnicodeError) as error:  # a name in the schema not UTF-8
+    except (sqlite3.DatabaseError, UnicodeError) as error:
+        # SQLite's message quotes the damaged bytes, which may not even decode.
         if "not a database" in str(error):
-            raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
+            raise MaintenanceError(f"{path}: not a SQLite database ({_describe(error)})") from None
         raise MaintenanceError(f"{path}: cannot be read ({_describe(error)})") from None
     if not log:
         raise NotALogError(f"{path}: not a log database (it has no 'requests' table)")
@@ -305,16 +310,6 @@ class MergeResult:
     merged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     rows: int = 0
-
-
-MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
-    fingerprint TEXT PRIMARY KEY,
-    name TEXT,
-    rows INTEGER,
-    first_start FLOAT,
-    last_start FLOAT,
-    merged_at TEXT
-)"""
 
 
 def _inspect(path: str) -> _Source:
