@@ -35,3 +35,30 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def log_path(tmp_path):
     return str(tmp_path / "log.db")
+
+
+# ---- PostgreSQL (tests/pg_support.py) -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL server for the session: a throwaway cluster, or the one the environment
+    names (ASGI_LOG_TO_SQLITE_TEST_POSTGRESQL)."""
+    pytest.importorskip("psycopg")
+    from pg_support import open_cluster
+
+    cluster = open_cluster()
+    if cluster is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """The URL of a new, empty database, dropped after the test."""
+    name = pg_cluster.create_database()
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        pg_cluster.drop_database(name)

@@ -63,6 +63,8 @@ REQUEST_COLUMNS: dict[str, str | None] = {
     "actor": "actors",
     "sample_rate": None,
     "visitor": None,
+    # which host or container wrote the row (the instance migration)
+    "instance": "instances",
 }
 
 SEED_LOOKUP_TABLES = (
@@ -230,6 +232,16 @@ def capture_tables(conn: sqlite3.Connection) -> None:
     conn.execute(CAPTURES_VIEW_SQL)
 
 
+@migration
+def instance_column(conn: sqlite3.Connection) -> None:
+    """Which host or container wrote each row: several hosts share one log (PostgreSQL), and a
+    log pulled or merged from them keeps it."""
+    _lookup_table(conn, "instances")
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if "instance" not in existing:
+        conn.execute("ALTER TABLE requests ADD COLUMN instance INTEGER REFERENCES instances(id)")
+
+
 # The readable view is rebuilt after every migration so that it always lists every column.
 VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     requests.rowid AS id,
@@ -258,7 +270,8 @@ VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     actors.name AS actor,
     requests.peer_ip,
     requests.sample_rate,
-    requests.visitor
+    requests.visitor,
+    instances.name AS instance
 FROM requests
 LEFT JOIN hosts ON hosts.id = requests.host
 LEFT JOIN paths ON paths.id = requests.path
@@ -268,7 +281,8 @@ LEFT JOIN user_agents ON user_agents.id = requests.user_agent
 LEFT JOIN referers ON referers.id = requests.referer
 LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language
 LEFT JOIN routes ON routes.id = requests.route
-LEFT JOIN actors ON actors.id = requests.actor"""
+LEFT JOIN actors ON actors.id = requests.actor
+LEFT JOIN instances ON instances.id = requests.instance"""
 
 CAPTURED_HEADERS_VIEW_SQL = """CREATE VIEW captured_headers_view AS SELECT
     captured_headers.request,
