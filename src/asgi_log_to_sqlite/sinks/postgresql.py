@@ -533,9 +533,10 @@ def _finite(value: Any) -> bool:
 def _refused_credentials(error: Exception) -> bool:
     state = getattr(error, "sqlstate", None)
     text = str(error).lower()
-    return state in ("28000", "28P01") or "authentication failed" in text or (
-        "password" in text and "supplied" in text
-    )
+    return state in ("28000", "28P01") or any(words in text for words in (
+        "authentication failed", "not permitted to log in", "no pg_hba.conf entry",
+        "no password supplied", "password authentication",
+    )) or ("role" in text and "does not exist" in text)
 
 
 def _escape_nul(batch: Batch) -> None:
