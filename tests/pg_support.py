@@ -102,10 +102,10 @@ class Cluster:
             parts._replace(path="/" + database, query=urllib.parse.urlencode(params))
         )
 
-    def create_database(self) -> str:
+    def create_database(self, name: str | None = None) -> str:
         import psycopg
 
-        name = "t_" + uuid.uuid4().hex[:12]
+        name = name or "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.base_url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return name
