@@ -314,6 +314,40 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
     click.echo(_shown(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}"))
 
 
+@cli.command()
+@click.argument("url")
+@click.argument("log_db", type=click.Path(dir_okay=False))
+@click.option("--since", callback=_when,
+              help="Only requests after: 7d, 24h, 30m or an ISO date (default: all).")
+@click.option("--instance", help="Only the requests of this instance (host or container).")
+@click.option("--schema", help="The PostgreSQL schema holding the log (or ?schema= in the URL).")
+def pull(url: str, log_db: str, since: float | None, instance: str | None,
+         schema: str | None) -> None:
+    """Copy a window of a PostgreSQL log into a SQLite log file; run again, only new rows."""
+    import contextlib
+    import sys
+
+    from .pull import PullError
+    from .pull import pull as pull_rows
+
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(rows: int) -> None:
+            if not bars and sys.stderr.isatty():
+                bars.append(stack.enter_context(
+                    click.progressbar(length=None, label="Pulling rows", file=sys.stderr)))
+            if bars:
+                bars[0].update(rows)
+
+        try:
+            result = pull_rows(url, log_db, since=since, instance=instance, schema=schema,
+                               progress=progress)
+        except PullError as error:
+            raise _failure(error) from None
+    click.echo(_shown(f"Pulled {result.rows} new row(s) into {log_db}; it holds {result.total}"))
+
+
 # --- replay -------------------------------------------------------------------------------
 def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], list]:
     def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:

@@ -564,3 +564,32 @@ def committed_upto(conn: Any, target: Target, timeout: float = 60.0) -> int:
         finally:
             cur.execute("RESET lock_timeout")
     return last if called else last - 1
+
+
+# ---- reading rows back ---------------------------------------------------------------------------
+def rows_sql() -> str:
+    """``id`` and the columns of :data:`schema.REQUEST_COLUMNS` in order, lookup columns as their
+    text: rows as the writer builds them (for ``pull``)."""
+    from .schema import REQUEST_COLUMNS
+
+    fields, joins = ["r.id"], []
+    for column, table in REQUEST_COLUMNS.items():
+        if table is None:
+            fields.append(f"r.{column}")
+        else:
+            fields.append(f"l_{column}.name")
+            joins.append(f"LEFT JOIN {table} AS l_{column} ON l_{column}.id = r.{column}")
+    return f"SELECT {', '.join(fields)} FROM requests AS r {' '.join(joins)}"
+
+
+def ensure_readable(conn: Any, target: Target) -> None:
+    """A clear error when the database holds no log (in that schema), or a newer one."""
+    with conn.cursor() as cur:
+        version = schema_version(cur)
+    if version == 0:
+        raise SchemaError(f"no asgi-log-to-sqlite log in schema {target.schema}")
+    if version > latest_version():
+        raise SchemaError(
+            f"the log is at schema version {version}, newer than this asgi-log-to-sqlite "
+            f"understands ({latest_version()}); upgrade asgi-log-to-sqlite"
+        )
