@@ -207,3 +207,31 @@ def test_default_spill_is_in_the_temp_folder_named_after_the_log(pg_url):
 def test_a_spill_folder_that_does_not_exist_is_refused(pg_url, tmp_path):
     with pytest.raises(ValueError, match="'spill'"):
         AsgiLogToSqlite(ok_app, pg_url, spill=str(tmp_path / "no" / "spill.db"))
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_batch_whose_commit_lost_its_answer_is_not_shipped_twice(pg_url, tmp_path, stored):
+    from asgi_log_to_sqlite.batch import Batch
+    from asgi_log_to_sqlite.options import Options
+
+    options = Options.from_kwargs({"spill": str(tmp_path / "spill.db"), "instance": "web-1"})
+    sink = pg_sink.PostgreSQLSink(pg_url, options)
+    now = time.time()
+    row = [now, "GET", "/p", None, None, None, None, 200, None, None, 0.1, 1, None, "http",
+           "1.1", 0, None, None, 0, "http", None, None, None, 1.0, None, "web-1"]
+    rows = [tuple([now + i / 1000, *row[1:2], f"/p/{i}", *row[3:]]) for i in range(5)]
+    committed = Batch(rows=list(rows), keys=[0] * 5)
+    sink.write(committed)  # in PostgreSQL now...
+    first_id, first_start = query(pg_url, "SELECT min(id), min(start) FROM requests")[0]
+    if not stored:
+        query(pg_url, "DELETE FROM requests")  # ...or, this time, not
+    # ...but the writer never heard: the same rows reach the spill file, marked uncertain.
+    again = Batch(rows=list(rows), keys=[0] * 5)
+    sink._uncertain = (again, first_id, first_start)
+    sink._to_spill(again)
+    assert spilled_rows(str(tmp_path / "spill.db")) == 5
+    sink.write(Batch(rows=[tuple([now + 1, *row[1:2], "/later", *row[3:]])], keys=[0]))
+    sink.close()
+    paths = [p for (p,) in query(pg_url, "SELECT path FROM requests_view ORDER BY id")]
+    assert paths == [f"/p/{i}" for i in range(5)] + ["/later"]
+    assert spilled_rows(str(tmp_path / "spill.db")) == 0

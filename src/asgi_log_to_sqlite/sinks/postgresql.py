@@ -275,7 +275,13 @@ class PostgreSQLSink:
         if not self._spill_waiting:
             logger.warning("asgi-log-to-sqlite: %s is away; keeping rows in %s",
                            self.name, self.spill_path)
-        self._spill_file().put(batch)
+        uncertain = self._uncertain
+        self._uncertain = None
+        spill = self._spill_file()
+        spill.put(batch)
+        if uncertain is not None and uncertain[0] is batch:
+            # Its commit may have happened: the shipment asks first (no row stored twice).
+            spill.note_uncertain(uncertain[1], uncertain[2], rows)
         self._spill_waiting = True
         self.spilled += rows
 
@@ -298,6 +304,12 @@ class PostgreSQLSink:
 
                 spill.shipped(spill_id, found[0], found[1], json.loads(found[2]))
                 spill_id, applied = spill.identity()
+            for first_id, first_start, rows in spill.uncertain():
+                stored = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM requests WHERE id = %s AND start = %s)",
+                    (first_id, first_start),
+                ).fetchone()[0]
+                spill.settle(first_id, first_start, rows, stored)
             limit = SHIP_CHUNK
             while True:
                 shipment = spill.next_shipment(spill_id, applied + 1, limit)

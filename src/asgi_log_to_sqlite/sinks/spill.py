@@ -221,5 +221,34 @@ class Spill:
                              (uuid.uuid4().hex,))
                 conn.execute("UPDATE spill_meta SET value = '0' WHERE key = 'applied'")
 
+    # ---- batches whose commit in PostgreSQL is uncertain -------------------------------------
+    def note_uncertain(self, first_id: int, first_start: float, rows: int) -> None:
+        """The batch just put here may be in PostgreSQL already (its commit lost its answer):
+        its first row's id there, its start, and how many rows it has."""
+        with self._conn() as conn, transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO spill_meta VALUES (?, ?)",
+                         (f"uncertain:{first_id}", json.dumps([first_start, rows])))
+
+    def uncertain(self) -> list[tuple[int, float, int]]:
+        with self._conn() as conn:
+            return [(int(key.split(":", 1)[1]), *json.loads(value))
+                    for key, value in conn.execute(
+                        "SELECT key, value FROM spill_meta WHERE key LIKE 'uncertain:%'")]
+
+    def settle(self, first_id: int, first_start: float, rows: int, stored: bool) -> None:
+        """Forget an uncertain batch; ``stored``: PostgreSQL has it, so its rows (consecutive
+        here: one transaction wrote them) leave the file unshipped."""
+        with self._conn() as conn, transaction(conn):
+            if stored:
+                found = conn.execute("SELECT min(rowid) FROM requests WHERE start = ?",
+                                     (first_start,)).fetchone()[0]
+                if found is not None:
+                    last = found + rows - 1
+                    for table, column in (("captured_headers", "request"),
+                                          ("captures", "request"), ("requests", "rowid")):
+                        conn.execute(f"DELETE FROM {table} WHERE {column} BETWEEN ? AND ?",
+                                     (found, last))
+            conn.execute("DELETE FROM spill_meta WHERE key = ?", (f"uncertain:{first_id}",))
+
     def close(self) -> None:
         self.sink.close()
