@@ -37,10 +37,12 @@ class Cluster:
         self.folder = ""
         self.bin = ""
         self.port = 0
+        self.durable = False  # fsync on (benchmarks), or off (tests: faster, same behaviour)
+        self.nice = 0  # the server's CPU priority below ours (a benchmark's "another machine")
 
     # ---- a cluster of our own ------------------------------------------------------------------
     @classmethod
-    def start_new(cls, bin_folder: str) -> Cluster:
+    def start_new(cls, bin_folder: str, durable: bool = False, nice: int = 0) -> Cluster:
         folder = tempfile.mkdtemp(prefix="asgi-log-pg-")
         os.chmod(folder, 0o755)
         import socket
@@ -53,6 +55,7 @@ class Cluster:
             owned=True,
         )
         cluster.folder, cluster.bin, cluster.port = folder, bin_folder, port
+        cluster.durable, cluster.nice = durable, nice
         if os.geteuid() == 0:
             shutil.chown(folder, "postgres")
         cluster._run("initdb", "-D", cluster.data, "-A", "trust", "-U", "postgres", "--no-sync",
@@ -66,6 +69,8 @@ class Cluster:
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> None:
         command = [os.path.join(self.bin, program), *args]
+        if self.nice:
+            command = ["nice", "-n", str(self.nice), *command]
         if os.geteuid() == 0:  # initdb refuses to run as root
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, timeout=timeout, cwd=self.folder,
@@ -76,8 +81,8 @@ class Cluster:
         self._run(
             "pg_ctl", "-D", self.data, "-l", os.path.join(self.folder, "server.log"), "-w",
             "-t", "60", "-o",
-            f"-k {self.folder} -p {self.port} -c listen_addresses='' -c fsync=off "
-            "-c max_connections=200",
+            f"-k {self.folder} -p {self.port} -c listen_addresses='' "
+            f"-c fsync={'on' if self.durable else 'off'} -c max_connections=200",
             "start", timeout=90,
         )
 

@@ -99,6 +99,19 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
         raise click.BadParameter(str(error)) from None
 
 
+def _central(logs: tuple[str, ...], instance: str | None) -> str | None:
+    """The PostgreSQL URL among ``logs`` (then it must be alone), or None for files."""
+    from .postgresql_schema import is_postgresql_url
+
+    urls = [log for log in logs if is_postgresql_url(log)]
+    if urls and len(logs) > 1:
+        raise click.UsageError("a PostgreSQL URL is a whole log: give it alone")
+    if instance is not None and not urls:
+        raise click.UsageError("--instance works on a PostgreSQL log (or pull one instance "
+                               "into a file with: pull URL FILE --instance NAME)")
+    return urls[0] if urls else None
+
+
 @cli.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
@@ -109,13 +122,25 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
               help="Write to this file instead of standard output.")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1),
               help="Rows in each top-N table.")
+@click.option("--instance", help="Only the requests of this instance (a PostgreSQL log).")
 def report(logs: tuple[str, ...], since: float | None, until: float | None, fmt: str,
-           output: str | None, limit: int) -> None:
+           output: str | None, limit: int, instance: str | None) -> None:
     """Summarise one or more logs (rotated files read as one) as text, JSON or HTML."""
     from .report import ReportError, build_report, render_html, render_json, render_text
 
     try:
-        data = build_report(list(logs), since=since, until=until, limit=limit)
+        url = _central(logs, instance)
+        if url is not None:
+            from .central import CentralError
+            from .central import report as central_report
+
+            try:
+                data = central_report(url, since=since, until=until, limit=limit,
+                                      instance=instance)
+            except CentralError as error:
+                raise _failure(error) from None
+        else:
+            data = build_report(list(logs), since=since, until=until, limit=limit)
     except ReportError as error:
         raise click.ClickException(str(error)) from None
     render = {"text": render_text, "json": render_json, "html": render_html}[fmt]
@@ -151,15 +176,27 @@ def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
               help="Only this path and below (/api), or a glob pattern (/blog/*).")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
               help="Seconds between polls with --follow.")
+@click.option("--instance", help="Only the requests of this instance (a PostgreSQL log).")
 def tail(log: str, lines: int, follow: bool, statuses: list, path_filter: str | None,
-         interval: float) -> None:
+         interval: float, instance: str | None) -> None:
     """Print recent requests as access-log lines; -f follows new ones."""
     from .report import ReportError
     from .report.tail import tail as run
 
     try:
-        run(log, lines=lines, follow=follow, statuses=statuses, path_filter=path_filter,
-            interval=interval, emit=click.echo)
+        if _central((log,), instance) is not None:
+            from .central import CentralError
+            from .central import tail as run_central
+
+            try:
+                run_central(log, lines=lines, follow=follow, statuses=statuses,
+                            path_filter=path_filter, interval=interval, emit=click.echo,
+                            instance=instance)
+            except CentralError as error:
+                raise _failure(error) from None
+        else:
+            run(log, lines=lines, follow=follow, statuses=statuses, path_filter=path_filter,
+                interval=interval, emit=click.echo)
     except ReportError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
@@ -263,6 +300,16 @@ def prune(path: str, older_than: float) -> None:
     from .maintenance import MaintenanceError
     from .maintenance import prune as prune_rows
 
+    if _central((path,), None) is not None:
+        from .central import CentralError
+        from .central import prune as prune_central
+
+        try:
+            found = prune_central(path, older_than)
+        except CentralError as error:
+            raise _failure(error) from None
+        click.echo(f"Deleted {found.deleted} row(s) from {found.name}; {found.remaining} remain")
+        return
     try:
         result = prune_rows(path, older_than)
     except MaintenanceError as error:
@@ -291,6 +338,19 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
     """Combine rotated or per-host logs into one database; files already merged are skipped."""
     import contextlib
     import sys
+
+    if _central((out,), None) is not None:  # into a PostgreSQL log
+        from .load import LoadError, load_files
+
+        try:
+            loaded = load_files(out, list(inputs))
+        except LoadError as error:
+            raise _failure(error) from None
+        for path in loaded.skipped:
+            click.echo(_shown(f"Skipped {path}: already loaded"))
+        click.echo(_shown(f"Loaded {len(loaded.loaded)} file(s), "
+                          f"{sum(loaded.loaded.values())} row(s) into the PostgreSQL log"))
+        return
 
     from .maintenance import MaintenanceError
     from .maintenance import merge as merge_files
