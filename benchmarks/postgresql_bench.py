@@ -96,6 +96,39 @@ def four_at_once(target: str, n: int) -> float:
     return 4 * n / span
 
 
+def server_cpu(data: str) -> float:
+    """CPU seconds of the PostgreSQL server (the postmaster and its children) so far."""
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        postmaster = int(f.readline())
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{postmaster}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Its own time, its ended children's (backends of closed connections), its live ones'.
+    own = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+    return own + (server_bench.process_cpu(postmaster) or 0.0)
+
+
+def server_cost(cluster, base: str, n: int) -> dict:
+    """One writer's ``n`` rows again: the server's CPU per row, and bytes per row on disk
+    (the partitions of ``requests`` with their indexes, and the lookup tables)."""
+    import psycopg
+
+    target = postgresql_target(base, f"cost_{uuid.uuid4().hex[:8]}")
+    before = server_cpu(cluster.data)
+    ingest(target, n)
+    used = server_cpu(cluster.data) - before
+    schema = target.rsplit("schema=", 1)[1]
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {schema}")
+        conn.execute("CHECKPOINT")
+        size = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+            "JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = %s AND c.relkind IN ('r', 'm')", (schema,)
+        ).fetchone()[0]
+    return {"server_cpu_us_per_row": used / n * 1e6, "bytes_per_row": float(size) / n}
+
+
 def postgresql_target(base: str, name: str) -> str:
     separator = "&" if "?" in base else "?"
     return f"{base}{separator}schema={name}"
@@ -151,6 +184,9 @@ def main() -> None:
                     r["rows_per_cpu_s"] for r in one)
                 results[f"{kind}_four_writers_rows_per_s"] = statistics.median(four)
                 results[f"{kind}_runs"] = {"one": one, "four": four}
+            if cluster is not None:
+                log("server cost: postgresql, one writer")
+                results["postgresql_server"] = server_cost(cluster, base, n)
             results["uvicorn"] = under_uvicorn(folder, base, args.quick)
     finally:
         if cluster is not None:
