@@ -28,7 +28,7 @@ from .postgresql_schema import (
     psycopg,
     rows_sql,
 )
-from .schema import REQUEST_COLUMNS, ensure_schema, transaction
+from .schema import PULLS_SQL, REQUEST_COLUMNS, ensure_schema, transaction
 from .schema import connect as sqlite_connect
 
 __all__ = ["PullError", "PullResult", "pull"]
@@ -38,14 +38,7 @@ COLUMNS = tuple(REQUEST_COLUMNS)
 LOOKUPS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
 START = COLUMNS.index("start")
 
-PULLS_SQL = """CREATE TABLE IF NOT EXISTS pulls (
-    source TEXT NOT NULL,
-    instance TEXT NOT NULL,
-    upto INTEGER NOT NULL,
-    since FLOAT,
-    pulled_at TEXT,
-    PRIMARY KEY (source, instance)
-)"""
+
 
 
 class PullError(Exception):

@@ -46,6 +46,18 @@ MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
     merged_at TEXT
 )"""
 
+#: A PostgreSQL log's spill file: its id and the last shipment taken out of it (sinks/spill.py).
+SPILL_META_SQL = "CREATE TABLE IF NOT EXISTS spill_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: What ``pull`` copied into a file from a PostgreSQL log, per source and instance (pull.py).
+PULLS_SQL = """CREATE TABLE IF NOT EXISTS pulls (
+    source TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    upto INTEGER NOT NULL,
+    since FLOAT,
+    pulled_at TEXT,
+    PRIMARY KEY (source, instance)
+)"""
+
 # column name in ``requests`` -> lookup table holding its text (None: stored as is).
 # The order is the order of the tuple the writer inserts.
 REQUEST_COLUMNS: dict[str, str | None] = {

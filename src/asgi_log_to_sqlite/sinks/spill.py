@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..batch import Batch
-from ..schema import REQUEST_COLUMNS, transaction
+from ..schema import REQUEST_COLUMNS, SPILL_META_SQL, transaction
 from .sqlite import SQLiteSink
 
 __all__ = ["Shipment", "Spill", "read_batch"]
@@ -151,9 +151,7 @@ class Spill:
     def _conn(self) -> Iterator[sqlite3.Connection]:
         try:
             conn = self.sink.connection()
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS spill_meta (key TEXT PRIMARY KEY, value TEXT)"
-            )
+            conn.execute(SPILL_META_SQL)
             yield conn
         except BaseException:
             self.sink.disconnect()
