@@ -112,10 +112,15 @@ def test_tail_follows_new_rows_once(pg_url):
     assert len(printed) == 2 + 7
 
 
-def test_instance_filter(pg_url):
+def test_instances_grouped_and_filtered(pg_url):
     write(pg_url, traffic(30))
     write(pg_url, traffic(12, seed=5), instance="web-2")
+    assert central.report(pg_url)["instances"] == [
+        {"instance": "web-1", "requests": 30}, {"instance": "web-2", "requests": 12}]
     assert central.report(pg_url, instance="web-2")["summary"]["requests"] == 12
+    from asgi_log_to_sqlite.report import render_text
+
+    assert "Instances" in render_text(central.report(pg_url))
     lines: list[str] = []
     central.tail(pg_url, lines=100, emit=lines.append, instance="web-2")
     assert len(lines) == 12

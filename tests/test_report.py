@@ -283,8 +283,8 @@ def test_json_shape_is_stable(log):
     report = json.loads(render_json(build_report([log])))
     assert list(report) == [
         "report_version", "generated_at", "files", "range", "summary", "timeline",
-        "status_classes", "statuses", "methods", "hosts", "top_paths", "slowest_paths",
-        "not_found", "referrers", "user_agents",
+        "status_classes", "statuses", "methods", "hosts", "instances", "top_paths",
+        "slowest_paths", "not_found", "referrers", "user_agents",
     ]
     assert report["report_version"] == 1
     assert set(report["summary"]) == {

@@ -137,7 +137,7 @@ def build_report(
             breakdown = logs.breakdown(width)
         percentiles = latency_f.result()
         _, top_paths, slow, slow_percentiles, not_found = paths_f.result()
-        hosts, referrers, agents = others_f.result()
+        hosts, referrers, agents, instances = others_f.result()
     total = s["requests"]
     latency = {"avg": s["avg_duration"], **percentiles, "max": s["max_duration"]}
 
@@ -218,6 +218,10 @@ def build_report(
         "methods": [{"method": k, "requests": n} for k, n in ranked(methods)],
         "hosts": [
             {"host": r["name"], "requests": r["requests"]} for r in hosts
+        ],
+        # Which host or container served them (logs with an ``instance`` column).
+        "instances": [
+            {"instance": r["name"], "requests": r["requests"]} for r in instances
         ],
         "top_paths": [
             {
@@ -301,4 +305,5 @@ def _others(logs: LogSet, limit: int) -> tuple[Any, ...]:
         logs.by_name("host", limit=limit, detail=False),
         logs.by_name("referer", limit=limit, detail=False),
         logs.by_name("user_agent", limit=None, skip_null=False, detail=False),
+        logs.by_name("instance", limit=limit, detail=False),
     )

@@ -41,9 +41,11 @@ _COLUMNS = (
     "body_size",
     "host",
     "request_body_size",
+    "instance",
 )
 # Lookup columns -> lookup table.
-LOOKUPS = {"path": "paths", "user_agent": "user_agents", "referer": "referers", "host": "hosts"}
+LOOKUPS = {"path": "paths", "user_agent": "user_agents", "referer": "referers", "host": "hosts",
+           "instance": "instances"}
 # A pseudonymous visitor column, if the schema has one, is preferred to the client address.
 _VISITOR_COLUMNS = ("visitor", "visitor_hash", "visitor_id")
 _REQUIRED = {"start", "path", "http_status", "duration"}

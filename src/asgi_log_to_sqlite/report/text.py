@@ -200,4 +200,9 @@ def render_text(report: dict[str, Any], width: int = 80) -> str:
         "Hosts", ["host", "requests"],
         [[h["host"], count(h["requests"])] for h in report["hosts"]], width,
     )
+    if report.get("instances"):
+        out += _table(
+            "Instances", ["instance", "requests"],
+            [[i["instance"], count(i["requests"])] for i in report["instances"]], width,
+        )
     return "\n".join(line[:width] for line in out).rstrip() + "\n"
