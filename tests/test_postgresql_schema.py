@@ -146,3 +146,24 @@ def test_rows_of_any_day_find_their_partition(pg_url):
     target = parse_url(pg_url)
     with connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 3
+
+
+def test_a_day_dropped_by_another_process_is_made_again(pg_url):
+    now = time.time()
+    writer = write_ages(pg_url, [0, 3 * DAY], now)  # this writer knows both days now
+    try:
+        target = parse_url(pg_url)
+        with connect(target) as conn:
+            delete_older_than(conn, target, now - DAY)  # "another process" drops the old day
+        record = Exchange({"type": "http", "method": "GET", "path": "/late",
+                           "query_string": b"", "headers": []}, now - 3 * DAY, 0.0)
+        record.key, record.status, record.duration, record.body_size = next_key(), 200, 0.1, 1
+        writer.put(record)  # a row kept in a spill file for three days, say
+        done = threading.Event()
+        writer.request_flush(done.set)
+        assert done.wait(30)
+        assert writer.stats()["dropped_bad_record"] == 0
+    finally:
+        writer.stop(10)
+    with connect(parse_url(pg_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 2

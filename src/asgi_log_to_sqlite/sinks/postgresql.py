@@ -349,11 +349,16 @@ class PostgreSQLSink:
         try:
             self._write_once(batch, shipment)
         except DataError as error:
-            if "0x00" not in str(error) and "NUL" not in str(error):
+            if "no partition" in str(error):
+                # A day this process thought was there was dropped since (retention by
+                # another process): ask again, and make it if it is wanted.
+                self._days = set()
+            elif "0x00" in str(error) or "NUL" in str(error):
+                # PostgreSQL text cannot hold NUL characters: written as \x00, the way other
+                # bytes that are not text are.
+                _escape_nul(batch)
+            else:
                 raise
-            # PostgreSQL text cannot hold NUL characters: written as \x00, the way other bytes
-            # that are not text are, and tried again.
-            _escape_nul(batch)
             self._write_once(batch, shipment)
 
     def _write_once(self, batch: Batch, shipment: Any) -> None:
