@@ -86,3 +86,15 @@ def test_dashboard_benchmark_times_every_chart(tmp_path):
     assert "rows: failed" not in out  # no query failed
     if os.path.exists("/usr/bin/chromium"):
         assert out.count("dashboard drawn in headless Chromium") == 2
+
+
+def test_postgresql_bench_ingests_into_both_sinks(pg_cluster):
+    """The ingest half of postgresql_bench.py (the uvicorn half is server_bench's, above)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import postgresql_bench
+    finally:
+        sys.path.remove(BENCHMARKS)
+    target = postgresql_bench.postgresql_target(pg_cluster.url("postgres"), "bench_smoke")
+    assert postgresql_bench.ingest(target, 500)["rows_per_s"] > 0
+    assert postgresql_bench.four_at_once(target, 200) > 0
