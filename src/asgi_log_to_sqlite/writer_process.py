@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import pickle
@@ -323,6 +324,9 @@ class ProcessWriter(Queue):
 
     # ---- flushing and stopping (any thread) ----------------------------------------------------
     def request_flush(self, done: Callable[[], None]) -> None:
+        if self._stopped:  # stopped: everything was committed, nothing more is taken
+            done()
+            return
         self.queue.append(_Flush(done))
         if self._loop is not None:
             try:
@@ -346,6 +350,8 @@ class ProcessWriter(Queue):
             time.sleep(0.001)
 
     def flush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
         done = threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done.set))
@@ -355,6 +361,8 @@ class ProcessWriter(Queue):
             raise TimeoutError(f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s")
 
     async def aflush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -524,6 +532,10 @@ def main() -> None:
     target, given = settings
     options = Options.from_kwargs(given)
     writer = _SyncWriter(open_sink(target, options), Prepare(options), options)
+    # Records are short-lived and make no reference cycles: the cycle collector walking every
+    # record waiting in a burst only costs time. It runs rarely here, and after each commit.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
     def answer(kind: str, seq: int) -> None:
         try:
@@ -536,6 +548,7 @@ def main() -> None:
         writer.flush(None)
         if seq is not None:
             answer("ack", seq)
+        gc.collect(1)
 
     answer("ready", 0)
     unacknowledged: int | None = None  # the last frame read and not yet acknowledged
