@@ -235,3 +235,31 @@ def test_a_batch_whose_commit_lost_its_answer_is_not_shipped_twice(pg_url, tmp_p
     paths = [p for (p,) in query(pg_url, "SELECT path FROM requests_view ORDER BY id")]
     assert paths == [f"/p/{i}" for i in range(5)] + ["/later"]
     assert spilled_rows(str(tmp_path / "spill.db")) == 0
+
+
+def test_a_shipment_stored_by_another_process_is_not_stored_again(pg_url, tmp_path):
+    """Two processes sharing a spill file: if both read the same rows, one shipment wins and
+    the other's transaction is rolled back."""
+    from asgi_log_to_sqlite.options import Options
+
+    path = str(tmp_path / "spill.db")
+    make = lambda: pg_sink.PostgreSQLSink(  # noqa: E731
+        pg_url, Options.from_kwargs({"spill": path, "instance": "web-1"}))
+    first, second = make(), make()
+    first._connection()
+    now = time.time()
+    row = (now, "GET", "/p", None, None, None, None, 200, None, None, 0.1, 1, None, "http",
+           "1.1", 0, None, None, 0, "http", None, None, None, 1.0, None, "web-1")
+    from asgi_log_to_sqlite.batch import Batch
+
+    first._spill_file().put(Batch(rows=[row, row], keys=[0, 0]))
+    spill_id, applied = first._spill_file().identity()
+    # Both read shipment number applied + 1 before either stored it.
+    one = first._spill_file().next_shipment(spill_id, applied + 1)
+    two = second._spill_file().next_shipment(spill_id, applied + 1)
+    first._write_batch(one.batch, one)
+    with pytest.raises(pg_sink.ShippedElsewhere):
+        second._write_batch(two.batch, two)
+    first.close()
+    second.close()
+    assert query(pg_url, "SELECT count(*) FROM requests") == [(2,)]

@@ -90,6 +90,8 @@ def load_files(url: str, paths: list[str], progress: Callable[[int], Any] | None
 def _load(sink: Any, conn: sqlite3.Connection, path: str,
           progress: Callable[[int], Any] | None) -> int | None:
     """The rows of one file added (None: it was loaded in full before)."""
+    from .sinks.postgresql import ShippedElsewhere
+
     key = _key(conn)
     instance = os.path.splitext(os.path.basename(path))[0] or None
     db = sink._connection()
@@ -107,7 +109,10 @@ def _load(sink: Any, conn: sqlite3.Connection, path: str,
             return added
         seq += 1
         shipment = Shipment(key, seq, last, batch, counts)
-        sink._write_batch(shipment.batch if batch.rows else Batch(), shipment)
+        try:
+            sink._write_batch(shipment.batch if batch.rows else Batch(), shipment)
+        except ShippedElsewhere:
+            raise LoadError(f"{path}: another merge is loading it right now") from None
         added += len(batch.rows)
         upto, counts = last, {}
         if progress is not None:

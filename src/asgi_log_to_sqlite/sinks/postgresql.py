@@ -311,9 +311,12 @@ class PostgreSQLSink:
                 ).fetchone()[0]
                 spill.settle(first_id, first_start, rows, stored)
             limit = SHIP_CHUNK
+            locked = spill_id
             while True:
+                if spill_id != locked and spill.pending():
+                    return False  # emptied and renamed, then filled: shipped under its new id
                 shipment = spill.next_shipment(spill_id, applied + 1, limit)
-                if shipment.empty:
+                if shipment.empty or spill_id != locked:
                     self._spill_waiting = False
                     logger.warning("asgi-log-to-sqlite: the rows kept while %s was away are "
                                    "stored in it now", self.name)
@@ -321,6 +324,8 @@ class PostgreSQLSink:
                 shipped = len(shipment.batch.rows)
                 try:
                     self._write_batch(shipment.batch, shipment)
+                except ShippedElsewhere:
+                    return False
                 except DataError as error:
                     if limit > 1:  # smaller shipments, down to the row the database refuses
                         limit = max(1, limit // 4)
@@ -420,13 +425,15 @@ class PostgreSQLSink:
                 if shipment is not None:
                     for table, counts in shipment.counts.items():
                         self._count(cur, table, counts)
-                    cur.execute(
+                    recorded = cur.execute(
                         "INSERT INTO spill_shipments (spill, seq, upto, counts) "
                         "VALUES (%s, %s, %s, %s) ON CONFLICT (spill) DO UPDATE SET "
                         "seq = EXCLUDED.seq, upto = EXCLUDED.upto, counts = EXCLUDED.counts, "
-                        "shipped_at = now()",
+                        "shipped_at = now() WHERE spill_shipments.seq < EXCLUDED.seq",
                         shipment.record(),
-                    )
+                    ).rowcount
+                    if recorded != 1:  # another process shipped these rows: not twice
+                        raise ShippedElsewhere(shipment.spill_id)
                 if ids:
                     # If the answer to COMMIT is lost, the retry asks whether it happened.
                     self._uncertain = (batch, ids[0], rows[0][START])
@@ -542,6 +549,10 @@ class PostgreSQLSink:
                     "asgi-log-to-sqlite: retention on %s dropped %d day(s), deleted %d row(s)",
                     self.name, done.partitions_dropped, done.rows_deleted,
                 )
+
+
+class ShippedElsewhere(Exception):
+    """Another process stored this shipment first (its transaction is rolled back)."""
 
 
 def _finite(value: Any) -> bool:
