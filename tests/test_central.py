@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from asgi_log_to_sqlite import central
 from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.dialect import glob_as_similar
 from asgi_log_to_sqlite.exchange import Exchange, next_key
 from asgi_log_to_sqlite.options import Options
 from asgi_log_to_sqlite.prepare import Prepare
-from asgi_log_to_sqlite.report import build_report
+from asgi_log_to_sqlite.report import Filters, build_report
 from asgi_log_to_sqlite.report.tail import tail as file_tail
 from asgi_log_to_sqlite.sinks import open_sink
 from asgi_log_to_sqlite.writer import ThreadWriter
@@ -84,12 +85,26 @@ def test_the_report_is_the_files_report(both):
 
 def test_tail_prints_the_files_lines(both):
     url, path = both
-    for options in ({}, {"statuses": [(500, 599)]}, {"path_filter": "/api"},
-                    {"path_filter": "/api/*/7"}, {"lines": 0}, {"lines": 1000}):
+    for options in ({}, {"filters": Filters(statuses=((500, 599),))},
+                    {"filters": Filters(paths=("/api",))},
+                    {"filters": Filters(paths=("/api/*/7",), methods=("GET",))},
+                    {"filters": Filters(hosts=("*.com",), instances=("web-*",))},
+                    {"filters": Filters(paths=("/b[l]og/?",))},
+                    {"lines": 0}, {"lines": 1000}):
         ours, theirs = [], []
         central.tail(url, emit=ours.append, **options)
         file_tail(path, emit=theirs.append, **options)
         assert ours == theirs, options
+
+
+def test_the_report_with_filters_and_a_comparison_is_the_files(both):
+    url, path = both
+    now = time.time()
+    for options in ({"filters": Filters(statuses=((500, 599),), instances=("web-1",))},
+                    {"since": now - 3 * 3600, "compare": "previous"},
+                    {"since": now - 3600, "until": now, "compare": (now - 7200, now - 3600)}):
+        assert comparable(central.report(url, **options)) == comparable(
+            build_report([path], **options)), options
 
 
 def test_tail_follows_new_rows_once(pg_url):
@@ -117,12 +132,13 @@ def test_instances_grouped_and_filtered(pg_url):
     write(pg_url, traffic(12, seed=5), instance="web-2")
     assert central.report(pg_url)["instances"] == [
         {"instance": "web-1", "requests": 30}, {"instance": "web-2", "requests": 12}]
-    assert central.report(pg_url, instance="web-2")["summary"]["requests"] == 12
+    assert central.report(pg_url, filters=Filters(instances=("web-2",)))["summary"][
+        "requests"] == 12
     from asgi_log_to_sqlite.report import render_text
 
     assert "Instances" in render_text(central.report(pg_url))
     lines: list[str] = []
-    central.tail(pg_url, lines=100, emit=lines.append, instance="web-2")
+    central.tail(pg_url, lines=100, emit=lines.append, filters=Filters(instances=("web-2",)))
     assert len(lines) == 12
 
 
@@ -135,9 +151,9 @@ def test_prune(pg_url):
 
 
 def test_glob_as_similar():
-    assert central.glob_as_similar("/api/*") == "/api/%"
-    assert central.glob_as_similar("/a?c_d%") == "/a_c\\_d\\%"
-    assert central.glob_as_similar("/[ab]x") == "/[ab]x"
+    assert glob_as_similar("/api/*") == "/api/%"
+    assert glob_as_similar("/a?c_d%") == "/a_c\\_d\\%"
+    assert glob_as_similar("/[ab]x") == "/[ab]x"
 
 
 def test_the_commands(both, pg_cluster, tmp_path):
@@ -151,8 +167,10 @@ def test_the_commands(both, pg_cluster, tmp_path):
     assert result.exit_code == 0 and result.output.count("\n") == 3
     result = runner.invoke(cli, ["report", url, path])
     assert result.exit_code == 2
-    result = runner.invoke(cli, ["tail", path, "--instance", "web-1"])
-    assert result.exit_code == 2
+    result = runner.invoke(cli, ["tail", path, "--instance", "web-1", "-n", "1000"])
+    assert result.exit_code == 0 and result.output.count("\n") == 400
+    result = runner.invoke(cli, ["report", url, "--instance", "nobody", "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.output)["summary"]["requests"] == 0
     result = runner.invoke(cli, ["prune", url, "--older-than", "30d"])
     assert result.exit_code == 0 and "Deleted 0 row(s)" in result.output
     for command in (["report"], ["tail"], ["prune", "--older-than", "1d"]):

@@ -2,22 +2,24 @@
 
 ``report`` runs the report's own queries, unchanged, over a local SQLite copy of the window it
 covers (made by :mod:`asgi_log_to_sqlite.pull`): the same figures and the same output as for a
-file, with no report SQL written twice. ``tail`` reads ``requests_view`` and prints the lines
-the file's ``tail`` prints (:func:`report.tail.format_line`); ``prune`` deletes old rows the way
-retention does (whole days by dropping their partition).
+file, with no report SQL written twice. ``tail`` reads the log itself, with the file ``tail``'s
+filters in the PostgreSQL dialect (:mod:`asgi_log_to_sqlite.dialect`) and its line format;
+``prune`` deletes old rows the way retention does (whole days by dropping their partition).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
+from .dialect import POSTGRESQL
 from .postgresql_schema import (
+    LOOKUP_TABLES,
+    REQUEST_TYPES,
     SchemaError,
     Target,
     connect,
@@ -27,6 +29,7 @@ from .postgresql_schema import (
     parse_url,
     psycopg,
 )
+from .report.filters import Filters
 
 __all__ = ["CentralError", "is_postgresql_url", "prune", "report", "tail"]
 
@@ -63,98 +66,88 @@ def _open(url: str) -> tuple[Any, Target]:
 
 
 # ---- report --------------------------------------------------------------------------------------
+def _first_needed(since: float | None, until: float | None,
+                  compare: tuple[float, float] | str | None) -> float | None:
+    """The earliest start the report reads: its window's, or the compared window's."""
+    if since is None:
+        return None
+    if compare == "previous":
+        end = until if until is not None else time.time()
+        return since - (end - since)
+    if isinstance(compare, tuple):
+        return min(since, compare[0])
+    return since
+
+
 def report(url: str, since: float | None = None, until: float | None = None, limit: int = 10,
-           instance: str | None = None) -> dict[str, Any]:
-    """The report of the PostgreSQL log at ``url`` (of one ``instance``, if given)."""
+           filters: Filters | None = None,
+           compare: tuple[float, float] | str | None = None) -> dict[str, Any]:
+    """The report of the PostgreSQL log at ``url``: the file report's own queries over a local
+    copy of the rows of its window."""
     from .pull import PullError, pull
     from .report import build_report
 
     conn, target = _open(url)
     conn.close()
+    from .report import ReportError
+
     with tempfile.TemporaryDirectory(prefix="asgi-log-report-") as folder:
         copy = os.path.join(folder, "central.db")
         try:
-            pull(url, copy, since=since, instance=instance)
+            pull(url, copy, since=_first_needed(since, until, compare))
         except PullError as error:
             raise CentralError(str(error)) from None
-        data = build_report([copy], since=since, until=until, limit=limit)
+        try:
+            data = build_report([copy], since=since, until=until, limit=limit,
+                                filters=filters, compare=compare)
+        except ReportError as error:
+            raise CentralError(str(error).replace(copy, target.display)) from None
     data["files"] = [target.display]
     return data
 
 
 # ---- tail ----------------------------------------------------------------------------------------
-_LINE = ("SELECT id, start, client_ip, method, path, query_string, user_agent, referer, "
-         "http_version, http_status, body_size, duration FROM requests_view")
-
-
-def glob_as_similar(pattern: str) -> str:
-    """A shell glob as a ``SIMILAR TO`` pattern (``*``, ``?`` and ``[...]`` kept, the rest
-    literal): how ``tail --path`` matches in PostgreSQL, as SQLite's ``GLOB`` does in a file."""
-    out, i = [], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            out.append("%")
-        elif char == "?":
-            out.append("_")
-        elif char == "[" and "]" in pattern[i + 2:]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1:end]
-            body = "^" + body[1:] if body.startswith("^") else body
-            out.append("[" + re.sub(r"([\\\]])", r"\\\1", body) + "]")
-            i = end
-        else:
-            out.append(re.sub(r"([%_|*+?{}()\[\]\\^$.])", r"\\\1", char))
-        i += 1
-    return "".join(out)
-
-
-def _filters(statuses: Sequence[tuple[int, int]], path: str | None, instance: str | None
-             ) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if statuses:
-        where.append("(" + " OR ".join("http_status BETWEEN %s AND %s" for _ in statuses) + ")")
-        params += [v for pair in statuses for v in pair]
-    if path:
-        if any(c in path for c in "*?["):
-            where.append("path SIMILAR TO %s ESCAPE '\\'")
-            params.append(glob_as_similar(path))
-        else:  # a plain path matches itself and everything below it
-            where.append("(path = %s OR path SIMILAR TO %s ESCAPE '\\')")
-            params += [path, glob_as_similar(path.rstrip("/") + "/*")]
-    if instance is not None:
-        where.append("instance = %s")
-        params.append(instance)
-    return where, params
+_LINE = (
+    "SELECT r.id, r.start, r.client_ip, r.method, l_path.name, l_query.name, l_agent.name, "
+    "l_referer.name, r.http_version, r.http_status, r.body_size, r.duration FROM requests AS r "
+    "LEFT JOIN paths AS l_path ON l_path.id = r.path "
+    "LEFT JOIN query_strings AS l_query ON l_query.id = r.query_string "
+    "LEFT JOIN user_agents AS l_agent ON l_agent.id = r.user_agent "
+    "LEFT JOIN referers AS l_referer ON l_referer.id = r.referer"
+)
 
 
 def tail(
     url: str,
     lines: int = 10,
     follow: bool = False,
-    statuses: Sequence[tuple[int, int]] = (),
-    path_filter: str | None = None,
+    filters: Filters | None = None,
     interval: float = 0.5,
     emit: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = lambda: False,
-    instance: str | None = None,
 ) -> None:
     """Print the last ``lines`` matching requests of the PostgreSQL log; with ``follow``, keep
-    printing new ones (each once, in id order)."""
+    printing new ones (each once, in id order). The filters are the file ``tail``'s, in the
+    PostgreSQL dialect."""
     from .report.tail import format_line
 
     pg = psycopg()
     conn, target = _open(url)
-    where, params = _filters(statuses, path_filter, instance)
-    condition = " AND ".join(where) or "true"
+    try:
+        condition = (filters or Filters()).raw_sql(None, set(REQUEST_TYPES), set(LOOKUP_TABLES),
+                                                   POSTGRESQL)
+    except ValueError as error:
+        conn.close()
+        raise CentralError(str(error)) from None
+    # Its patterns are inlined literals: a % in them is not a parameter.
+    condition = "true" if condition == "1" else condition.replace("%", "%%")
     try:
         newest = conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
         if lines:
             rows = conn.execute(
-                f"SELECT * FROM ({_LINE} WHERE id <= %s AND {condition} "
-                f"ORDER BY id DESC LIMIT {int(lines)}) AS last ORDER BY id",
-                [newest, *params],
+                f"SELECT * FROM ({_LINE} WHERE r.id <= %s AND {condition} "
+                f"ORDER BY r.id DESC LIMIT {int(lines)}) AS last ORDER BY 1",
+                [newest],
             ).fetchall()
             for row in rows:
                 emit(format_line(row))
@@ -164,8 +157,8 @@ def tail(
         while follow and not should_stop():
             time.sleep(interval)
             rows = conn.execute(
-                f"{_LINE} WHERE id > %s AND {condition} ORDER BY id",
-                [max(floor, newest - FOLLOW_MARGIN), *params],
+                f"{_LINE} WHERE r.id > %s AND {condition} ORDER BY r.id",
+                [max(floor, newest - FOLLOW_MARGIN)],
             ).fetchall()
             for row in rows:
                 if row[0] not in seen:
