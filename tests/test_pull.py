@@ -72,6 +72,9 @@ def test_a_window_then_only_new_rows(pg_url, tmp_path):
     conn = sqlite3.connect(out)
     keys = {row[3]: row[2] for row in conn.execute("PRAGMA foreign_key_list(requests)")}
     assert keys["instance"] == "instances" and keys["path"] == "paths"
+    # Rollups kept as the SQLite sink keeps them (reports over pruned windows use them).
+    assert conn.execute("SELECT sum(requests) FROM rollups WHERE period = 3600"
+                        ).fetchone()[0] == 42
     assert conn.execute("SELECT count(*) FROM captured_headers_view WHERE name = 'x-test'"
                         ).fetchone()[0] == 42
     assert conn.execute("SELECT count(*) FROM requests_view r JOIN captured_headers_view h "

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from . import rollups
 from .bulk import insert_columns, lookup_ids
 from .postgresql_schema import (
     SchemaError,
@@ -139,6 +140,7 @@ def _pull_into(conn: Any, out: sqlite3.Connection, source: str, upto: int, low: 
             if not chunk:
                 break
             first = _insert(out, [row[1:] for row in chunk], cache)
+            rollups.add_rows(out, first, first + len(chunk) - 1)  # as the SQLite sink keeps them
             _captured(conn, out, [row[0] for row in chunk], first, cache)
             copied += len(chunk)
             if progress is not None:
