@@ -178,16 +178,20 @@ def test_drop_counts_kept_in_the_spill_are_shipped_once(later_database, tmp_path
 
 
 def test_without_a_spill_rows_are_retried_then_dropped_and_counted(later_database, caplog):
-    url, _ = later_database
+    url, create = later_database
     log = AsgiLogToSqlite(ok_app, url, writer="thread", spill=False, retry_for=1,
                           flush_interval=0.05)
     try:
         with caplog.at_level(logging.ERROR, logger=LOGGER):
             serve(log, ["/a", "/b"])
             wait_for(lambda: log.stats()["dropped_write_failed"] == 2)
+        create()  # the count of those drops is stored once the database is there
+        time.sleep(pg_sink.RECONNECT_EVERY + 0.1)
+        log.flush(20)
     finally:
         log.close(5)
     assert any("dropped 2 record(s)" in r.getMessage() for r in caplog.records)
+    assert query(url, "SELECT reason, count FROM dropped") == [("write_failed", 2)]
 
 
 def test_default_spill_is_in_the_temp_folder_named_after_the_log(pg_url):
