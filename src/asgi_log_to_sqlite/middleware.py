@@ -77,7 +77,9 @@ class AsgiLogToSqlite:
             else None
         )
         self.sink = open_sink(file, self.options)
-        self.file = self.sink.name
+        self.file = self.sink.name  # for messages: a URL without its password
+        # What a writer process (or a forked child) opens: the path, or the URL in full.
+        self._target = getattr(self.sink, "target", self.file)
         self.sink.prepare()
         self._writer: Queue | None = None
         self._writer_lock = threading.Lock()
@@ -165,7 +167,8 @@ class AsgiLogToSqlite:
             name: value for name, value in self._given.items()
             if name not in ("route", "actor", "clock", "writer")
         }
-        return ProcessWriter(self.file, given, Encoder(self.options), self.options)
+        return ProcessWriter(self._target, given, Encoder(self.options), self.options,
+                             name=self.file)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue is the parent's to write.
@@ -174,7 +177,7 @@ class AsgiLogToSqlite:
             after_fork()
         self._writer = None
         self._writer_lock = threading.Lock()
-        self.sink = open_sink(self.file, self.options)
+        self.sink = open_sink(self._target, self.options)
 
     # ---- what observers call (the Recorder protocol) -------------------------------------------
     def submit(self, exchange: Exchange) -> None:
