@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import random
+import sqlite3
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 __all__ = [
     "Entry",
     "Summary",
+    "database_summary",
     "expected_summary",
     "generate",
     "goaccess_report",
@@ -245,3 +247,20 @@ def goaccess_summary(report: dict) -> Summary:
         paths=paths,
         not_found=dict(not_found),
     )
+
+
+def database_summary(db: str | os.PathLike[str]) -> Summary:
+    """The same numbers counted from a log database's ``requests_view``."""
+    conn = sqlite3.connect(db)
+    try:
+        total = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        statuses = dict(conn.execute(
+            "SELECT http_status, count(*) FROM requests GROUP BY http_status"))
+        paths = {path: (hits, size) for path, hits, size in conn.execute(
+            "SELECT path, count(*), total(body_size) FROM requests_view GROUP BY path")}
+        not_found = dict(conn.execute(
+            "SELECT path, count(*) FROM requests_view WHERE http_status = 404 "
+            "AND path IS NOT NULL GROUP BY path"))
+    finally:
+        conn.close()
+    return Summary(total, statuses, {k: (h, int(b)) for k, (h, b) in paths.items()}, not_found)

@@ -376,8 +376,12 @@ def _import_summary(result) -> str:  # type: ignore[no-untyped-def] (FileResult:
         return f"{result.name}: empty"
     if result.status == "unreadable":
         return f"{result.name}: not read"
+    held = ""
+    if result.held is not None:
+        held = "; its last line has no line end and does not parse (yet): left for the next import"
     if result.status == "unchanged":
-        return f"{result.name}: already imported ({result.skipped_lines:,} lines), nothing new"
+        return (f"{result.name}: already imported ({result.skipped_lines:,} lines), nothing new"
+                + held)
     new = "new " if result.status == "grown" else ""
     text = f"{result.name}: {result.rows:,} {new}row(s) from {result.lines:,} {new}line(s)"
     details = [result.format or "no format recognised"]
@@ -390,4 +394,4 @@ def _import_summary(result) -> str:  # type: ignore[no-untyped-def] (FileResult:
         text += "; left out: " + ", ".join(left_out)
     if result.unparsed:
         text += f"; {result.unparsed:,} line(s) not parsed"
-    return text
+    return text + held

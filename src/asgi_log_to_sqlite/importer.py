@@ -37,6 +37,7 @@ from .logsources import (
     HEAD_BYTES,
     Chunk,
     Closed,
+    Held,
     Opened,
     Privacy,
     Record,
@@ -133,6 +134,7 @@ class FileResult:
     unparsed: int = 0
     failures: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (line, text)
     skipped_lines: int = 0  # lines imported by an earlier run
+    held: str | None = None  # a last line without a line end that does not parse (yet): unread
     error: str | None = None  # why the source was not read to its end
 
 
@@ -315,7 +317,7 @@ class _InProcess:
         self.privacy = options.privacy()
         self.options = options
 
-    def read(self, path: str, records: list[Record]) -> Iterator[Opened | Chunk | Closed]:
+    def read(self, path: str, records: list[Record]) -> Iterator[Opened | Chunk | Held | Closed]:
         try:
             source = Source(path)
         except OSError as error:
@@ -376,7 +378,7 @@ class _InAnotherProcess:
         self.process.start()
         child.close()
 
-    def read(self, path: str, records: list[Record]) -> Iterator[Opened | Chunk | Closed]:
+    def read(self, path: str, records: list[Record]) -> Iterator[Opened | Chunk | Held | Closed]:
         self.channel.send((path, records))
         while True:
             try:
@@ -523,6 +525,9 @@ def _import_one(store: Store, reader: _InProcess | _InAnotherProcess, path: str,
             return result
         if isinstance(message, Closed):
             return current.close(message)
+        if isinstance(message, Held):
+            current.result.held = message.text
+            continue
         current.add(message)
         if progress is not None and message.disk_position is not None:
             progress(message.disk_position)

@@ -327,7 +327,7 @@ class CommonLogFormat(LogFormat):
         columns = {
             "client_ip": list(map(self._clients.__getitem__, clients)),
             "actor": list(map(self._users.__getitem__, users)),
-            "start": starts,
+            "start": list(starts),
             "method": list(methods),
             "path": list(paths),
             "query_string": list(queries),

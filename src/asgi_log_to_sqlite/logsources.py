@@ -28,7 +28,7 @@ from .logformats import CAP, FORMATS, LogFormat, Memo, detect
 from .options import Options
 from .privacy import Policy
 
-__all__ = ["Chunk", "Closed", "Opened", "Privacy", "Record", "Source", "read_source"]
+__all__ = ["Chunk", "Closed", "Held", "Opened", "Privacy", "Record", "Source", "read_source"]
 
 #: Bytes read at a time; their whole lines are parsed as one chunk.
 CHUNK_BYTES = 1 << 20
@@ -79,6 +79,13 @@ class Chunk:
     line: int  # lines read, through this chunk
     head: bytes  # the content's first bytes (up to HEAD_BYTES)
     disk_position: int | None  # bytes of the file on disk read (for progress)
+
+
+@dataclasses.dataclass
+class Held:
+    """The source's last line has no line end and does not parse yet: it was not read."""
+
+    text: str
 
 
 @dataclasses.dataclass
@@ -174,8 +181,8 @@ class Source:
             self._raw.close()
 
 
-def _blocks(source: Source, hasher: Any) -> Iterator[bytes]:
-    """The content in blocks of whole lines (the last one maybe unterminated), each hashed."""
+def _blocks(source: Source) -> Iterator[bytes]:
+    """The content in blocks of whole lines; a last line without a line end comes alone."""
     rest = b""
     while True:
         data = source.read(CHUNK_BYTES)
@@ -189,10 +196,8 @@ def _blocks(source: Source, hasher: Any) -> Iterator[bytes]:
                 continue
             cut = len(data)
         block, rest = data[:cut], data[cut:]
-        hasher.update(block)
         yield block
     if rest:
-        hasher.update(rest)
         yield rest
 
 
@@ -388,9 +393,10 @@ class _Parser:
 
 
 def read_source(source: Source, records: Sequence[Record], formats: Sequence[LogFormat],
-                forced: bool, privacy: Privacy) -> Iterator[Opened | Chunk | Closed]:
+                forced: bool, privacy: Privacy) -> Iterator[Opened | Chunk | Held | Closed]:
     """Read one source: an :class:`Opened`, then :class:`Chunk` after chunk of what is new in
-    it, then a :class:`Closed` (with the reason if it could not be read to its end)."""
+    it (maybe a :class:`Held` last line), then a :class:`Closed` (with the reason if it could
+    not be read to its end)."""
     try:
         head = source.read_exactly(HEAD_BYTES)
         source.unread(head)
@@ -399,12 +405,18 @@ def read_source(source: Source, records: Sequence[Record], formats: Sequence[Log
         parser = _Parser(formats, forced)
         position = record.bytes if record is not None else 0
         line = record.lines if record is not None else 0
-        for block in _blocks(source, hasher):
-            if len(head) < HEAD_BYTES:
-                head += block[: HEAD_BYTES - len(head)]
+        for block in _blocks(source):
             chunk = _text(block)
             count = chunk.count("\n") + 1
             parts, failed, lines = parser.parse(chunk, line)
+            if failed and not block.endswith(b"\n") and len(block) < MAX_LINE:
+                # The last line has no line end and does not parse: most likely a line being
+                # written right now. It is left for the next import to read whole.
+                yield Held(chunk)
+                break
+            hasher.update(block)
+            if len(head) < HEAD_BYTES:
+                head += block[: HEAD_BYTES - len(head)]
             excluded: collections.Counter[tuple[str, str]] = collections.Counter()
             stored = []
             rows = 0
