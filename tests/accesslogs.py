@@ -15,6 +15,7 @@ and bytes per path (query strings left out), and the 404 paths.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -23,13 +24,14 @@ import random
 import sqlite3
 import subprocess
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 
 __all__ = [
     "Entry",
     "Summary",
     "database_summary",
+    "entries",
     "expected_summary",
     "generate",
     "goaccess_report",
@@ -129,10 +131,20 @@ def generate(
 ) -> list[Entry]:
     """``n`` requests over about ``n`` seconds from ``start``; ``health_checks``: the share of
     kube-probe requests to ``/healthz`` (left out by default on import)."""
+    return list(entries(n, seed, health_checks, start, paths))
+
+
+def entries(
+    n: int,
+    seed: int = 1,
+    health_checks: float = 0.0,
+    start: datetime = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc),
+    paths: int = 2000,
+) -> Iterator[Entry]:
+    """:func:`generate`, one entry at a time (for logs too big to hold in memory)."""
     rng = random.Random(seed)
     all_paths = _paths(rng, paths)
     clients = [f"203.0.113.{i}" for i in range(1, 80)] + [f"2001:db8::{i:x}" for i in range(1, 20)]
-    entries = []
     when = start.timestamp()
     for _ in range(n):
         when += rng.random() * 2
@@ -172,19 +184,23 @@ def generate(
             f'{client} - {user or "-"} [{stamp}] "{request}" {status} {size_text} '
             f'"{_escape(referer) if referer else "-"}" "{_escape(agent) if agent else "-"}"'
         )
-        entries.append(
-            Entry(line, client, user, float(int(when)), method, path, query, protocol, status,
-                  size, referer, agent)
-        )
-    return entries
+        yield Entry(line, client, user, float(int(when)), method, path, query, protocol, status,
+                    size, referer, agent)
 
 
 def write_log(path: str | os.PathLike[str], entries: Iterable[Entry], compress: bool = False) -> None:
-    data = "".join(entry.line + "\n" for entry in entries).encode("utf-8")
-    if compress:
-        data = gzip.compress(data, mtime=0)
-    with open(path, "wb") as file:
-        file.write(data)
+    """Write the entries' lines (gzip-compressed if asked), a thousand at a time."""
+    with open(path, "wb") as raw, (
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else contextlib.nullcontext(raw)
+    ) as file:
+        batch: list[str] = []
+        for entry in entries:
+            batch.append(entry.line)
+            if len(batch) >= 1000:
+                file.write(("\n".join(batch) + "\n").encode("utf-8"))
+                batch = []
+        if batch:
+            file.write(("\n".join(batch) + "\n").encode("utf-8"))
 
 
 @dataclasses.dataclass

@@ -259,16 +259,15 @@ class LogFormat:
 # alternation per character. Nothing in it crosses a line end.
 _QUOTED = r'"([^"\\\n]*(?:\\.[^"\\\n]*)*)"'
 _CLF = (
-    r"(\S+) \S+ (\S+) \[([^\]\n]+)\] " + _QUOTED + r" (\d{3}|-) (\d+|-)"
+    r"(\S+) \S+ (\S+) \[([^\]\n]+)\] " + _QUOTED + r" ([0-9]{3}|-) ([0-9]+|-)"
     r"(?: " + _QUOTED + r" " + _QUOTED + r")?[^\n]*"
 )
 # The fast path's pieces. What is left of each line once its quoted fields are cut out: client,
 # user, and the time in its usual layout (hour, minutes:seconds, offset); common format lines
 # (two quotes) also keep their status and size there.
-_SKELETON = r"^(\S+) \S+ (\S+) \[(\d\d/[A-Za-z]{3}/\d{4}:\d\d):(\d\d:\d\d) ([+-]\d{4})\] "
+_SKELETON = r"^(\S+) \S+ (\S+) (\[\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4}\]) "
 _SKELETON_COMBINED = re.compile(_SKELETON + r"[^\n]*$", re.MULTILINE)
-_SKELETON_COMMON = re.compile(_SKELETON + r" (\d{3}|-) (\d+|-)[^\n]*$", re.MULTILINE)
-_STATUS_SIZE = re.compile(r"^ (\d{3}|-) (\d+|-) $", re.MULTILINE)
+_SKELETON_COMMON = re.compile(_SKELETON + r" ([0-9]{3}|-) ([0-9]+|-)[^\n]*$", re.MULTILINE)
 # Stand-ins for \\ and \" while a chunk is cut at its quotes (absent from the chunk: checked).
 _BACKSLASH, _QUOTE = "\x01", "\x02"
 
@@ -302,14 +301,15 @@ class CommonLogFormat(LogFormat):
     def __init__(self) -> None:
         self._line = re.compile(_CLF)
         self._times = ClfTimes()
-        self._hours = Memo(lambda raw: parse_clf_time(raw[:14] + ":00:00 " + raw[14:]))
+        # "[10/Oct/2000:13:" + "-0700]" -> the hour's unix seconds; "55:36" -> 3336.0
+        self._hours = Memo(_hour_start)
         self._minutes = Memo(_minutes_seconds)
         self._requests = RequestLines(escaped=True).lines
         self._quoted = Memo(lambda raw: None if raw == "-" else text(unescape(_restore(raw))))
         self._referers = Memo(lambda raw: None if raw == "-" else unescape(_restore(raw)) or None)
         self._users = Memo(lambda raw: None if raw == "-" else text(unescape(_restore(raw)), 200))
         self._clients = Memo(lambda raw: None if raw == "-" else text(raw, 200))
-        self._numbers = Memo(lambda raw: None if raw == "-" else int(raw))
+        self._numbers = Memo(_status)
 
     def matches(self, line: str) -> bool:
         return self._line.fullmatch(line) is not None
@@ -334,9 +334,8 @@ class CommonLogFormat(LogFormat):
             "http_version": list(versions),
             "host": list(hosts),
             "scheme": list(schemes),
-            "http_status": list(map(self._numbers.__getitem__, statuses)),
-            # Sizes rarely repeat: no memo, "-" (an empty body) read as 0.
-            "body_size": list(map(int, map(_DASH_AS_ZERO.get, sizes, sizes))),
+            "http_status": list(statuses),
+            "body_size": list(sizes),
             "referer": list(map(self._referers.__getitem__, referers)),
             "user_agent": list(map(self._quoted.__getitem__, agents)),
         }
@@ -345,11 +344,13 @@ class CommonLogFormat(LogFormat):
     def _cut(self, chunk: str) -> tuple[Sequence[Any], ...] | None:
         """The fields of every line by the fast way, or None when it does not apply."""
         if '\\"' in chunk:
-            # An escaped quote is not a field's end: hide it (and escaped backslashes, so that
-            # \\" still ends a field) behind stand-ins the memos put back.
+            # An escaped quote is not a field's end: hide it behind a stand-in the memos put
+            # back (and escaped backslashes first, where one comes before a field's end).
             if _BACKSLASH in chunk or _QUOTE in chunk:
                 return None
-            chunk = chunk.replace("\\\\", _BACKSLASH).replace('\\"', _QUOTE)
+            if '\\\\"' in chunk:
+                chunk = chunk.replace("\\\\", _BACKSLASH)
+            chunk = chunk.replace('\\"', _QUOTE)
         lines = chunk.count("\n") + 1
         first = chunk.find("\n")
         quotes = chunk.count('"', 0, first if first >= 0 else len(chunk))
@@ -364,27 +365,74 @@ class CommonLogFormat(LogFormat):
         ends = list(map(str.count, joints, repeat("\n")))
         if ends[0] or ends[-1] or ends.count(1) != lines - 1 or sum(ends) != lines - 1:
             return None
-        skeleton = _SKELETON_COMMON if quotes == 2 else _SKELETON_COMBINED
-        heads = skeleton.findall("".join(joints))
-        if len(heads) != lines:
-            return None
+        requests = pieces[1::quotes]
         if quotes == 2:
-            clients, users, hours, minutes, zones, statuses, sizes = zip(*heads)
             referers = agents = ["-"] * lines
         else:
-            clients, users, hours, minutes, zones = zip(*heads)
-            middles = _STATUS_SIZE.findall("\n".join(pieces[2::quotes]))
-            if len(middles) != lines or pieces[4::quotes].count(" ") != lines:
-                return None
-            statuses, sizes = zip(*middles)
             referers, agents = pieces[3::quotes], pieces[5::quotes]
-        requests = pieces[1::quotes]
+            if pieces[4::quotes].count(" ") != lines:
+                return None
+        skeletons = "".join(joints)
+        fields = self._split_skeletons(skeletons, quotes, lines)
+        if fields is None:
+            fields = self._match_skeletons(skeletons, quotes, lines)
+        if fields is None:
+            return None
+        clients, users, starts, statuses, sizes = fields
+        if quotes != 2:
+            middles = " ".join(pieces[2::quotes]).split()
+            if len(middles) != 2 * lines:
+                return None
+            statuses, sizes = middles[0::2], middles[1::2]
+        statuses = list(map(self._numbers.__getitem__, statuses))
+        if _INVALID in statuses:
+            return None
+        try:
+            # Sizes rarely repeat: no memo; "-" (an empty body) read as 0.
+            sizes = list(map(int, map(_DASH_AS_ZERO.get, sizes, sizes)))
+        except ValueError:
+            return None
+        return clients, users, starts, requests, statuses, sizes, referers, agents
+
+    def _split_skeletons(self, skeletons: str, quotes: int, lines: int) -> tuple[Any, ...] | None:
+        """Client, user, start (and status and size, in common format) of every line, split at
+        spaces: lines whose time has the usual layout, ``[10/Oct/2000:13:55:36 -0700]``."""
+        width = 7 if quotes == 2 else 5
+        tokens = skeletons.split()
+        if len(tokens) != width * lines:
+            return None
+        stamps, zones = tokens[3::width], tokens[4::width]
+        if set(map(len, stamps)) != {21} or set(map(len, zones)) != {6}:
+            return None
+        hours = map(operator.getitem, stamps, repeat(slice(0, 16)))
         bases = list(map(self._hours.__getitem__, map(operator.add, hours, zones)))
-        offsets = list(map(self._minutes.__getitem__, minutes))
+        offsets = list(map(self._minutes.__getitem__,
+                           map(operator.getitem, stamps, repeat(slice(16, 21)))))
         if None in bases or None in offsets:
             return None
         starts = list(map(operator.add, bases, offsets))
-        return clients, users, starts, requests, statuses, sizes, referers, agents
+        statuses = tokens[5::width] if quotes == 2 else None
+        sizes = tokens[6::width] if quotes == 2 else None
+        return tokens[0::width], tokens[2::width], starts, statuses, sizes
+
+    def _match_skeletons(self, skeletons: str, quotes: int, lines: int) -> tuple[Any, ...] | None:
+        """The same by a pattern, for lines with more after their quoted fields."""
+        skeleton = _SKELETON_COMMON if quotes == 2 else _SKELETON_COMBINED
+        heads = skeleton.findall(skeletons)
+        if len(heads) != lines:
+            return None
+        statuses = sizes = None
+        if quotes == 2:
+            clients, users, stamps, zones, statuses, sizes = zip(*heads)
+        else:
+            clients, users, stamps, zones = zip(*heads)
+        hours = map(operator.getitem, stamps, repeat(slice(0, 16)))
+        bases = list(map(self._hours.__getitem__, map(operator.add, hours, zones)))
+        offsets = list(map(self._minutes.__getitem__,
+                           map(operator.getitem, stamps, repeat(slice(16, 21)))))
+        if None in bases or None in offsets:
+            return None
+        return clients, users, list(map(operator.add, bases, offsets)), statuses, sizes
 
     def _match_lines(self, chunk: str) -> tuple[tuple[Sequence[Any], ...] | None, list[int]]:
         """The fields of the lines that match, one line at a time; indexes of those that do
@@ -396,10 +444,11 @@ class CommonLogFormat(LogFormat):
         for number, line in enumerate(chunk.split("\n")):
             hit = match(line)
             if hit is not None:
-                groups = hit.groups()
-                start = times[groups[2]]
+                client, user, stamp, request, status, size, referer, agent = hit.groups()
+                start = times[stamp]
                 if start is not None:
-                    found.append(groups[:2] + (start,) + groups[3:8])
+                    found.append((client, user, start, request, self._numbers[status],
+                                  0 if size == "-" else int(size), referer, agent))
                     continue
             if line.strip():
                 failed.append(number)
@@ -410,8 +459,28 @@ class CommonLogFormat(LogFormat):
 
 def _minutes_seconds(raw: str) -> float | None:
     """Seconds since the hour of ``MM:SS``."""
+    if len(raw) != 5 or raw[2] != ":" or not (raw.isascii() and raw[:2].isdigit()
+                                               and raw[3:].isdigit()):
+        return None
     minutes, seconds = int(raw[:2]), int(raw[3:])
     return float(minutes * 60 + seconds) if minutes < 60 and seconds < 61 else None
+
+
+def _hour_start(raw: str) -> float | None:
+    """Unix seconds of the hour in ``[10/Oct/2000:13:`` + ``-0700]``."""
+    if len(raw) != 22 or raw[0] != "[" or raw[15] != ":" or raw[-1] != "]":
+        return None
+    return parse_clf_time(raw[1:15] + ":00:00 " + raw[16:21])
+
+
+#: A status that is not one (the line is then read by the pattern, which says so).
+_INVALID = object()
+
+
+def _status(raw: str) -> Any:
+    if raw == "-":
+        return None
+    return int(raw) if len(raw) == 3 and raw.isascii() and raw.isdigit() else _INVALID
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

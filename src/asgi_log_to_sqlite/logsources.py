@@ -204,10 +204,12 @@ def _blocks(source: Source) -> Iterator[bytes]:
 def _text(block: bytes) -> str:
     """A block's lines as text joined by ``\\n``: bytes that are not UTF-8 as ``\\xHH`` (as
     the middleware stores them), Windows line ends made plain, no last line end."""
-    chunk = block.decode("utf-8", "backslashreplace")
+    if block.endswith(b"\n"):
+        block = memoryview(block)[:-1]  # type: ignore[assignment] (decoded without a copy)
+    chunk = str(block, "utf-8", "backslashreplace")
     if "\r" in chunk:
-        chunk = chunk.replace("\r\n", "\n")
-    return chunk.removesuffix("\n")
+        chunk = chunk.replace("\r\n", "\n").removesuffix("\r")
+    return chunk
 
 
 # ---- what was imported before -----------------------------------------------------------------
