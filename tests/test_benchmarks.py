@@ -53,3 +53,18 @@ def test_server_bench_measures_each_variant(tmp_path, kind):
     if measured["main_cpu_us"] is not None:  # Linux: per-thread CPU from /proc
         assert measured["main_cpu_us"] > 0
         assert measured["other_cpu_us"] >= 0
+
+
+def test_import_bench_imports_every_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "import_bench.py", "--lines", "3000", "--rounds", "1", "--folder",
+         str(tmp_path), "--json", str(tmp_path / "import.json")],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    )
+    assert "two processes" in out.stdout
+    with open(tmp_path / "import.json") as file:
+        summary = json.load(file)["summary"]
+    assert set(summary) == {"one process", "two processes", "two processes, gzip"}
+    for measured in summary.values():
+        assert measured["rows"] == 3000
+        assert measured["median_lines_per_s"] > 0
