@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ $(DJ60_VENV)/.installed: pyproject.toml
 
 test: $(VENV)/.installed-test $(DS1_VENV)/.installed $(DJ6_VENV)/.installed $(DJ60_VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The edit-test loop: the unit tests alone (no servers, browsers or other virtualenvs), in
+# under a minute on two cores.
+check: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -n 2 -m "not integration and not slow" --ignore=tests/e2e
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks examples

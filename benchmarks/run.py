@@ -55,7 +55,8 @@ def log(message: str) -> None:
 
 
 def ensure_seed_venv() -> str | None:
-    """The python of ``.venv-seed`` with asgi-log-to-sqlite 0.1.1 and uvicorn; None if unavailable."""
+    """The python of ``.venv-seed`` with asgi-log-to-sqlite 0.1.1 and uvicorn; None if
+    unavailable."""
     if os.path.exists(SEED_PYTHON):
         check = subprocess.run(
             [SEED_PYTHON, "-c", "import asgi_log_to_sqlite, uvicorn, sqlite_utils"],

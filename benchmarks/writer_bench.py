@@ -22,10 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mix
 
+from asgi_log_to_sqlite.exchange import Exchange
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.record import Exchange
+from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.schema import connect, ensure_schema
-from asgi_log_to_sqlite.writer import Writer
+from asgi_log_to_sqlite.sinks.sqlite import SQLiteSink
+from asgi_log_to_sqlite.writer import ThreadWriter
 
 CONTENT_TYPES = [b"text/html; charset=utf-8", b"application/json", b"text/css", b"image/png"]
 
@@ -48,7 +50,8 @@ def records(n: int, seed: int = 2) -> list[Exchange]:
 def ingest(path: str, batch: list[Exchange]) -> tuple[float, float]:
     """Rows per second from the first put to the commit of the last row, by the wall clock and
     per CPU second of the process (the main thread only waits: that is the writer's CPU)."""
-    writer = Writer(path, Options.from_kwargs({"max_queue": len(batch) + 10}))
+    options = Options.from_kwargs({"max_queue": len(batch) + 10})
+    writer = ThreadWriter(SQLiteSink(path, options), Prepare(options), options)
     done = threading.Event()
     cpu = time.process_time()
     started = time.perf_counter()

@@ -188,7 +188,9 @@ def entries(
                     size, referer, agent)
 
 
-def write_log(path: str | os.PathLike[str], entries: Iterable[Entry], compress: bool = False) -> None:
+def write_log(
+    path: str | os.PathLike[str], entries: Iterable[Entry], compress: bool = False
+) -> None:
     """Write the entries' lines (gzip-compressed if asked), a thousand at a time."""
     with open(path, "wb") as raw, (
         gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if compress else contextlib.nullcontext(raw)

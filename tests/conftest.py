@@ -1,5 +1,34 @@
 import pytest
 
+#: Modules whose tests start real servers, browsers or other virtualenvs: ``make test`` runs
+#: them, ``make check`` (the quick edit-test loop) leaves them out.
+INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_report"}
+#: Tests that take seconds on their own (subprocesses, real servers, large inputs).
+SLOW_TESTS = {
+    "test_delete_older_than_in_small_transactions",
+    "test_one_builder_matches_fresh_ones_on_the_benchmark_mix",
+    "test_concurrent_schema_creation_from_several_processes",
+    "test_serve_logs_every_request_of_a_real_server",
+    "test_rotate_waits_a_moment_for_a_fresh_file_a_server_is_setting_up",
+    "test_demo_as_a_process_writes_demo_db",
+    "test_several_processes_share_one_file",
+    "test_a_second_sigterm_waits_for_the_flush_of_the_first",
+    "test_report_as_a_process_over_several_files",
+    "test_the_real_program",
+    "test_cli_bad_input",
+    "test_the_second_process_reads_the_same",
+    "test_progress_is_shown_on_a_terminal_only",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if module in INTEGRATION_MODULES or "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+        if getattr(item, "originalname", item.name) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def log_path(tmp_path):

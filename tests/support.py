@@ -56,7 +56,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> Server:  # noqa: PYI034 (Self needs Python 3.11)
+    def __enter__(self) -> Server:
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
@@ -73,7 +73,9 @@ class Server:
             raise
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False) -> int | None:
+    def stop(
+        self, sig: int = signal.SIGTERM, timeout: float = 30, group: bool = False
+    ) -> int | None:
         """Send ``sig`` to the server (``group``: to its whole process group, as systemd and
         ``docker stop`` do) and wait (bounded) for it to exit; its exit code."""
         assert self.process is not None
@@ -116,7 +118,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while self.output().count(text) < count:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                code = self.process.returncode
+                raise RuntimeError(f"server exited with {code}:\n{self.output()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{text!r} not seen {count} times within {timeout}s")
             time.sleep(0.05)

@@ -29,7 +29,9 @@ def test_writer_bench_commits_every_record(tmp_path):
 
 def test_in_process_bench_logs_every_request(tmp_path):
     db = str(tmp_path / "inprocess.db")
-    result = run_json("inprocess.py", "--kind", "wrapped", "--db", db, "--n", "300", "--repeats", "2")
+    result = run_json(
+        "inprocess.py", "--kind", "wrapped", "--db", db, "--n", "300", "--repeats", "2"
+    )
     assert result["rows"] == 600
     assert result["stats"]["dropped_queue_full"] == 0
     assert result["median_cpu_us"] > 0

@@ -44,7 +44,7 @@ def stored(conn, table, names):
 
 def insert_both(conn, names, rows):
     """Insert ``rows`` with insert_columns into t and with executemany into u."""
-    columns = [list(column) for column in zip(*rows)] if rows else []
+    columns = [list(column) for column in zip(*rows, strict=False)] if rows else []
     insert_columns(conn, "t", names, columns)
     marks = ", ".join("?" for _ in names)
     conn.executemany(f"INSERT INTO u ({', '.join(names)}) VALUES ({marks})", rows)
@@ -233,7 +233,7 @@ def test_random_mixed_batches_match_executemany(conn, seed):
     width = rng.randint(1, 30)
     names = [f"c{i}" for i in range(width)]
     make_tables(conn, names)
-    count = rng.choice(SIZES + [rng.randint(1, 300)])
+    count = rng.choice([*SIZES, rng.randint(1, 300)])
     columns = []
     for _ in range(width):
         kind = rng.random()
@@ -243,7 +243,7 @@ def test_random_mixed_batches_match_executemany(conn, seed):
             columns.append([rng.choice([1, True, 1.0]) for _ in range(count)])
         else:
             columns.append([rng.choice(pool) for _ in range(count)])
-    rows = list(zip(*columns))
+    rows = list(zip(*columns, strict=False))
     assert_same_as_executemany(conn, names, rows)
 
 
@@ -259,7 +259,7 @@ def test_rows_per_statement(conn, count, expected):
     names = ["a", "b", "c"]
     make_tables(conn, names)
     rows = [(i, "k", None) for i in range(count)]
-    columns = [list(column) for column in zip(*rows)]
+    columns = [list(column) for column in zip(*rows, strict=False)]
     ran = inserts(conn, lambda: insert_columns(conn, "t", names, columns))
     assert [rows_in(sql) for sql in ran] == expected
     assert sum(expected) == count
@@ -272,7 +272,7 @@ def test_many_columns_fewer_rows_per_statement(conn, count):
     names = [f"c{i}" for i in range(width)]
     make_tables(conn, names)
     rows = [tuple(i * width + j for j in range(width)) for i in range(count)]
-    columns = [list(column) for column in zip(*rows)]
+    columns = [list(column) for column in zip(*rows, strict=False)]
     ran = inserts(conn, lambda: insert_columns(conn, "t", names, columns))
     per_statement = [rows_in(sql) for sql in ran]
     assert sum(per_statement) == count

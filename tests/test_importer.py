@@ -142,7 +142,8 @@ def test_a_grown_file_adds_only_its_new_lines(tmp_path):
         file.write(lines(300, first=1000))
         file.write("not a log line\n")
     grown = run(log, db)
-    assert "300 new row(s) from 301 new line(s) (combined; 1,000 lines imported before)" in grown.out
+    assert ("300 new row(s) from 301 new line(s) (combined; 1,000 lines imported before)"
+            in grown.out)
     assert f"{log}:1301: not parsed: not a log line" in grown.err  # numbered in the whole file
     paths = [row[0] for row in query(db, "SELECT path FROM requests_view ORDER BY id")]
     assert paths == [f"/p{i}" for i in range(1300)]
@@ -377,7 +378,8 @@ async def app(scope, receive, send):
         return
     if scope["path"] == "/boom":
         raise RuntimeError("boom")
-    scope["asgi_log_to_sqlite.route"] = "/items/{id}" if scope["path"].startswith("/items") else None
+    items = scope["path"].startswith("/items")
+    scope["asgi_log_to_sqlite.route"] = "/items/{id}" if items else None
     scope["user"] = {"id": "u-42"} if b"auth" in scope["query_string"] else None
     status = 404 if scope["path"] == "/missing" else 200
     await send({"type": "http.response.start", "status": status,

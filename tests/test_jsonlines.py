@@ -63,7 +63,7 @@ def test_decode_gives_back_the_same_values_and_types():
 
 def test_a_mapping_and_bytes_and_missing_columns():
     line = jsonlines.encode({"start": 1.5, "path": b"/bytes\xff", "http_status": 404})
-    decoded = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line)))
+    decoded = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line), strict=True))
     assert decoded["path"] == "/bytes\\xff"
     assert decoded["http_status"] == 404
     assert decoded["method"] is None and decoded["duration"] is None
@@ -71,7 +71,7 @@ def test_a_mapping_and_bytes_and_missing_columns():
 
 def test_values_json_cannot_hold_become_null():
     row = dict(ROW, duration=math.nan, ttfb=math.inf)
-    decoded = dict(zip(REQUEST_COLUMNS, jsonlines.decode(jsonlines.encode(row))))
+    decoded = dict(zip(REQUEST_COLUMNS, jsonlines.decode(jsonlines.encode(row)), strict=True))
     assert decoded["duration"] is None and decoded["ttfb"] is None
 
 
@@ -82,7 +82,7 @@ def test_a_row_of_the_wrong_length_is_refused():
 
 def test_unknown_keys_are_ignored_and_missing_ones_are_null():
     line = json.dumps({"asgi_log_to_sqlite": 1, "start": 2.0, "instance": "i-1", "new": [1]})
-    row = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line)))
+    row = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line), strict=True))
     assert row["start"] == 2.0
     assert all(value is None for name, value in row.items() if name != "start")
 
@@ -90,7 +90,7 @@ def test_unknown_keys_are_ignored_and_missing_ones_are_null():
 def test_numbers_are_read_as_the_log_stores_them():
     line = json.dumps({"asgi_log_to_sqlite": 1, "start": 5, "http_status": 200.0, "actor": 42,
                        "path": ""})
-    row = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line)))
+    row = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line), strict=True))
     assert row["start"] == 5.0 and type(row["start"]) is float
     assert row["http_status"] == 200 and type(row["http_status"]) is int
     assert row["actor"] == "42"

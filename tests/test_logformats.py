@@ -24,7 +24,8 @@ from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
 
 def rows(parsed) -> list[dict]:
     names = list(parsed.columns)
-    return [dict(zip(names, values)) for values in zip(*parsed.columns.values())]
+    values = zip(*parsed.columns.values(), strict=True)
+    return [dict(zip(names, row, strict=True)) for row in values]
 
 
 def utc(*fields: int) -> float:
@@ -157,7 +158,7 @@ def test_the_fast_and_the_line_by_line_reading_agree():
     slow = CommonLogFormat().parse(chunk + "\nnot a log line")  # forces line by line
     assert slow.failed == [3000]
     assert slow.columns == fast.columns
-    for entry, row in zip(entries, rows(fast)):
+    for entry, row in zip(entries, rows(fast), strict=True):
         assert row["start"] == entry.start
         assert row["path"] == entry.path
         assert row["http_status"] == entry.status

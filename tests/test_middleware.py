@@ -8,8 +8,10 @@ client produces (odd bytes, no client, HTTP/2, lifespan, WebSocket), through han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +43,8 @@ def rows(path: str, where: str = "1") -> list[dict[str, Any]]:
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute(f"SELECT * FROM requests_view WHERE {where} ORDER BY id")]
+        sql = f"SELECT * FROM requests_view WHERE {where} ORDER BY id"
+        return [dict(r) for r in conn.execute(sql)]
     finally:
         conn.close()
 
@@ -125,7 +128,8 @@ def test_every_request_becomes_one_row(make_log, log_path):
 
     async def main():
         for i in range(25):
-            response = await get(log, f"/page/{i}?x={i}", headers={"user-agent": "ua", "referer": "r"})
+            headers = {"user-agent": "ua", "referer": "r"}
+            response = await get(log, f"/page/{i}?x={i}", headers=headers)
             assert response.status_code == 200 and response.text == "hello"
 
     asyncio.run(main())
@@ -650,7 +654,8 @@ def lifespan_server(log: AsgiLogToSqlite, log_path: str, before_shutdown=None):
                 state["rows_at_complete"] = len(rows(log_path))
 
         await incoming.put({"type": "lifespan.startup"})
-        task = asyncio.ensure_future(log({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        task = asyncio.ensure_future(log(scope, receive, send))
         for _ in range(200):
             if state["sent"]:
                 break
@@ -744,7 +749,9 @@ BAD_SCOPES = {
     },
     "odd header case": {"headers": [(b"User-AGENT", b"Case"), (b"REFERER", b"https://r/")]},
     "duplicate headers": {
-        "headers": [(b"user-agent", b"one"), (b"user-agent", b"two"), (b"host", b"a"), (b"host", b"b")]
+        "headers": [
+            (b"user-agent", b"one"), (b"user-agent", b"two"), (b"host", b"a"), (b"host", b"b")
+        ]
     },
     "64 KiB header": {"headers": [(b"user-agent", b"u" * 65536), (b"x-big", b"v" * 65536)]},
     "no client": {"client": ...},
@@ -812,3 +819,190 @@ def test_odd_messages_are_passed_on(make_log, log_path):
     assert sent[0]["status"] == "200"
     log.flush(timeout=10)
     assert rows(log_path)[0]["http_status"] == 200
+
+
+def test_a_startup_that_raises_after_receiving_reaches_the_server_unchanged(make_log):
+    """An app that received ``lifespan.startup`` and then raised failed its startup: the server
+    must see that exception (and refuse to start), not a startup.complete sent on its behalf."""
+
+    class DatabaseDown(Exception):
+        pass
+
+    async def app(scope, receive, send):
+        await receive()
+        raise DatabaseDown("no database")
+
+    log = make_log(app)
+    sent: list[dict[str, Any]] = []
+
+    async def receive():
+        return {"type": "lifespan.startup"}
+
+    async def send(message):
+        sent.append(message)
+
+    with pytest.raises(DatabaseDown):
+        asyncio.run(log({"type": "lifespan"}, receive, send))
+    assert sent == []
+
+
+# ---- the inline writer: no thread at all -----------------------------------------------------
+def test_inline_writer_starts_no_thread_and_flushes_at_lifespan_shutdown(make_log, log_path):
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    answer = responder()
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            raise ValueError("no lifespan here")  # the middleware answers it instead
+        await answer(scope, receive, send)
+
+    log = make_log(app, writer="inline", flush_interval=60)
+
+    async def traffic():
+        for i in range(40):
+            await get(log, f"/inline/{i}")
+        assert len(rows(log_path)) == 0  # nothing written before its time
+        assert log.stats()["queued"] == 40
+
+    state = lifespan_server(log, log_path, traffic)
+    assert state["rows_at_complete"] == 40
+    assert {t.name for t in threading.enumerate()} - before == set()
+    assert log.stats()["writer"] == "inline"
+
+
+def test_inline_writer_writes_in_slices_on_its_own(make_log, log_path):
+    log = make_log(responder(), writer="inline", flush_interval=0.01)
+
+    async def main():
+        for i in range(600):
+            await get(log, f"/s/{i % 7}")
+        for _ in range(500):
+            if log.stats()["written"] == 600:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert log.stats()["written"] == 600
+    assert len(rows(log_path)) == 600
+
+
+def test_auto_writer_falls_back_to_inline_where_threads_cannot_start(
+    make_log, log_path, monkeypatch
+):
+    import threading
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    log = make_log(responder())
+
+    async def main():
+        await get(log, "/no-threads")
+        await log.aflush(10)
+
+    asyncio.run(main())
+    assert log.stats()["writer"] == "inline"
+    assert [r["path"] for r in rows(log_path)] == ["/no-threads"]
+
+
+def test_thread_writer_refuses_to_fall_back_when_asked_for(make_log, monkeypatch):
+    import threading
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    log = make_log(responder(), writer="thread")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+
+    sent = asyncio.run(drive(log, http_scope()))  # still served: logging never breaks the app
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+
+
+# ---- isolation: one bad value never costs other rows -----------------------------------------
+class _Surrogate(Exception):
+    pass
+
+
+_Surrogate.__qualname__ = "Bad\udcffName"
+_Surrogate.__module__ = "mod\udcfe"
+
+
+def _bad_apps() -> dict[str, Any]:
+    async def huge_status(scope, receive, send):
+        await send({"type": "http.response.start", "status": 2**63, "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async def inf_status(scope, receive, send):
+        await send({"type": "http.response.start", "status": float("inf"), "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async def huge_pathsend(scope, receive, send):
+        headers = [(b"content-length", b"99999999999999999999")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": "/nonexistent"})
+
+    async def huge_zerocopy(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.zerocopysend", "file": None, "count": 2**64})
+
+    async def negative_zerocopy(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.zerocopysend", "file": None, "count": -5})
+
+    async def surrogate_exception(scope, receive, send):
+        raise _Surrogate("boom")
+
+    async def headers_not_a_list(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": 5})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    async def pathsend_number(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": 2**70})
+
+    return {
+        "status 2**63": huge_status,
+        "status inf": inf_status,
+        "pathsend Content-Length 10**20": huge_pathsend,
+        "zerocopysend count 2**64": huge_zerocopy,
+        "negative zerocopysend count": negative_zerocopy,
+        "exception name with lone surrogates": surrogate_exception,
+        "response headers not a list": headers_not_a_list,
+        "pathsend path 2**70": pathsend_number,
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_apps()))
+@pytest.mark.parametrize("strategy", ["thread", "inline"])
+def test_one_bad_request_among_2000_costs_no_other_row(make_log, log_path, name, strategy):
+    bad = _bad_apps()[name]
+    good = responder()
+
+    async def app(scope, receive, send):
+        if scope["path"] == "/bad":
+            await bad(scope, receive, send)
+        else:
+            await good(scope, receive, send)
+
+    log = make_log(app, writer=strategy, flush_interval=60, batch_size=5000)
+
+    async def main():
+        for i in range(2000):
+            scope = http_scope(path="/bad" if i == 1000 else f"/good/{i % 10}")
+            with contextlib.suppress(Exception):  # the bad app raises; the server would log it
+                await drive(log, scope)
+        started = time.monotonic()
+        await log.aflush(10)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert took < 5  # released at once, never held for retry_for
+    found = rows(log_path)
+    assert len(found) >= 1999
+    assert len([r for r in found if r["path"] != "/bad"]) == 1999
+    stats = log.stats()
+    assert stats["dropped_write_failed"] == 0
+    assert stats["dropped_bad_record"] + len(found) == 2000

@@ -137,3 +137,63 @@ def test_not_a_database_fails_with_the_path(tmp_path):
     with pytest.raises((OSError, ValueError)) as info:
         AsgiLogToSqlite(app, str(path))
     assert str(path) in str(info.value)
+
+
+# ---- bounds: every bad value fails here, never later ----------------------------------------
+@pytest.mark.parametrize(
+    "name, value, error",
+    [
+        ("writer", "process", ValueError),
+        ("writer", "fast", ValueError),
+        ("writer", 1, TypeError),
+        ("flush_interval", 1e10, ValueError),
+        ("flush_interval", 10**400, ValueError),
+        ("flush_interval", float("inf"), ValueError),
+        ("busy_timeout", 10**400, ValueError),
+        ("retry_for", 10**400, ValueError),
+        ("retry_for", 1e300, ValueError),
+        ("retain", 10**400, ValueError),
+        ("retain", "99999999999d", ValueError),
+        ("retain", "9" * 400, ValueError),
+        ("max_bytes", "9" * 400, ValueError),
+        ("max_bytes", 10**400, ValueError),
+        ("max_rows", 2**70, ValueError),
+        ("max_queue", 10**12, ValueError),
+        ("keep", 10**30, ValueError),
+        ("redact_query", ["re:" + "(" * 1000], ValueError),
+        ("exclude", ["re:" + "(" * 1000], ValueError),
+        ("visitor_hash", "\udcff" * 20, ValueError),
+        ("capture_request_headers", ["x-\udcff"], ValueError),
+        ("trusted_proxies", ["10.0.0.0/33"], ValueError),
+        ("trusted_proxies", [object()], TypeError),
+        ("anonymize_ip", (24, 200), ValueError),
+        ("sample", float("nan"), ValueError),
+    ],
+)
+def test_out_of_bounds_values_name_the_option(log_path, name, value, error):
+    kwargs = {name: value}
+    if name == "keep":
+        kwargs["max_rows"] = 10
+    with pytest.raises(error, match=repr(name).strip("'")):
+        AsgiLogToSqlite(app, log_path, **kwargs)
+
+
+@pytest.mark.timeout(10)
+def test_trusted_networks_are_kept_whole_never_expanded(log_path):
+    import ipaddress
+
+    wide = ipaddress.ip_network("10.0.0.0/12")
+    everything = ipaddress.ip_network("::/0")
+    log = AsgiLogToSqlite(app, log_path, trusted_proxies=wide)
+    assert log.options.trusted_proxies == (wide,)
+    log.close()
+    log = AsgiLogToSqlite(app, log_path, trusted_proxies=[everything, ipaddress.ip_address("::1")])
+    assert log.options.trusted_proxies == (everything, ipaddress.ip_network("::1/128"))
+    log.close()
+
+
+def test_writer_strategies_are_named(log_path):
+    for kind in ("auto", "thread", "inline", "INLINE"):
+        log = AsgiLogToSqlite(app, log_path, writer=kind)
+        assert log.options.writer == kind.lower()
+        log.close()

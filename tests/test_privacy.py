@@ -17,7 +17,8 @@ import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.privacy import REDACTED, Policy, anonymize, framework_actor, parse_ip
+from asgi_log_to_sqlite.privacy import REDACTED, anonymize, framework_actor, parse_ip
+from asgi_log_to_sqlite.privacy.addresses import VisitorHash
 
 SECRET = "Zq7-SECRET-VALUE"
 
@@ -279,7 +280,8 @@ def test_captured_url_headers_are_redacted_like_the_referer(log_path):
         capture_request_headers=["Referer"],
         capture_response_headers=["Location", "Content-Location"],
     ).close()
-    captured = {r["name"]: r["value"] for r in rows(log_path, "SELECT * FROM captured_headers_view")}
+    found = rows(log_path, "SELECT * FROM captured_headers_view")
+    captured = {r["name"]: r["value"] for r in found}
     assert captured == {
         "referer": f"https://x.com/?access_token={REDACTED}",
         "location": f"https://example.com/cb?code={REDACTED}&next=/home",
@@ -505,14 +507,14 @@ def test_visitor_hash_is_daily_salted_and_stores_no_address(log_path):
     day2 = datetime(2026, 3, 2, 0, 30, tzinfo=timezone.utc).timestamp()
     address = parse_ip("192.0.2.10")
     shared = Options.from_kwargs({"visitor_hash": "a-shared-secret-of-some-length"})
-    one, two = Policy(shared), Policy(shared)
-    assert one.visitor(address, "ua", "h", day1) == two.visitor(address, "ua", "h", day1)
-    assert one.visitor(address, "ua", "h", day1) != one.visitor(address, "ua", "h", day2)
+    one, two = VisitorHash(shared.visitor_hash), VisitorHash(shared.visitor_hash)
+    assert one(address, "ua", "h", day1) == two(address, "ua", "h", day1)
+    assert one(address, "ua", "h", day1) != one(address, "ua", "h", day2)
     random_key = Options.from_kwargs({"visitor_hash": True})
-    p1, p2 = Policy(random_key), Policy(random_key)
-    assert p1.visitor(address, "ua", "h", day1) == p1.visitor(address, "ua", "h", day1 + 60)
-    assert p1.visitor(address, "ua", "h", day1) != p2.visitor(address, "ua", "h", day1)
-    assert p1.visitor(address, "ua", "h", day1) != p1.visitor(address, "ua", "h", day2)
+    p1, p2 = VisitorHash(random_key.visitor_hash), VisitorHash(random_key.visitor_hash)
+    assert p1(address, "ua", "h", day1) == p1(address, "ua", "h", day1 + 60)
+    assert p1(address, "ua", "h", day1) != p2(address, "ua", "h", day1)
+    assert p1(address, "ua", "h", day1) != p1(address, "ua", "h", day2)
 
 
 # ---- route templates ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from asgi_log_to_sqlite import AsgiLogToSqlite, rotation
 from asgi_log_to_sqlite.options import Options, parse_duration, parse_size
 from asgi_log_to_sqlite.schema import latest_version
+from asgi_log_to_sqlite.sinks import sqlite as sqlite_sink
 
 # A program that keeps the log open (as Datasette does) until it reads a line.
 READER = (
@@ -60,7 +61,7 @@ def paths_in(path: str) -> list[str]:
 
 
 def all_files(log_path: str) -> list[str]:
-    return rotation.rotated_files(log_path) + [log_path]
+    return [*rotation.rotated_files(log_path), log_path]
 
 
 def assert_complete(path: str) -> None:
@@ -218,7 +219,7 @@ def test_keep_deletes_the_oldest(log_path):
     log.close(10)
     rotated = rotation.rotated_files(log_path)
     assert len(rotated) == 2
-    kept = [p for f in rotated + [log_path] for p in paths_in(f)]
+    kept = [p for f in [*rotated, log_path] for p in paths_in(f)]
     assert kept == [f"/k/{i}" for i in range(12 - len(kept), 12)]  # the newest survive
 
 
@@ -230,13 +231,13 @@ def test_max_bytes(log_path):
     assert rotated
     for name in rotated:
         assert_complete(name)
-    assert sum(len(paths_in(f)) for f in rotated + [log_path]) == 120
+    assert sum(len(paths_in(f)) for f in [*rotated, log_path]) == 120
 
 
 def test_rotation_waits_while_another_program_has_the_file_open(log_path, monkeypatch):
     """A reader that does not take part in the lock (e.g. Datasette) holds the file: renaming it
     then could strand its -wal, so rotation waits; rows keep going to the live file."""
-    monkeypatch.setattr(rotation, "BUSY_BACKOFF", 0.0)
+    monkeypatch.setattr(sqlite_sink, "BUSY_BACKOFF", 0.0)
     log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
     serve(log, ["/a", "/b", "/c"])
     reader = subprocess.Popen(
@@ -312,7 +313,7 @@ def wait_until(condition, timeout: float = 10) -> bool:
 
 def test_a_quiet_server_still_deletes_old_rows_and_rotates(log_path, tmp_path, monkeypatch):
     # No request after the clock moves on: the writer checks now and then between batches.
-    monkeypatch.setattr(rotation, "IDLE_CHECK_EVERY", 0.05)
+    monkeypatch.setattr(sqlite_sink, "IDLE_CHECK_EVERY", 0.05)
     clock = Clock(datetime.datetime.now(datetime.timezone.utc))  # rows start by the wall clock
     log = AsgiLogToSqlite(hello, log_path, retain="1h", clock=clock, flush_interval=0.05)
     serve(log, [f"/old/{i}" for i in range(5)])

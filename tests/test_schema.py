@@ -142,7 +142,8 @@ def test_upgrade_of_a_real_0_1_1_log(tmp_path):
     assert seed_labels(conn) == labels_before
     new_columns = [c for c in REQUEST_COLUMNS if c not in SEED_COLUMNS]
     assert conn.execute(
-        f"SELECT count(*) FROM requests WHERE {' OR '.join(f'{c} IS NOT NULL' for c in new_columns)}"
+        "SELECT count(*) FROM requests WHERE "
+        + " OR ".join(f"{c} IS NOT NULL" for c in new_columns)
     ).fetchone()[0] == 0
     # accept_languages was never used by the 0.1.1 run, so it had no index: now it is unique.
     conn.execute("INSERT INTO accept_languages (name) VALUES ('en')")

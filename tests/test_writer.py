@@ -25,17 +25,21 @@ from typing import Any
 import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
+from asgi_log_to_sqlite.exchange import Exchange, next_key
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.record import Exchange
+from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.schema import connect, ensure_schema
-from asgi_log_to_sqlite.writer import Writer
+from asgi_log_to_sqlite.sinks.sqlite import SQLiteSink
+from asgi_log_to_sqlite.writer import ThreadWriter, Writer, start_writer
 
 LOGGER = "asgi_log_to_sqlite"
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def exchange(path: str = "/", user_agent: bytes = b"ua", status: int = 200, **scope: Any) -> Exchange:
+def exchange(
+    path: str = "/", user_agent: bytes = b"ua", status: int = 200, **scope: Any
+) -> Exchange:
     full = {
         "type": "http",
         "method": "GET",
@@ -46,6 +50,7 @@ def exchange(path: str = "/", user_agent: bytes = b"ua", status: int = 200, **sc
     }
     full.update(scope)
     record = Exchange(full, time.time(), time.perf_counter())
+    record.key = next_key()
     record.status = status
     record.duration = 0.001
     record.body_size = 10
@@ -82,7 +87,10 @@ def make_writer(log_path):
         conn = connect(path or log_path)  # what the middleware does at construction
         ensure_schema(conn)
         conn.close()
-        writer = Writer(path or log_path, Options.from_kwargs(options))
+        settings = Options.from_kwargs(options)
+        writer = start_writer(
+            settings.writer, SQLiteSink(path or log_path, settings), Prepare(settings), settings
+        )
         made.append(writer)
         return writer
 
@@ -168,7 +176,7 @@ def test_rows_become_visible_without_a_flush(make_writer, log_path):
 
 
 def test_lookup_cache_survives_its_limit(make_writer, log_path, monkeypatch):
-    import asgi_log_to_sqlite.writer as writer_module
+    import asgi_log_to_sqlite.sinks.sqlite as writer_module
 
     monkeypatch.setattr(writer_module, "CACHE_LIMIT", 5)
     writer = make_writer(batch_size=4, flush_interval=60)
@@ -435,7 +443,8 @@ def test_a_second_sigterm_waits_for_the_flush_of_the_first(log_path):
 
 
 def _share_one_file(path: str, worker: int, n: int) -> None:
-    writer = Writer(path, Options.from_kwargs({"batch_size": 10, "flush_interval": 0.01}))
+    options = Options.from_kwargs({"batch_size": 10, "flush_interval": 0.01})
+    writer = ThreadWriter(SQLiteSink(path, options), Prepare(options), options)
     for i in range(n):
         # Shared lookups (the same agents and paths in every process) race on insert.
         writer.put(exchange(f"/shared/{i % 25}", user_agent=f"agent {i % 7}".encode(),
@@ -497,7 +506,8 @@ def test_lock_held_by_another_process_is_retried(log_path, caplog):
             with caplog.at_level(logging.WARNING, logger=LOGGER):
                 for _ in range(5):
                     sent = serve(log, "/while-locked")
-                    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+                    kinds = [m["type"] for m in sent]
+                    assert kinds == ["http.response.start", "http.response.body"]
                 deadline = time.monotonic() + 10
                 while log.stats()["write_errors"] == 0 and time.monotonic() < deadline:
                     time.sleep(0.02)
@@ -608,16 +618,17 @@ def test_bug_in_the_writer_loop_is_logged_counted_and_writing_goes_on(log_path, 
     try:
         serve(log, "/first")
         writer = log._writer
-        commit = writer._commit
+        write_pending = writer._write_pending
         failures = []
 
-        def broken_once(pending, give_up):
-            if pending and not failures:
-                failures.append(len(pending))
+        def broken_once(give_up):
+            pending = writer._pending
+            if pending and pending[0].rows and not failures:
+                failures.append(len(pending[0].rows))
                 raise RuntimeError("a bug of ours")
-            return commit(pending, give_up)
+            return write_pending(give_up)
 
-        writer._commit = broken_once
+        writer._write_pending = broken_once
         with caplog.at_level(logging.ERROR, logger=LOGGER):
             log.flush(10)  # released, not left hanging
             serve(log, "/after")
@@ -678,3 +689,74 @@ def test_disk_full_request_unaffected_then_retried(tmp_path, caplog):
             assert log.stats()["dropped_write_failed"] == 0
         finally:
             log.close(10)
+
+
+# ---- values the sink refuses: set apart, the rest written at once ---------------------------
+class _Poisoning:
+    """A prepare step that lets values through that SQLite cannot store (as a row building bug
+    would): the writer must still write every other row at once."""
+
+    def __init__(self, options: Options, poisoned: set[str]) -> None:
+        self.inner = Prepare(options)
+        self.poisoned = poisoned
+        self.bad_records = 0
+
+    def __call__(self, records):
+        batch = self.inner(records)
+        position = list(schema_columns()).index("http_status")
+        batch.rows = [
+            (*row[:position], 2**64, *row[position + 1 :]) if row[2] in self.poisoned else row
+            for row in batch.rows
+        ]
+        return batch
+
+
+def schema_columns():
+    from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
+
+    return REQUEST_COLUMNS
+
+
+@pytest.mark.parametrize(
+    "bad", [{"/p7"}, {"/p0", "/p1999"}, {f"/p{i}" for i in range(0, 2000, 97)}]
+)
+def test_rows_the_sink_refuses_are_set_apart_and_the_rest_written_at_once(log_path, bad, caplog):
+    conn = connect(log_path)
+    ensure_schema(conn)
+    conn.close()
+    options = Options.from_kwargs({"flush_interval": 60, "batch_size": 5000})
+    writer = ThreadWriter(SQLiteSink(log_path, options), _Poisoning(options, bad), options)
+    try:
+        for i in range(2000):
+            writer.put(exchange(f"/p{i}"))
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            flush(writer, 10)
+        assert time.monotonic() - started < 5
+        assert count(log_path) == 2000 - len(bad)
+        assert count(log_path, "SELECT count(DISTINCT path) FROM requests") == 2000 - len(bad)
+        stats = writer.stats()
+        assert stats["dropped_bad_record"] == len(bad)
+        assert stats["dropped_write_failed"] == 0
+        assert stats["written"] == 2000 - len(bad)
+    finally:
+        writer.stop(10)
+    assert dropped(log_path) == {"bad_record": len(bad)}
+
+
+# ---- rotation precision ----------------------------------------------------------------------
+def test_max_rows_splits_a_batch_at_the_boundary(make_writer, log_path):
+    from asgi_log_to_sqlite import rotation
+
+    writer = make_writer(max_rows=200, flush_interval=60, batch_size=2000)
+    for i in range(2000):
+        writer.put(exchange(f"/r{i}"))
+    flush(writer)
+    for i in range(150):
+        writer.put(exchange(f"/s{i}"))
+    flush(writer)
+    files = [*rotation.rotated_files(log_path), log_path]
+    counts = [count(path) for path in files]
+    assert max(counts) <= 200
+    assert sum(counts) == 2150
+    assert counts[:-1] == [200] * (len(files) - 1)

@@ -79,7 +79,7 @@ def insert_columns(
     if not varying:  # every column repeats: still one value list per row
         varying, constant = constant[:1], constant[1:]
     constants = [columns[i][0] for i in constant]
-    rows = list(zip(*[columns[i] for i in varying]))
+    rows = list(zip(*[columns[i] for i in varying], strict=True))
     varying_names = tuple(names[i] for i in varying)
     constant_names = tuple(names[i] for i in constant)
     per = max(1, min(MAX_ROWS, (MAX_PARAMETERS - len(constant)) // len(varying)))

@@ -298,7 +298,8 @@ PROGRESS_BYTES = 4 << 20
 
 
 @cli.command(name="import")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("sources", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("log", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonlines", "combined", "uvicorn"]),
               default="auto", show_default=True,

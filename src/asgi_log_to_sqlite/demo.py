@@ -121,9 +121,10 @@ async def demo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/export.csv":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/csv")]})
-        for i in range(5):
+        for _ in range(5):
             await asyncio.sleep(0.005)
-            await send({"type": "http.response.body", "body": b"id,name\n" * 500, "more_body": True})
+            chunk = b"id,name\n" * 500
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     elif path == "/login" and method == "POST":
         await asyncio.sleep(0.02)
@@ -162,17 +163,19 @@ def _visit(rng: random.Random, bot: bool) -> list[Request]:
             visit += [("GET", asset, "", b"") for asset in ASSETS]
     extra = rng.random()
     if extra < 0.25:
-        visit.append(("GET", "/api/search", f"q={rng.choice(['sqlite', 'asgi', 'wal', 'logs'])}", b""))
+        term = rng.choice(["sqlite", "asgi", "wal", "logs"])
+        visit.append(("GET", "/api/search", f"q={term}", b""))
     elif extra < 0.35:
         visit.append(("POST", "/api/items", "", b'{"name": "x"}' if rng.random() < 0.9 else b"x"))
     elif extra < 0.42:
-        visit.append(("POST", "/login", "", b"user=a&password=right" if rng.random() < 0.7 else b""))
+        form = b"user=a&password=right" if rng.random() < 0.7 else b""
+        visit.append(("POST", "/login", "", form))
     elif extra < 0.47:
         visit.append(("GET", "/api/report", "", b""))
     elif extra < 0.52:
         visit.append(("GET", "/export.csv", "", b""))
     elif extra < 0.55:
-        visit.append(("GET", rng.choice(SCANS + ["/admin"]), "", b""))
+        visit.append(("GET", rng.choice([*SCANS, "/admin"]), "", b""))
     elif extra < 0.6:
         visit.append(("GET", "/api/items", "page=2", b""))
     return visit
@@ -257,7 +260,7 @@ async def _drive(app: Any, requests: int, seconds: float, seed: int,
     tasks = []
     started = time.monotonic()
     elapsed = 0.0
-    for (visitor, visit), weight in zip(planned, weights):
+    for (visitor, visit), weight in zip(planned, weights, strict=False):
         elapsed += seconds * weight / total_weight
         delay = started + elapsed - time.monotonic()
         if delay > 0:
@@ -332,21 +335,26 @@ def synthetic_log(
         }
         conn.execute("BEGIN")
         for table, names in values.items():
-            conn.executemany(f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", [(n,) for n in names])
+            conn.executemany(
+                f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", [(n,) for n in names]
+            )
             ids = dict(conn.execute(f"SELECT name, id FROM [{table}]").fetchall())
             lookups[table] = [ids[n] for n in names]
         conn.execute("COMMIT")
         paths, agents = lookups["paths"], lookups["user_agents"]
         path_weights = [1.0 / (i + 1) for i in range(len(paths))]
         agent_weights = [w for _, w, _ in USER_AGENTS]
-        statuses = [200] * 80 + [304] * 6 + [301, 302] + [404] * 6 + [401, 403, 422] + [500, 502, 503]
+        statuses = (
+            [200] * 80 + [304] * 6 + [301, 302] + [404] * 6 + [401, 403, 422] + [500, 502, 503]
+        )
         ips = [f"203.0.113.{i}" for i in range(1, 255)] + [f"198.51.100.{i}" for i in range(1, 255)]
         ips += [f"2001:db8::{i:x}" for i in range(1, 2000)]
         span = days * 86400
         columns = ("start", "method", "path", "query_string", "user_agent", "referer",
                    "http_status", "client_ip", "duration", "body_size", "host", "scheme",
                    "http_version", "ttfb", "connection_type")
-        sql = f"INSERT INTO requests ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO requests ({', '.join(columns)}) VALUES ({marks})"
         written = 0
         while written < rows:
             n = min(batch, rows - written)

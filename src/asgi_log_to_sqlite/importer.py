@@ -420,7 +420,7 @@ def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
 def _open_log(path: str) -> sqlite3.Connection:
     try:
         conn = connect(path)
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as error:
         raise ImportFailed(f"{path}: not a SQLite database ({error})") from None
     if tables and not is_log_database(conn):

@@ -72,7 +72,7 @@ def encode(row: Sequence[Any] | Mapping[str, Any]) -> str:
         if len(values) != len(COLUMNS):
             raise ValueError(f"a row has {len(COLUMNS)} values, got {len(values)}")
     document: dict[str, Any] = {MARKER: VERSION, "time": _iso(values[0])}
-    for name, value in zip(COLUMNS, values):
+    for name, value in zip(COLUMNS, values, strict=True):
         if type(value) is bytes:
             value = value.decode("utf-8", "backslashreplace")
         document[name] = _finite(value)

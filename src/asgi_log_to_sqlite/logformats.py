@@ -323,7 +323,7 @@ class CommonLogFormat(LogFormat):
                 return Parsed({}, failed)
         clients, users, starts, requests, statuses, sizes, referers, agents = fields
         methods, paths, queries, versions, hosts, schemes = zip(
-            *map(self._requests.__getitem__, requests))
+            *map(self._requests.__getitem__, requests), strict=True)
         columns = {
             "client_ip": list(map(self._clients.__getitem__, clients)),
             "actor": list(map(self._users.__getitem__, users)),
@@ -423,9 +423,9 @@ class CommonLogFormat(LogFormat):
             return None
         statuses = sizes = None
         if quotes == 2:
-            clients, users, stamps, zones, statuses, sizes = zip(*heads)
+            clients, users, stamps, zones, statuses, sizes = zip(*heads, strict=True)
         else:
-            clients, users, stamps, zones = zip(*heads)
+            clients, users, stamps, zones = zip(*heads, strict=True)
         hours = map(operator.getitem, stamps, repeat(slice(0, 16)))
         bases = list(map(self._hours.__getitem__, map(operator.add, hours, zones)))
         offsets = list(map(self._minutes.__getitem__,
@@ -454,7 +454,7 @@ class CommonLogFormat(LogFormat):
                 failed.append(number)
         if not found:
             return None, failed
-        return tuple(zip(*found)), failed
+        return tuple(zip(*found, strict=True)), failed
 
 
 def _minutes_seconds(raw: str) -> float | None:
@@ -519,7 +519,7 @@ class UvicornFormat(LogFormat):
         return (client, start, request, status)
 
     @staticmethod
-    def _prefix_time(prefix: str) -> float | None | bool:
+    def _prefix_time(prefix: str) -> float | bool | None:
         """The time in a logging prefix; False when the prefix is not a logging prefix."""
         if '"' in prefix or not _LEVEL.search(prefix):
             return False
@@ -551,7 +551,8 @@ class UvicornFormat(LogFormat):
             return Parsed({}, failed)
         names = ("start", "method", "path", "query_string", "http_version", "host", "scheme",
                  "http_status", "client_ip")
-        return Parsed(dict(zip(names, map(list, zip(*rows)))), failed)
+        columns = map(list, zip(*rows, strict=True))
+        return Parsed(dict(zip(names, columns, strict=True)), failed)
 
 
 #: Envelope keys whose value holds the line a platform received from the app.
@@ -612,7 +613,8 @@ class JsonLinesFormat(LogFormat):
             rows.append(row)
         if not rows:
             return Parsed({}, failed)
-        return Parsed(dict(zip(jsonlines.COLUMNS, map(list, zip(*rows)))), failed)
+        columns = map(list, zip(*rows, strict=True))
+        return Parsed(dict(zip(jsonlines.COLUMNS, columns, strict=True)), failed)
 
 
 _decoder = json.JSONDecoder()

@@ -21,12 +21,14 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from .logformats import CAP, FORMATS, LogFormat, Memo, detect
 from .options import Options
-from .privacy import Policy
+from .prepare import hour_of
+from .privacy.addresses import ClientAddresses
+from .privacy.filters import RecordingFilter
+from .privacy.redaction import Redactor
 
 __all__ = ["Chunk", "Closed", "Held", "Opened", "Privacy", "Record", "Source", "read_source"]
 
@@ -117,7 +119,7 @@ class Source:
             if not hasattr(raw, "peek"):
                 raw = io.BufferedReader(raw)  # a replaced sys.stdin (tests, embedding)
         else:
-            raw = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+            raw = open(self.path, "rb")
         self._raw = raw
         self.compressed = raw.peek(2)[:2] == GZIP_MAGIC
         self._content = gzip.GzipFile(fileobj=raw, mode="rb") if self.compressed else raw
@@ -239,7 +241,7 @@ def skip_imported(source: Source, candidates: Sequence[Record]) -> tuple[Record 
     position = 0
     spool = None
     if not source.seekable:  # standard input: what is read cannot be read again
-        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 (closed below)
+        spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
     last_byte = best_last = b""
     for candidate in candidates:
         data = source.read_exactly(candidate.bytes - position)
@@ -290,33 +292,27 @@ def skip_imported(source: Source, candidates: Sequence[Record]) -> tuple[Record 
 
 
 # ---- privacy ----------------------------------------------------------------------------------
-def hour_of(start: Any) -> str:
-    """The UTC hour ``excluded_requests`` counts a request in (now, when it has no time)."""
-    try:
-        return datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:00")
-    except (OverflowError, OSError, ValueError, TypeError):
-        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00")
-
-
 class Privacy:
-    """The middleware's privacy rules (:class:`.privacy.Policy`, the same options), applied
-    column by column, once per distinct value."""
+    """The middleware's privacy rules (:mod:`.privacy`: the same options, the same code),
+    applied column by column, once per distinct value."""
 
     def __init__(self, options: Options) -> None:
-        policy = self.policy = Policy(options)
+        self.redactor = redactor = Redactor(options.redact_query, options.keep_query)
+        self.filter = recording = RecordingFilter(options)
+        self.addresses = addresses = ClientAddresses(options)
         self.client_ip = options.client_ip
         self.anonymize = options.anonymize_ip is not None
         self._queries = Memo(self._query)
-        self._referers = Memo(lambda r: policy.referer(r)[:CAP] or None if r else None)
-        self._paths = Memo(lambda p: policy.path_verdict(p or ""))
-        self._agents = Memo(policy.user_agent_verdict)
-        self._addresses = Memo(lambda a: None if a is None else policy.storable(a))
+        self._referers = Memo(lambda r: redactor.url(r)[:CAP] or None if r else None)
+        self._paths = Memo(lambda p: recording.path_verdict(p or ""))
+        self._agents = Memo(recording.user_agent_verdict)
+        self._addresses = Memo(lambda a: None if a is None else addresses.storable(a))
 
     def _query(self, query: str | None) -> str | None:
         # Redacted before it is capped: a cut could otherwise leave a secret's start behind.
         if not query:
             return None
-        redacted = self.policy.query(query.removeprefix("?"))
+        redacted = self.redactor.query(query.removeprefix("?"))
         return ("?" + redacted)[:CAP] if redacted else None
 
     def apply(self, columns: dict[str, list[Any]],
@@ -342,12 +338,13 @@ class Privacy:
             return columns
         starts = columns.get("start") or nothing
         keep = []
-        combine = self.policy.combine
-        for index, path_verdict, agent_verdict in zip(range(count), path_verdicts, agent_verdicts):
+        reason_of = self.filter.reason
+        verdicts = zip(range(count), path_verdicts, agent_verdicts, strict=True)
+        for index, path_verdict, agent_verdict in verdicts:
             if path_verdict is None and agent_verdict is None:
                 keep.append(index)
                 continue
-            reason = combine(path_verdict, agent_verdict, {})
+            reason = reason_of(path_verdict, agent_verdict, None)
             if reason is None:
                 keep.append(index)
             else:
@@ -431,7 +428,8 @@ def read_source(source: Source, records: Sequence[Record], formats: Sequence[Log
             failures = []
             if failed and parser.shown < SHOWN_FAILURES:
                 assert lines is not None
-                failures = [(line + i + 1, lines[i]) for i in failed[: SHOWN_FAILURES - parser.shown]]
+                shown = failed[: SHOWN_FAILURES - parser.shown]
+                failures = [(line + i + 1, lines[i]) for i in shown]
                 parser.shown += len(failures)
             position += len(block)
             line += count

@@ -32,45 +32,40 @@ import errno
 import fcntl
 import logging
 import os
-import pathlib
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
-from .options import Options
-from .schema import connect, ensure_schema
+from .schema import (
+    FILE_SUFFIXES,
+    connect,
+    ensure_schema,
+    open_readonly,
+    remove_files,
+    transaction,
+)
 
 __all__ = [
     "FileLock",
-    "Maintainer",
-    "Policy",
     "RotationBusy",
+    "RotationSchedule",
     "delete_older_than",
     "is_rotated_file",
     "lock_path",
     "rotate_file",
     "rotated_files",
-    "shared_rotation_lock",
 ]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
 
 #: Suffix of the lock file beside the log (``log.db`` -> ``log.db.lock``).
 LOCK_SUFFIX = ".lock"
-#: Seconds between two retention passes of one writer.
-RETAIN_EVERY = 300.0
 #: Rows deleted per transaction by retention and prune: short write locks, readers never wait.
 DELETE_BATCH = 1000
-#: Transactions one retention pass runs at most before letting the batch through.
-RETAIN_MAX_TRANSACTIONS = 100
-#: Seconds between two checks for rotation or retention while no batch comes.
-IDLE_CHECK_EVERY = 10.0
-#: After a refused rotation (the file is open elsewhere), seconds before trying again.
-BUSY_BACKOFF = 10.0
 
 _PERIOD_FORMATS = {"hourly": "%Y-%m-%dT%H", "daily": "%Y-%m-%d", "monthly": "%Y-%m"}
 _TIME_FORMAT = "%Y-%m-%dT%H-%M-%S"
@@ -131,23 +126,6 @@ class FileLock:
             self.release()
 
 
-def shared_rotation_lock(path: str, options: Options) -> contextlib.AbstractContextManager[None]:
-    """The shared lock for a one-off connection (start-up), when rotation is on."""
-    if Policy.from_options(options) is None:
-        return contextlib.nullcontext()
-    return _held_once(path, options.busy_timeout)
-
-
-@contextlib.contextmanager
-def _held_once(path: str, timeout: float) -> Iterator[None]:
-    lock = FileLock(path)
-    try:
-        with lock.held(False, timeout):
-            yield
-    finally:
-        lock.close()
-
-
 # ---- what a file knows about itself -------------------------------------------------------
 def _read_meta(conn: sqlite3.Connection, key: str) -> str | None:
     try:
@@ -159,15 +137,9 @@ def _read_meta(conn: sqlite3.Connection, key: str) -> str | None:
 
 def _write_meta(conn: sqlite3.Connection, key: str, value: str, replace: bool) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)")
         conn.execute(f"{verb} INTO log_meta (key, value) VALUES (?, ?)", (key, value))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def file_started(conn: sqlite3.Connection, now: float) -> float:
@@ -205,7 +177,7 @@ def time_label(when: float) -> str:
 
 # ---- policies -------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Policy:
+class RotationSchedule:
     """When the live file is due for rotation, and how many rotated files to keep."""
 
     rotate: str | None = None
@@ -214,7 +186,7 @@ class Policy:
     keep: int | None = None
 
     @classmethod
-    def from_options(cls, options: Options) -> Policy | None:
+    def from_options(cls, options: Any) -> RotationSchedule | None:
         if not (options.rotate or options.max_bytes or options.max_rows):
             return None
         return cls(options.rotate, options.max_bytes, options.max_rows, options.keep)
@@ -256,7 +228,7 @@ def _free_name(path: str, label: str) -> str:
     """
     base, ext = _split(path)
     first = f"{base}-{label}{ext}"
-    taken = [0 for s in ("", "-wal", "-shm", "-journal") if os.path.lexists(first + s)]
+    taken = [0 for s in FILE_SUFFIXES if os.path.lexists(first + s)]
     prefix = os.path.basename(f"{base}-{label}_")
     for name in rotated_files(path):
         name = os.path.basename(name)
@@ -266,7 +238,7 @@ def _free_name(path: str, label: str) -> str:
         return first
     candidate = f"{base}-{label}_{max(taken) + 1:03d}{ext}"
     n = max(taken) + 1
-    while any(os.path.lexists(candidate + s) for s in ("", "-wal", "-shm", "-journal")):
+    while any(os.path.lexists(candidate + s) for s in FILE_SUFFIXES):
         n += 1
         candidate = f"{base}-{label}_{n:03d}{ext}"
     return candidate
@@ -316,7 +288,7 @@ def is_rotated_file(candidate: str, path: str) -> bool:
 def _rotated_at(path: str, label: tuple[str | None, ...]) -> float:
     """When ``path`` was rotated: its ``rotated`` stamp, else the start of the time it names."""
     try:
-        conn = sqlite3.connect(f"{pathlib.Path(path).as_uri()}?mode=ro", uri=True, timeout=1.0)
+        conn = open_readonly(path, timeout=1.0)
         try:
             stamp = _read_meta(conn, "rotated")
         finally:
@@ -325,7 +297,7 @@ def _rotated_at(path: str, label: tuple[str | None, ...]) -> float:
             return float(stamp)
     except (sqlite3.Error, ValueError):
         pass
-    parts = [int(part or default) for part, default in zip(label, (0, 1, 1, 0, 0, 0))]
+    parts = [int(part or default) for part, default in zip(label, (0, 1, 1, 0, 0, 0), strict=False)]
     try:
         return datetime(*parts, tzinfo=timezone.utc).timestamp()
     except ValueError:  # a name that only looks like a date (month 13)
@@ -339,9 +311,7 @@ def apply_keep(path: str, keep: int | None) -> list[str]:
     files = rotated_files(path)
     doomed = files[: max(0, len(files) - keep)]
     for name in doomed:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name + suffix)
+        remove_files(name)
     return doomed
 
 
@@ -362,7 +332,7 @@ def rotate_file(
     path: str,
     *,
     now: float,
-    policy: Policy | None = None,
+    policy: RotationSchedule | None = None,
     force: bool = False,
     keep: int | None = None,
     busy_timeout: float = 10.0,
@@ -429,8 +399,7 @@ def delete_older_than(
     deleted = 0
     transactions = 0
     while max_transactions is None or transactions < max_transactions:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if "captured_headers" in tables:
                 # The same query twice in one transaction: the same rows.
                 conn.execute(
@@ -439,19 +408,13 @@ def delete_older_than(
             count = conn.execute(
                 f"DELETE FROM requests WHERE rowid IN ({doomed})", (cutoff, batch)
             ).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         transactions += 1
         deleted += count
         if progress is not None and count:
             progress(count)
         if count < batch:
             hour = datetime.fromtimestamp(cutoff, timezone.utc).strftime("%Y-%m-%dT%H:00")
-            conn.execute("BEGIN IMMEDIATE")
-            try:  # a 0.1.1 file has none of these tables
+            with transaction(conn):  # a 0.1.1 file has none of these tables
                 for table in ("dropped", "excluded_requests"):
                     if table in tables:
                         conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
@@ -460,11 +423,6 @@ def delete_older_than(
                         "DELETE FROM captured_headers WHERE request NOT IN "
                         "(SELECT rowid FROM requests)"
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return deleted, True
     return deleted, False
 
@@ -481,117 +439,3 @@ def reclaim_space(conn: sqlite3.Connection, pages: int = 256, max_steps: int = 1
         conn.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
         released += min(free, pages)
     return released
-
-
-# ---- the writer's side -----------------------------------------------------------------------
-class _Writer(Protocol):
-    path: str
-
-    def _connection(self) -> sqlite3.Connection: ...
-
-    def _close_connection(self) -> None: ...
-
-
-class Maintainer:
-    """Rotation or retention for one writer, run in its thread around each batch."""
-
-    def __init__(self, path: str, options: Options) -> None:
-        self.path = path
-        self.policy = Policy.from_options(options)
-        self.retain = options.retain
-        self.clock: Callable[[], float] = options.clock or time.time
-        self.timeout = options.busy_timeout
-        self.lock = FileLock(path) if self.policy is not None else None
-        self._next_retain = float("-inf")
-        self._busy_until = float("-inf")
-        self._next_idle_check = time.monotonic() + IDLE_CHECK_EVERY
-        self.rotations = 0
-
-    @classmethod
-    def for_options(cls, path: str, options: Options) -> Maintainer | None:
-        if Policy.from_options(options) is None and options.retain is None:
-            return None
-        return cls(path, options)
-
-    @contextlib.contextmanager
-    def around_batch(self, writer: _Writer) -> Iterator[None]:
-        """Hold the shared lock (rotating first if due), or run retention if due."""
-        if self.lock is None:
-            self._retain_if_due(writer)
-            yield
-            return
-        self.lock.acquire(False, self.timeout)
-        try:
-            self._rotate_if_due(writer)
-            yield
-        finally:
-            # No connection may outlive the lock: the next rotator must find the file closed.
-            writer._close_connection()
-            self.lock.release()
-
-    def when_idle(self, writer: _Writer) -> None:
-        """Between batches, now and then: a file due for rotation or retention needs no traffic
-        to get it (yesterday's file is rotated, old rows deleted, on a quiet server too)."""
-        now = time.monotonic()
-        if now < self._next_idle_check:
-            return
-        self._next_idle_check = now + IDLE_CHECK_EVERY
-        try:
-            with self.around_batch(writer):
-                pass
-        except Exception as error:  # noqa: BLE001 - logged; tried again later
-            logger.warning("asgi-log-to-sqlite: maintenance of %s postponed: %s", self.path, error)
-
-    def _rotate_if_due(self, writer: _Writer) -> None:
-        assert self.lock is not None and self.policy is not None
-        now = self.clock()
-        if time.monotonic() < self._busy_until:
-            return
-        try:
-            if not self.policy.due(writer._connection(), self.path, now):
-                return
-        except Exception as error:  # noqa: BLE001 - logged; the batch goes to the current file
-            logger.warning("asgi-log-to-sqlite: could not check %s for rotation: %s",
-                           self.path, error)
-            return
-        writer._close_connection()
-        self.lock.release()
-        try:
-            self.lock.acquire(True, self.timeout)
-        except TimeoutError as error:
-            logger.warning("asgi-log-to-sqlite: rotation of %s postponed: %s", self.path, error)
-            self.lock.acquire(False, self.timeout)
-            return
-        try:
-            if rotate_file(self.path, now=now, policy=self.policy, busy_timeout=self.timeout):
-                self.rotations += 1
-        except RotationBusy as error:
-            self._busy_until = time.monotonic() + BUSY_BACKOFF
-            logger.warning(
-                "asgi-log-to-sqlite: rotation postponed: %s; it will be rotated once it is closed",
-                error,
-            )
-        except Exception:
-            logger.exception("asgi-log-to-sqlite: could not rotate %s", self.path)
-        finally:
-            self.lock.release()
-            self.lock.acquire(False, self.timeout)
-
-    def _retain_if_due(self, writer: _Writer) -> None:
-        now = self.clock()
-        if self.retain is None or now < self._next_retain:
-            return
-        self._next_retain = now + RETAIN_EVERY
-        try:
-            conn = writer._connection()
-            deleted, finished = delete_older_than(
-                conn, now - self.retain, max_transactions=RETAIN_MAX_TRANSACTIONS
-            )
-            if not finished:
-                self._next_retain = now  # more to delete: carry on before the next batch
-            if deleted:
-                reclaim_space(conn, max_steps=RETAIN_MAX_TRANSACTIONS)
-                logger.info("asgi-log-to-sqlite: deleted %d old row(s) from %s", deleted,
-                            self.path)
-        except Exception as error:  # noqa: BLE001 - logged; retried at the next pass
-            logger.warning("asgi-log-to-sqlite: retention on %s failed: %s", self.path, error)

@@ -1,4 +1,6 @@
-"""The log database's schema: tables, ordered migrations, the readable view.
+"""The log database as SQLite holds it: tables, ordered migrations, the readable view, and the
+habits every module that opens a log file shares (how to connect, write in a transaction, open
+read-only, recognise a log, and which files sit beside it).
 
 The schema starts exactly where asgi-log-to-sqlite 0.1.1 left it (migration 1 is a no-op on such
 a file), so old logs are upgraded in place. ``PRAGMA user_version`` records the migrations
@@ -8,18 +10,29 @@ one ``BEGIN IMMEDIATE`` transaction and is idempotent, and "locked" is retried.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 
 __all__ = [
+    "FILE_SUFFIXES",
     "LOOKUP_TABLES",
     "REQUEST_COLUMNS",
     "SchemaError",
     "connect",
     "ensure_schema",
+    "is_log_database",
     "latest_version",
+    "open_readonly",
+    "remove_files",
+    "transaction",
 ]
+
+#: The files SQLite may keep beside a database: a log is all of them, under one name.
+FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 # column name in ``requests`` -> lookup table holding its text (None: stored as is).
 # The order is the order of the tuple the writer inserts.
@@ -243,10 +256,50 @@ def _refresh_views(conn: sqlite3.Connection) -> None:
 
 
 def connect(path: str, busy_timeout: float = 10.0) -> sqlite3.Connection:
-    """A connection in autocommit mode: transactions are explicit ``BEGIN IMMEDIATE``."""
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    """A connection in autocommit mode: transactions are explicit, see :func:`transaction`."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error.
+
+    IMMEDIATE takes the write lock up front, so writers of several processes queue on the busy
+    timeout instead of failing halfway with "database is locked" on their first write.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def readonly_uri(path: str | os.PathLike[str]) -> str:
+    """The URI that opens ``path`` read-only (any characters in the name are quoted)."""
+    return "file:" + urllib.parse.quote(os.path.abspath(os.fspath(path))) + "?mode=ro"
+
+
+def open_readonly(path: str | os.PathLike[str], timeout: float = 5.0) -> sqlite3.Connection:
+    """A read-only connection: reports, merges and checks never write to a log they read."""
+    return sqlite3.connect(
+        readonly_uri(path), uri=True, timeout=timeout, isolation_level=None,
+        check_same_thread=False,
+    )
+
+
+def remove_files(path: str) -> None:
+    """Delete a database and the files SQLite keeps beside it."""
+    for suffix in FILE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:
@@ -287,8 +340,7 @@ def _ensure_schema_once(conn: sqlite3.Connection) -> None:
             f"schema version {version} is newer than this asgi-log-to-sqlite understands "
             f"({latest_version()}); upgrade asgi-log-to-sqlite"
         )
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         version = schema_version(conn)  # another process may have migrated meanwhile
         if version > latest_version():
             raise SchemaError(f"schema version {version} is newer than {latest_version()}")
@@ -297,10 +349,6 @@ def _ensure_schema_once(conn: sqlite3.Connection) -> None:
         if version < latest_version():
             _refresh_views(conn)
             conn.execute(f"PRAGMA user_version={latest_version()}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def is_log_database(conn: sqlite3.Connection) -> bool:

@@ -22,7 +22,9 @@ def load_app(spec: str, app_dir: str | None = None) -> Any:
     """Import ``module:attribute`` (dots allowed in the attribute); ValueError says what failed."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"APP must look like module:attribute (e.g. myproject.asgi:app), got {spec!r}")
+        raise ValueError(
+            f"APP must look like module:attribute (e.g. myproject.asgi:app), got {spec!r}"
+        )
     folder = os.path.abspath(app_dir or os.getcwd())
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -36,7 +38,7 @@ def load_app(spec: str, app_dir: str | None = None) -> Any:
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(target):
-        raise ValueError(f"{spec} is not an ASGI application (not callable)")  # noqa: TRY004
+        raise ValueError(f"{spec} is not an ASGI application (not callable)")
     return target
 
 

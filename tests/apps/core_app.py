@@ -1,7 +1,8 @@
 """A raw ASGI app wrapped in the middleware, for servers run in a subprocess by the e2e tests.
 
 The log file comes from ``ASGI_LOG_DB``; ``ASGI_LOG_FLUSH_INTERVAL`` set very long leaves the
-shutdown flush as the only way rows can reach the file. ``app`` speaks lifespan; ``no_lifespan_app`` raises
+shutdown flush as the only way rows can reach the file. ``app`` speaks lifespan;
+``no_lifespan_app`` raises
 on the lifespan scope like many hand-written apps do.
 
 Paths: ``/`` hello world, ``/status/<n>`` answers status n, ``/stream/<n>`` streams n chunks.

@@ -54,7 +54,8 @@ APP = textwrap.dedent(
 
 
 def send_traffic(base_url: str, first: int = 0, count: int = REQUESTS) -> tuple[set, set]:
-    """``count`` requests over 6 threads, 20 per connection; the query strings answered, the worker pids."""
+    """``count`` requests over 6 threads, 20 per connection; the query strings answered, the
+    worker pids."""
 
     def batch(numbers: range) -> list[tuple[str, str]]:
         # A fresh connection every 20 requests, so that the kernel hands connections to every

@@ -175,7 +175,7 @@ class LogSet:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> LogSet:  # noqa: PYI034
+    def __enter__(self) -> LogSet:
         return self
 
     def __exit__(self, *exc: object) -> None:

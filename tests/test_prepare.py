@@ -1,4 +1,4 @@
-"""``to_row``: any scope becomes a row of valid text, without raising; long values are capped."""
+"""Row building: any scope becomes a row of valid text, without raising; long values are capped."""
 
 from __future__ import annotations
 
@@ -9,13 +9,36 @@ from pathlib import Path
 
 import pytest
 
-from asgi_log_to_sqlite import record
+from asgi_log_to_sqlite import prepare as record
+from asgi_log_to_sqlite.exchange import Exchange
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.privacy import Policy
-from asgi_log_to_sqlite.record import Exchange, RowBuilder, default_policy, text, to_row
+from asgi_log_to_sqlite.prepare import RowBuilder as _RowBuilder
+from asgi_log_to_sqlite.prepare import text
 from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
 
 COLUMNS = list(REQUEST_COLUMNS)
+
+
+def Policy(options):
+    return options
+
+
+def default_policy():
+    return Options()
+
+
+def RowBuilder(options, cap):
+    return _RowBuilder(Options.from_kwargs({**_given(options), "max_value_length": cap}))
+
+
+def _given(options):
+    return {name: getattr(options, name) for name in options.__dataclass_fields__
+            if getattr(options, name) != getattr(Options(), name) and name != "max_value_length"}
+
+
+def to_row(exchange, cap, policy=None):
+    """One exchange's row (or why it is left out) with a fresh builder."""
+    return RowBuilder(policy or default_policy(), cap).build(exchange)
 
 
 def row_of(scope, cap=4096, **facts):
@@ -26,7 +49,7 @@ def row_of(scope, cap=4096, **facts):
         setattr(exchange, name, value)
     row = to_row(exchange, cap)
     assert len(row) == len(COLUMNS)
-    return dict(zip(COLUMNS, row))
+    return dict(zip(COLUMNS, row, strict=False))
 
 
 def http_scope(**extra):
@@ -191,13 +214,15 @@ def test_raw_path_used_when_path_missing():
 
 
 def test_http2_scope():
-    row = row_of(http_scope(http_version="2", scheme="https", extensions={"http.response.push": {}}))
+    extensions = {"http.response.push": {}}
+    row = row_of(http_scope(http_version="2", scheme="https", extensions=extensions))
     assert row["http_version"] == "2"
     assert row["scheme"] == "https"
 
 
 def test_header_names_as_bytearray_and_memoryview():
-    row = row_of(http_scope(headers=[(bytearray(b"User-Agent"), b"ba"), (memoryview(b"referer"), b"mv")]))
+    headers = [(bytearray(b"User-Agent"), b"ba"), (memoryview(b"referer"), b"mv")]
+    row = row_of(http_scope(headers=headers))
     assert (row["user_agent"], row["referer"]) == ("ba", "mv")
 
 
@@ -409,7 +434,7 @@ def test_bytearray_content_type_recorded_like_bytes():
         exchange_of(http_scope(), response_headers=[(b"content-type", bytearray(b"a/b"))])
     )
     assert odd == plain
-    assert dict(zip(COLUMNS, odd))["content_type"] == "a/b"
+    assert dict(zip(COLUMNS, odd, strict=False))["content_type"] == "a/b"
 
 
 def test_memo_does_not_leak_a_secret():
@@ -419,7 +444,7 @@ def test_memo_does_not_leak_a_secret():
         headers=[(b"referer", b"https://user:pass@example.com/p?token=abc")],
     )
     for _ in range(3):
-        row = dict(zip(COLUMNS, builder.build(exchange_of(scope))))
+        row = dict(zip(COLUMNS, builder.build(exchange_of(scope)), strict=False))
         assert row["query_string"] == "?token=REDACTED&page=2"
         assert "abc" not in row["referer"] and "user" not in row["referer"]
         assert "pass" not in row["referer"]
@@ -427,11 +452,12 @@ def test_memo_does_not_leak_a_secret():
     # The same secret under a bytearray (no memo) and under a capped builder.
     odd = dict(zip(COLUMNS, builder.build(exchange_of(http_scope(
         query_string=bytearray(b"token=abc")
-    )))))
+    ))), strict=False))
     assert odd["query_string"] == "?token=REDACTED"
     capped = RowBuilder(default_policy(), 8)
     for _ in range(2):
-        row = dict(zip(COLUMNS, capped.build(exchange_of(http_scope(query_string=b"token=abc")))))
+        built = capped.build(exchange_of(http_scope(query_string=b"token=abc")))
+        row = dict(zip(COLUMNS, built, strict=True))
         assert "abc" not in row["query_string"] and len(row["query_string"]) <= 8
 
 
@@ -490,9 +516,9 @@ def test_hooks_run_once_for_a_request_with_an_unhashable_value():
     policy = Policy(Options.from_kwargs({"route": route}))
     builder = RowBuilder(policy, 4096)
     row = builder.build(exchange_of(http_scope(path="/x", query_string=bytearray(b"a=1"))))
-    assert dict(zip(COLUMNS, row))["query_string"] == "?a=1"
+    assert dict(zip(COLUMNS, row, strict=False))["query_string"] == "?a=1"
     assert calls == ["/x"]
-    assert policy.stats()["route_errors"] == 1
+    assert builder.detectors.errors["route_errors"] == 1
 
 
 def test_bytes_and_text_of_the_same_content_under_python_bb():
@@ -500,8 +526,10 @@ def test_bytes_and_text_of_the_same_content_under_python_bb():
     ASCII text as bytes and as str: under ``python -bb`` comparing those raises, so they must
     never meet in one memo."""
     code = """
-from asgi_log_to_sqlite.record import Exchange, RowBuilder, default_policy
-builder = RowBuilder(default_policy(), 4096)
+from asgi_log_to_sqlite.exchange import Exchange
+from asgi_log_to_sqlite.options import Options
+from asgi_log_to_sqlite.prepare import RowBuilder
+builder = RowBuilder(Options())
 def scope(headers):
     return {"type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": headers,
             "client": ("10.0.0.1", 1), "server": ("127.0.0.1", 8000)}

@@ -1,0 +1,304 @@
+"""Per-connection observers: what the middleware sees of HTTP, WebSocket and lifespan traffic.
+
+Each observer wraps ``receive`` and ``send`` for one connection, fills an
+:class:`~asgi_log_to_sqlite.exchange.Exchange` with cheap attribute stores, and hands it to its
+recorder when the response is complete. It never changes what the app and the server say to each
+other: every message is passed on unchanged, every exception re-raised unchanged, and a failure
+of its own is logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+from .exchange import Amend, Exchange
+
+__all__ = ["HttpObserver", "LifespanObserver", "Recorder", "WebSocketObserver"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("asgi_log_to_sqlite")
+
+
+class Recorder(Protocol):
+    """Where observers hand what they saw (the middleware)."""
+
+    app: ASGIApp
+
+    def submit(self, exchange: Exchange) -> None: ...
+
+    def amend(self, amend: Amend) -> None: ...
+
+    async def shutdown_flush(self) -> None: ...
+
+
+def exception_name(error: BaseException) -> str:
+    """``module.Class`` of an exception (just ``Class`` for builtins and asyncio's)."""
+    try:
+        cls = type(error)
+        if cls.__module__ in ("builtins", "asyncio.exceptions"):
+            return str(cls.__qualname__)
+        return f"{cls.__module__}.{cls.__qualname__}"
+    except Exception:
+        return "Exception"
+
+
+class HttpObserver:
+    """Per-request state for one HTTP request; its ``exchange`` is what gets recorded."""
+
+    __slots__ = (
+        "complete",
+        "exchange",
+        "head",
+        "receive_inner",
+        "recorder",
+        "send_inner",
+        "trailers"
+    )
+
+    def __init__(self, recorder: Recorder, scope: Scope) -> None:
+        self.recorder = recorder
+        self.exchange = Exchange(scope, time.time(), time.perf_counter())
+        self.trailers = False
+        self.complete = False
+        # Servers send no body in answer to HEAD, whatever the app passes them.
+        self.head = scope.get("method") == "HEAD"
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        self.receive_inner = receive
+        self.send_inner = send
+        exchange = self.exchange
+        try:
+            await self.recorder.app(exchange.scope, self.receive, self.send)
+        except BaseException as error:
+            if not self.complete:
+                if exchange.duration is None:
+                    exchange.duration = time.perf_counter() - exchange.t0
+                exchange.exception = exception_name(error)
+                if exchange.status is None and isinstance(error, Exception):
+                    exchange.status = 500  # what the server answers for an app that raised
+            elif isinstance(error, Exception) and exchange.exception is None:
+                # Error pages (Starlette's ServerErrorMiddleware) are sent, then the error is
+                # re-raised; a background task can fail long after the response. The row is
+                # queued already: the writer reads this attribute when it builds the row, and
+                # the amend stores it if the row was written before.
+                exchange.exception = name = exception_name(error)
+                try:
+                    self.recorder.amend(Amend(exchange.key, exchange.start, name))
+                except Exception:
+                    logger.exception("asgi-log-to-sqlite: could not record a late exception")
+            raise
+        finally:
+            try:
+                if not exchange.queued:
+                    if exchange.duration is None:
+                        exchange.duration = time.perf_counter() - exchange.t0
+                    if (
+                        exchange.status is None
+                        and exchange.exception is None
+                        and not exchange.disconnected
+                    ):
+                        exchange.status = 500  # the app returned without a response
+                    self.recorder.submit(exchange)
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not record a request")
+
+    async def receive(self) -> Message:
+        message = await self.receive_inner()
+        try:
+            kind = message["type"]
+            if kind == "http.request":
+                body = message.get("body")
+                if body:
+                    self.exchange.request_body_size += len(body)
+            elif kind == "http.disconnect" and not self.complete:
+                self.exchange.disconnected = True
+        except Exception:
+            pass
+        return message
+
+    async def send(self, message: Message) -> None:
+        exchange = self.exchange
+        finished = False
+        counted = 0
+        try:
+            kind = message["type"]
+            if kind == "http.response.start":
+                exchange.status = message.get("status")
+                exchange.response_headers = message.get("headers")
+                exchange.ttfb = time.perf_counter() - exchange.t0
+                self.trailers = bool(message.get("trailers"))
+            elif kind == "http.response.body":
+                body = message.get("body")
+                if body and not self.head:
+                    counted = len(body)
+                    exchange.body_size += counted
+                finished = not message.get("more_body") and not self.trailers
+            elif kind == "http.response.pathsend":
+                if not self.head:
+                    exchange.pathsend = message.get("path")
+                finished = True
+            elif kind == "http.response.zerocopysend":
+                if not self.head:
+                    count = message.get("count")
+                    if count is None:
+                        size = os.fstat(message["file"].fileno()).st_size
+                        count = size - message.get("offset", 0)
+                    if type(count) is int and count > 0:
+                        counted = count
+                        exchange.body_size += count
+                finished = not message.get("more_body")
+            elif kind == "http.response.trailers":
+                finished = not message.get("more_trailers")
+        except Exception:
+            pass
+        try:
+            await self.send_inner(message)
+        except BaseException:
+            exchange.disconnected = True
+            exchange.body_size -= counted  # the server could not send this chunk
+            raise
+        if finished and not self.complete:
+            self.complete = True
+            exchange.duration = time.perf_counter() - exchange.t0
+            # Queue now: some servers cancel the app task right after the last byte.
+            try:
+                self.recorder.submit(exchange)
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not record a request")
+
+
+class WebSocketObserver:
+    """One WebSocket connection: status 101 once accepted, 403 when refused, bytes both ways."""
+
+    __slots__ = ("exchange", "receive_inner", "recorder", "send_inner")
+
+    def __init__(self, recorder: Recorder, scope: Scope) -> None:
+        self.recorder = recorder
+        self.exchange = Exchange(scope, time.time(), time.perf_counter())
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        self.receive_inner = receive
+        self.send_inner = send
+        exchange = self.exchange
+        try:
+            await self.recorder.app(exchange.scope, self.receive, self.send)
+        except BaseException as error:
+            exchange.exception = exception_name(error)
+            if exchange.status is None and isinstance(error, Exception):
+                exchange.status = 500
+            raise
+        finally:
+            try:
+                if exchange.status is None:
+                    exchange.status = 403  # closed (or returned) before accepting
+                exchange.duration = time.perf_counter() - exchange.t0
+                self.recorder.submit(exchange)
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not record a WebSocket connection")
+
+    async def receive(self) -> Message:
+        message = await self.receive_inner()
+        try:
+            kind = message["type"]
+            if kind == "websocket.receive":
+                data = message.get("bytes")
+                if data is None:
+                    data = (message.get("text") or "").encode("utf-8", "surrogatepass")
+                self.exchange.request_body_size += len(data)
+            elif kind == "websocket.disconnect":
+                self.exchange.disconnected = True
+        except Exception:
+            pass
+        return message
+
+    async def send(self, message: Message) -> None:
+        exchange = self.exchange
+        try:
+            kind = message["type"]
+            if kind == "websocket.send":
+                data = message.get("bytes")
+                if data is None:
+                    data = (message.get("text") or "").encode("utf-8", "surrogatepass")
+                exchange.body_size += len(data)
+            elif kind == "websocket.accept":
+                exchange.status = 101
+                exchange.ttfb = time.perf_counter() - exchange.t0
+                exchange.response_headers = message.get("headers")
+            elif kind == "websocket.close" and exchange.status is None:
+                exchange.status = 403
+            elif kind == "websocket.http.response.start":
+                exchange.status = message.get("status")
+                exchange.response_headers = message.get("headers")
+                exchange.ttfb = time.perf_counter() - exchange.t0
+            elif kind == "websocket.http.response.body":
+                exchange.body_size += len(message.get("body") or b"")
+        except Exception:
+            pass
+        try:
+            await self.send_inner(message)
+        except BaseException:
+            exchange.disconnected = True
+            raise
+
+
+class LifespanObserver:
+    """Passes lifespan through, flushing before ``lifespan.shutdown.complete`` reaches the server.
+
+    An app that does not speak lifespan at all (it raises, or returns, before it ever asks for a
+    message) would leave the server without a shutdown event, and uvicorn's SIGTERM path skips
+    ``atexit``: the middleware then answers the lifespan protocol itself, to keep its flush at
+    shutdown. An app that received ``lifespan.startup`` and then raised failed its startup: that
+    exception reaches the server unchanged, as it would without the middleware.
+    """
+
+    def __init__(self, recorder: Recorder, scope: Scope) -> None:
+        self.recorder = recorder
+        self.scope = scope
+        self.app_sent = False
+        self.app_received = False
+        self.startup_received = False
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        async def observed_receive() -> Message:
+            self.app_received = True
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                self.startup_received = True
+            return message
+
+        async def observed_send(message: Message) -> None:
+            self.app_sent = True
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.recorder.shutdown_flush()
+            await send(message)
+
+        try:
+            await self.recorder.app(self.scope, observed_receive, observed_send)
+        except Exception as error:
+            if self.app_sent or self.app_received:
+                raise
+            logger.debug("asgi-log-to-sqlite: the app does not support lifespan (%r)", error)
+        if not self.app_sent:
+            await self._answer(receive, send)
+
+    async def _answer(self, receive: Receive, send: Send) -> None:
+        if not self.startup_received:
+            message = await receive()
+            if message.get("type") != "lifespan.startup":
+                return
+        await send({"type": "lifespan.startup.complete"})
+        while True:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                await self.recorder.shutdown_flush()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
