@@ -541,3 +541,24 @@ def importer_progress_bytes() -> int:
     from asgi_log_to_sqlite.cli import PROGRESS_BYTES
 
     return PROGRESS_BYTES
+
+
+def test_two_imports_of_the_same_new_file_at_once_add_it_once(tmp_path, monkeypatch):
+    """The second one to commit finds the first one's bookkeeping row and stops."""
+    log, db = tmp_path / "access.log", tmp_path / "log.db"
+    log.write_text(lines(50))
+    import_logs(str(db), [])  # the database, empty
+    records = importer._records
+    other = []
+
+    def stale(conn):  # as if read just before the other import committed
+        found = records(conn)
+        if not other:
+            other.append(True)
+            import_logs(str(db), [str(log)], ImportOptions(parallel=False))
+        return found
+
+    monkeypatch.setattr(importer, "_records", stale)
+    with pytest.raises(ImportFailed, match="being imported by another process"):
+        import_logs(str(db), [str(log)], ImportOptions(parallel=False))
+    assert query(db, "SELECT count(*) FROM requests") == [(50,)]

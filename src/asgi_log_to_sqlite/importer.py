@@ -21,6 +21,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import hashlib
 import io
 import multiprocessing
 import os
@@ -202,9 +203,11 @@ def _records(conn: sqlite3.Connection) -> list[Record]:
 class _Source:
     """One source being stored: the open transaction, and the source's bookkeeping row."""
 
-    def __init__(self, store: Store, name: str, record: Record | None) -> None:
+    def __init__(self, store: Store, name: str, record: Record | None,
+                 known: set[int]) -> None:
         self.store = store
         self.record = record
+        self.known = known  # the imports the reading side compared this source with
         self.result = FileResult(name)
         if record is not None:
             self.result.status = "grown"
@@ -264,9 +267,17 @@ class _Source:
     def _save(self, chunk: Chunk, rows: int, excluded: int, unparsed: int) -> None:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         head = chunk.head[: min(chunk.position, HEAD_BYTES)]
-        head_sha = _sha256(head)
+        head_sha = hashlib.sha256(head).hexdigest()
         conn, record, name = self.store.conn, self.record, self.result.name
         if record is None:
+            # A new content; unless another import of it committed since this one started.
+            for (other,) in conn.execute(
+                "SELECT id FROM imported_files WHERE head_sha256 = ? AND head_bytes = ?",
+                (head_sha, len(head)),
+            ):
+                if other not in self.known:
+                    raise ImportFailed(
+                        f"{name}: being imported by another process at the same time")
             cursor = conn.execute(
                 "INSERT INTO imported_files (head_sha256, head_bytes, bytes, sha256, lines, rows, "
                 "excluded, unparsed, format, name, first_imported, last_imported) "
@@ -295,18 +306,15 @@ class _Source:
     def close(self, closed: Closed) -> FileResult:
         self.commit()
         result = self.result
-        result.error = closed.error and f"{result.name}: {closed.error}"
+        if closed.error:
+            read = result.skipped_lines + result.lines
+            result.error = (f"{result.name}: reading stopped after line {read:,} ({closed.error}); "
+                            "what was read is kept, import it again for the rest")
         if result.status == "grown" and result.lines == 0:
             result.status = "unchanged"
         elif self.record is None and result.lines == 0:
             result.status = "empty"
         return result
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---- reading in this process or in another ------------------------------------------------------
@@ -514,9 +522,11 @@ def import_logs(
 def _import_one(store: Store, reader: _InProcess | _InAnotherProcess, path: str,
                 progress: Callable[[int], Any] | None) -> FileResult:
     current: _Source | None = None
-    for message in reader.read(path, _records(store.conn)):
+    records = _records(store.conn)
+    known = {record.id for record in records}
+    for message in reader.read(path, records):
         if isinstance(message, Opened):
-            current = _Source(store, message.name, message.record)
+            current = _Source(store, message.name, message.record, known)
             continue
         if current is None:  # the source could not even be opened
             assert isinstance(message, Closed)

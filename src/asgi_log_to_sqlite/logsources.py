@@ -438,8 +438,7 @@ def read_source(source: Source, records: Sequence[Record], formats: Sequence[Log
                         line, head, source.disk_position())
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         # A damaged or still-growing gzip file, a read error: what was read is kept.
-        yield Closed(f"{type(error).__name__}: {error}" if not str(error).startswith(
-            type(error).__name__) else str(error))
+        yield Closed(str(error) or type(error).__name__)
         return
     yield Closed()
 
