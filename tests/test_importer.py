@@ -562,3 +562,12 @@ def test_two_imports_of_the_same_new_file_at_once_add_it_once(tmp_path, monkeypa
     with pytest.raises(ImportFailed, match="being imported by another process"):
         import_logs(str(db), [str(log)], ImportOptions(parallel=False))
     assert query(db, "SELECT count(*) FROM requests") == [(50,)]
+
+
+def test_the_log_cannot_import_itself(tmp_path):
+    db = tmp_path / "log.db"
+    log = tmp_path / "access.log"
+    log.write_text(lines(1))
+    run(log, db)
+    result = run(db, db)
+    assert result.returncode == 1 and "is the log database itself" in result.err

@@ -363,36 +363,9 @@ def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_che
         if result.error:
             failed = True
             click.echo(f"Error: {result.error}", err=True)
-        click.echo(_import_summary(result))
+        click.echo(result.summary())
     if len(results) > 1:
         rows = sum(r.rows for r in results)
         click.echo(f"Imported {rows:,} row(s) from {len(results)} sources into {log}")
     if failed:
         sys.exit(1)
-
-
-def _import_summary(result) -> str:  # type: ignore[no-untyped-def] (FileResult: lazy import)
-    """One line per source: what was added, what was left out, what did not parse."""
-    if result.status == "empty":
-        return f"{result.name}: empty"
-    if result.status == "unreadable":
-        return f"{result.name}: not read"
-    held = ""
-    if result.held is not None:
-        held = "; its last line has no line end and does not parse (yet): left for the next import"
-    if result.status == "unchanged":
-        return (f"{result.name}: already imported ({result.skipped_lines:,} lines), nothing new"
-                + held)
-    new = "new " if result.status == "grown" else ""
-    text = f"{result.name}: {result.rows:,} {new}row(s) from {result.lines:,} {new}line(s)"
-    details = [result.format or "no format recognised"]
-    if result.status == "grown":
-        details.append(f"{result.skipped_lines:,} lines imported before")
-    text += f" ({'; '.join(details)})"
-    left_out = [f"{count:,} {reason.replace('_', ' ')}(s)" for reason, count in
-                sorted(result.excluded.items())]
-    if left_out:
-        text += "; left out: " + ", ".join(left_out)
-    if result.unparsed:
-        text += f"; {result.unparsed:,} line(s) not parsed"
-    return text + held

@@ -138,6 +138,33 @@ class FileResult:
     held: str | None = None  # a last line without a line end that does not parse (yet): unread
     error: str | None = None  # why the source was not read to its end
 
+    def summary(self) -> str:
+        """One line: what was added, what was left out, what did not parse."""
+        held = ""
+        if self.held is not None:
+            held = ("; its last line has no line end and does not parse (yet): left for the next "
+                    "import")
+        if self.status == "empty":
+            return f"{self.name}: empty"
+        if self.status == "unreadable":
+            return f"{self.name}: not read"
+        if self.status == "unchanged":
+            before = f"{self.skipped_lines:,}"
+            return f"{self.name}: already imported ({before} lines), nothing new{held}"
+        new = "new " if self.status == "grown" else ""
+        text = f"{self.name}: {self.rows:,} {new}row(s) from {self.lines:,} {new}line(s)"
+        details = [self.format or "no format recognised"]
+        if self.status == "grown":
+            details.append(f"{self.skipped_lines:,} lines imported before")
+        text += f" ({'; '.join(details)})"
+        left_out = [f"{count:,} {reason.replace('_', ' ')}(s)"
+                    for reason, count in sorted(self.excluded.items())]
+        if left_out:
+            text += "; left out: " + ", ".join(left_out)
+        if self.unparsed:
+            text += f"; {self.unparsed:,} line(s) not parsed"
+        return text + held
+
 
 # ---- storing ------------------------------------------------------------------------------------
 class Store:
@@ -459,8 +486,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def check_sources(sources: Sequence[str]) -> None:
-    """Every source is a readable file (or ``-``, once), before anything is written."""
+def check_sources(sources: Sequence[str], log: str | None = None) -> None:
+    """Every source is a readable file (or ``-``, once) other than the log itself, before
+    anything is written."""
     problems = []
     if list(sources).count("-") > 1:
         problems.append("-: standard input can be read only once")
@@ -473,6 +501,8 @@ def check_sources(sources: Sequence[str]) -> None:
             problems.append(f"{path}: is a folder")
         elif not os.access(path, os.R_OK):
             problems.append(f"{path}: cannot be read")
+        elif log is not None and os.path.exists(log) and os.path.samefile(path, log):
+            problems.append(f"{path}: is the log database itself")
     if problems:
         raise ImportFailed("; ".join(problems))
 
@@ -491,7 +521,7 @@ def import_logs(
     cannot be read to its end keeps what was read (``FileResult.error``).
     """
     options = options or ImportOptions()
-    check_sources(sources)
+    check_sources(sources, log)
     if options.format is not None and options.format not in {f.name for f in FORMATS}:
         raise ImportFailed(f"unknown format {options.format!r}")
     try:

@@ -39,6 +39,7 @@ VERSION = 1
 
 #: The columns a line carries, in the order of the ``requests`` table.
 COLUMNS: tuple[str, ...] = tuple(REQUEST_COLUMNS)
+_START = COLUMNS.index("start")
 
 # Numeric columns, checked on reading (any other column holds text).
 FLOAT_COLUMNS = frozenset({"start", "duration", "ttfb", "sample_rate"})
@@ -71,7 +72,7 @@ def encode(row: Sequence[Any] | Mapping[str, Any]) -> str:
         values = list(row)
         if len(values) != len(COLUMNS):
             raise ValueError(f"a row has {len(COLUMNS)} values, got {len(values)}")
-    document: dict[str, Any] = {MARKER: VERSION, "time": _iso(values[0])}
+    document: dict[str, Any] = {MARKER: VERSION, "time": _iso(values[_START])}
     for name, value in zip(COLUMNS, values, strict=True):
         if type(value) is bytes:
             value = value.decode("utf-8", "backslashreplace")
