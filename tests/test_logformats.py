@@ -95,6 +95,13 @@ def test_escapes_are_undone_and_paths_decoded_as_the_middleware_stores_them():
     assert row["user_agent"] == 'Agent \u2014 \\ "q" \x01'
 
 
+def test_raw_utf8_bytes_in_a_request_line_are_the_characters():
+    line = (r'1.2.3.4 - - [07/Dec/2026:10:00:00 +0000] "GET /caf\xC3\xA9/%E2%82%AC HTTP/1.1" 200 1 '
+            r'"-" "-"')
+    (row,) = rows(CommonLogFormat().parse(line))
+    assert row["path"] == "/caf\u00e9/\u20ac"
+
+
 def test_bytes_that_are_not_utf8_stay_escaped():
     line = r'1.2.3.4 - - [07/Dec/2026:10:00:00 +0000] "GET /%E9t\xE9 HTTP/1.1" 200 1 "-" "\xff"'
     (row,) = rows(CommonLogFormat().parse(line))

@@ -100,14 +100,19 @@ def unescape(value: str) -> str:
     return out.decode("utf-8", "backslashreplace")
 
 
-def decode_path(raw: str) -> str | None:
+def decode_path(raw: str, latin1: bool = False) -> str | None:
     """A request target's path as ASGI servers hand it over: percent-escapes decoded as UTF-8,
-    other bytes kept as ``\\xHH`` (the middleware stores undecodable bytes the same way)."""
+    other bytes kept as ``\\xHH`` (the middleware stores undecodable bytes the same way).
+    ``latin1``: the text holds the raw bytes as latin-1 characters (as uvicorn logs them)."""
     if "%" not in raw and raw.isascii():
         return text(raw)
-    try:
-        data = raw.encode("latin-1")  # uvicorn logs the raw path's bytes as latin-1
-    except UnicodeEncodeError:
+    data = None
+    if latin1:
+        try:
+            data = raw.encode("latin-1")
+        except UnicodeEncodeError:
+            data = None
+    if data is None:
         data = raw.encode("utf-8", "surrogatepass")
     return text(unquote_to_bytes(data).decode("utf-8", "backslashreplace"))
 
@@ -132,7 +137,9 @@ class RequestLines:
     """
 
     def __init__(self, escaped: bool = False) -> None:
-        self._paths = Memo(decode_path)
+        # nginx and Apache write bytes as \\xHH escapes (undone into text first); uvicorn writes
+        # them as latin-1 characters.
+        self._paths = Memo(decode_path if escaped else lambda raw: decode_path(raw, latin1=True))
         self.lines = Memo(
             (lambda raw: self._parse(unescape(_restore(raw)))) if escaped else self._parse)
 
