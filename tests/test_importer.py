@@ -571,3 +571,35 @@ def test_the_log_cannot_import_itself(tmp_path):
     run(log, db)
     result = run(db, db)
     assert result.returncode == 1 and "is the log database itself" in result.err
+
+
+def test_importing_into_a_log_a_server_writes_to_at_the_same_time(tmp_path):
+    import asyncio
+    import threading
+
+    db = tmp_path / "log.db"
+    log = tmp_path / "access.log"
+    write_log(log, generate(20_000, seed=5))
+    middleware = AsgiLogToSqlite(app, str(db), flush_interval=0.01)
+    done = threading.Event()
+
+    async def serve() -> None:
+        transport = httpx.ASGITransport(app=middleware, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            for i in range(400):
+                await client.get(f"/served/{i}")
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)
+        done.set()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()))
+    thread.start()
+    try:
+        (result,) = import_logs(str(db), [str(log)], ImportOptions(parallel=False))
+    finally:
+        thread.join(timeout=120)
+        middleware.close(timeout=30)
+    assert done.is_set()
+    assert result.rows == 20_000
+    assert query(db, "SELECT count(*) FROM requests") == [(20_400,)]
+    assert query(db, "SELECT count(*) FROM requests_view WHERE path LIKE '/served/%'") == [(400,)]
