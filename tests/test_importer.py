@@ -111,6 +111,8 @@ def test_standard_input_plain_and_gzip_and_read_once(tmp_path):
     grown = run("-", db, input=gzip.compress(data + lines(5, first=40).encode()))
     assert "-: 5 new row(s) from 5 new line(s)" in grown.out
     assert query(db, "SELECT count(*) FROM requests") == [(45,)]
+    parallel = run("-", db, "--parallel", input=lines(3, first=100).encode())
+    assert "-: 3 row(s) from 3 line(s)" in parallel.out  # read here, not in a second process
     twice = run("-", "-", db, input=data)
     assert twice.returncode == 1 and "standard input can be read only once" in twice.err
 

@@ -441,6 +441,8 @@ class _InAnotherProcess:
 
 
 def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
+    if "-" in sources:
+        return False  # standard input belongs to this process
     if options.parallel is not None:
         return options.parallel
     try:
@@ -448,7 +450,7 @@ def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     size = sum(os.path.getsize(path) for path in sources if path != "-")
-    return cpus >= 2 and "-" not in sources and size >= PARALLEL_BYTES
+    return cpus >= 2 and size >= PARALLEL_BYTES
 
 
 # ---- the command's function -------------------------------------------------------------------
