@@ -1,10 +1,16 @@
 """``import``: access logs of any origin into a log database, each line once.
 
-Sources are read by :mod:`.logsources` (formats in :mod:`.logformats`, the middleware's privacy
-rules applied); this module stores what they yield: lookup ids resolved a set at a time, rows
-inserted with multi-row statements (:mod:`.bulk`), up to :data:`BATCH_ROWS` per transaction.
-For large files the reading side runs in a second process, so that parsing and SQLite's work
-overlap on two cores (see docs/benchmarks.md for what it gains).
+Sources are read and parsed by :mod:`.logsources` (formats in :mod:`.logformats`); this module
+applies the middleware's privacy rules (:mod:`.logprivacy`) and stores the rows: lookup ids
+resolved a set at a time, multi-row inserts (:mod:`.bulk`), up to :data:`BATCH_ROWS` per
+transaction. For large files the reading side runs in a second process, so that parsing and
+SQLite's work overlap on two cores (see docs/benchmarks.md for what it gains).
+
+The SQLite sink (:mod:`.sinks.sqlite`) stores the middleware's batches with the same
+:mod:`.bulk` functions, but it takes rows of every column and owns its transaction; an import
+must commit each source's position in the same transaction as its rows (or a crash would import
+lines twice), and keeps rows as columns (formats fill half of them): measured, the sink's path
+costs about a third more per row.
 
 Which content was imported, and how far, lives in the log database's ``imported_files`` table:
 the SHA-256 of a content's first 4 KiB finds earlier imports of it, and the SHA-256 of
@@ -34,13 +40,13 @@ from typing import Any
 
 from . import bulk
 from .logformats import FORMATS
+from .logprivacy import Privacy
 from .logsources import (
     HEAD_BYTES,
     Chunk,
     Closed,
     Held,
     Opened,
-    Privacy,
     Record,
     Source,
     build_formats,
@@ -230,9 +236,10 @@ def _records(conn: sqlite3.Connection) -> list[Record]:
 class _Source:
     """One source being stored: the open transaction, and the source's bookkeeping row."""
 
-    def __init__(self, store: Store, name: str, record: Record | None,
+    def __init__(self, store: Store, privacy: Privacy, name: str, record: Record | None,
                  known: set[int]) -> None:
         self.store = store
+        self.privacy = privacy
         self.record = record
         self.known = known  # the imports the reading side compared this source with
         self.result = FileResult(name)
@@ -256,11 +263,12 @@ class _Source:
             self.began = time.monotonic()
         try:
             for columns in chunk.parts:
-                self.rows += self.store.insert(columns)
+                columns = self.privacy.apply(columns, self.excluded)
+                if next(iter(columns.values())):
+                    self.rows += self.store.insert(columns)
         except BaseException:
             self._rollback()
             raise
-        self.excluded.update(chunk.excluded)
         self.unparsed += chunk.unparsed
         self.last = chunk
 
@@ -349,7 +357,6 @@ class _InProcess:
     """The reading side called directly, one source after the other."""
 
     def __init__(self, options: ImportOptions) -> None:
-        self.privacy = options.privacy()
         self.options = options
 
     def read(self, path: str, records: list[Record]) -> Iterator[Opened | Chunk | Held | Closed]:
@@ -360,7 +367,7 @@ class _InProcess:
             return
         formats, forced = build_formats(self.options.format)
         try:
-            yield from read_source(source, records, formats, forced, self.privacy)
+            yield from read_source(source, records, formats, forced)
         finally:
             source.close()
 
@@ -527,7 +534,7 @@ def import_logs(
     if options.format is not None and options.format not in {f.name for f in FORMATS}:
         raise ImportFailed(f"unknown format {options.format!r}")
     try:
-        options.privacy()
+        privacy = options.privacy()
     except (TypeError, ValueError) as error:
         raise ImportFailed(str(error)) from None
     conn = _open_log(log)
@@ -541,7 +548,7 @@ def import_logs(
             for path in sources:
                 size = os.path.getsize(path) if path != "-" else None
                 callback = progress(path, size) if progress is not None else None
-                results.append(_import_one(store, reader, path, callback))
+                results.append(_import_one(store, privacy, reader, path, callback))
     except sqlite3.Error as error:
         raise ImportFailed(f"{log}: {error}") from None
     finally:
@@ -551,14 +558,14 @@ def import_logs(
     return results
 
 
-def _import_one(store: Store, reader: _InProcess | _InAnotherProcess, path: str,
+def _import_one(store: Store, privacy: Privacy, reader: _InProcess | _InAnotherProcess, path: str,
                 progress: Callable[[int], Any] | None) -> FileResult:
     current: _Source | None = None
     records = _records(store.conn)
     known = {record.id for record in records}
     for message in reader.read(path, records):
         if isinstance(message, Opened):
-            current = _Source(store, message.name, message.record, known)
+            current = _Source(store, privacy, message.name, message.record, known)
             continue
         if current is None:  # the source could not even be opened
             assert isinstance(message, Closed)

@@ -1,5 +1,5 @@
 """Reading one access-log source for ``import``: its bytes, what of it was imported before, and
-its rows, a chunk at a time, with the privacy rules applied. Nothing here touches the database.
+its rows, a chunk at a time. Nothing here touches the database.
 
 A source is a file (gzip or not: recognised by its first bytes, not its name) or standard input.
 Its content is recognised by hashes, not by name (see :mod:`.importer` for the table that keeps
@@ -11,7 +11,6 @@ writes.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import gzip
 import hashlib
@@ -23,14 +22,9 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
-from .logformats import CAP, FORMATS, LogFormat, Memo, detect
-from .options import Options
-from .prepare import hour_of
-from .privacy.addresses import ClientAddresses
-from .privacy.filters import RecordingFilter
-from .privacy.redaction import Redactor
+from .logformats import FORMATS, LogFormat, detect
 
-__all__ = ["Chunk", "Closed", "Held", "Opened", "Privacy", "Record", "Source", "read_source"]
+__all__ = ["Chunk", "Closed", "Held", "Opened", "Record", "Source", "read_source"]
 
 #: Bytes read at a time; their whole lines are parsed as one chunk.
 CHUNK_BYTES = 1 << 20
@@ -71,7 +65,6 @@ class Chunk:
 
     parts: list[dict[str, list[Any]]]  # rows by column, one dict per format met
     rows: int
-    excluded: collections.Counter[tuple[str, str]]  # (hour, reason) -> requests left out
     lines: int  # lines in this chunk
     unparsed: int
     failures: list[tuple[int, str]]  # (line number, text) of the first lines that did not parse
@@ -291,67 +284,6 @@ def skip_imported(source: Source, candidates: Sequence[Record]) -> tuple[Record 
     return best, best_hasher, head
 
 
-# ---- privacy ----------------------------------------------------------------------------------
-class Privacy:
-    """The middleware's privacy rules (:mod:`.privacy`: the same options, the same code),
-    applied column by column, once per distinct value."""
-
-    def __init__(self, options: Options) -> None:
-        self.redactor = redactor = Redactor(options.redact_query, options.keep_query)
-        self.filter = recording = RecordingFilter(options)
-        self.addresses = addresses = ClientAddresses(options)
-        self.client_ip = options.client_ip
-        self.anonymize = options.anonymize_ip is not None
-        self._queries = Memo(self._query)
-        self._referers = Memo(lambda r: redactor.url(r)[:CAP] or None if r else None)
-        self._paths = Memo(lambda p: recording.path_verdict(p or ""))
-        self._agents = Memo(recording.user_agent_verdict)
-        self._addresses = Memo(lambda a: None if a is None else addresses.storable(a))
-
-    def _query(self, query: str | None) -> str | None:
-        # Redacted before it is capped: a cut could otherwise leave a secret's start behind.
-        if not query:
-            return None
-        redacted = self.redactor.query(query.removeprefix("?"))
-        return ("?" + redacted)[:CAP] if redacted else None
-
-    def apply(self, columns: dict[str, list[Any]],
-              excluded: collections.Counter[tuple[str, str]]) -> dict[str, list[Any]]:
-        """The columns as they may be stored; rows left out are counted in ``excluded`` by
-        (hour, reason), as the middleware counts them."""
-        if "query_string" in columns:
-            columns["query_string"] = list(map(self._queries.__getitem__, columns["query_string"]))
-        if "referer" in columns:
-            columns["referer"] = list(map(self._referers.__getitem__, columns["referer"]))
-        for name in ("client_ip", "peer_ip"):
-            if name in columns:
-                if not self.client_ip:
-                    columns[name] = [None] * len(columns[name])
-                elif self.anonymize:
-                    columns[name] = list(map(self._addresses.__getitem__, columns[name]))
-        count = len(next(iter(columns.values())))
-        nothing = [None] * count
-        paths, agents = columns.get("path"), columns.get("user_agent")
-        path_verdicts = list(map(self._paths.__getitem__, paths)) if paths else nothing
-        agent_verdicts = list(map(self._agents.__getitem__, agents)) if agents else nothing
-        if path_verdicts.count(None) == count and agent_verdicts.count(None) == count:
-            return columns
-        starts = columns.get("start") or nothing
-        keep = []
-        reason_of = self.filter.reason
-        verdicts = zip(range(count), path_verdicts, agent_verdicts, strict=True)
-        for index, path_verdict, agent_verdict in verdicts:
-            if path_verdict is None and agent_verdict is None:
-                keep.append(index)
-                continue
-            reason = reason_of(path_verdict, agent_verdict, None)
-            if reason is None:
-                keep.append(index)
-            else:
-                excluded[(hour_of(starts[index]), reason)] += 1
-        return {name: [values[i] for i in keep] for name, values in columns.items()}
-
-
 # ---- reading a source -----------------------------------------------------------------------
 class _Parser:
     """A source's lines into rows: its format found from the first line that parses in one,
@@ -392,7 +324,7 @@ class _Parser:
 
 
 def read_source(source: Source, records: Sequence[Record], formats: Sequence[LogFormat],
-                forced: bool, privacy: Privacy) -> Iterator[Opened | Chunk | Held | Closed]:
+                forced: bool) -> Iterator[Opened | Chunk | Held | Closed]:
     """Read one source: an :class:`Opened`, then :class:`Chunk` after chunk of what is new in
     it (maybe a :class:`Held` last line), then a :class:`Closed` (with the reason if it could
     not be read to its end)."""
@@ -416,15 +348,7 @@ def read_source(source: Source, records: Sequence[Record], formats: Sequence[Log
             hasher.update(block)
             if len(head) < HEAD_BYTES:
                 head += block[: HEAD_BYTES - len(head)]
-            excluded: collections.Counter[tuple[str, str]] = collections.Counter()
-            stored = []
-            rows = 0
-            for columns in parts:
-                columns = privacy.apply(columns, excluded)
-                size = len(next(iter(columns.values())))
-                if size:
-                    stored.append(columns)
-                    rows += size
+            rows = sum(len(next(iter(columns.values()))) for columns in parts)
             failures = []
             if failed and parser.shown < SHOWN_FAILURES:
                 assert lines is not None
@@ -433,7 +357,7 @@ def read_source(source: Source, records: Sequence[Record], formats: Sequence[Log
                 parser.shown += len(failures)
             position += len(block)
             line += count
-            yield Chunk(stored, rows, excluded, count, len(failed), failures,
+            yield Chunk(parts, rows, count, len(failed), failures,
                         parser.main.name if parser.main else None, position, hasher.hexdigest(),
                         line, head, source.disk_position())
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as error:
