@@ -269,9 +269,9 @@ _CLF = (
     r"(\S+) \S+ (\S+) \[([^\]\n]+)\] " + _QUOTED + r" ([0-9]{3}|-) ([0-9]+|-)"
     r"(?: " + _QUOTED + r" " + _QUOTED + r")?[^\n]*"
 )
-# The fast path's pieces. What is left of each line once its quoted fields are cut out: client,
-# user, and the time in its usual layout (hour, minutes:seconds, offset); common format lines
-# (two quotes) also keep their status and size there.
+# What is left of each line once its quoted fields are cut out, for lines with more after their
+# last quoted field: client, user, and the time in its usual layout (``[10/Oct/2000:13:55:36``
+# and ``-0700]``); common format lines (two quotes) also keep their status and size there.
 _SKELETON = r"^(\S+) \S+ (\S+) (\[\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d:\d\d) ([+-]\d{4}\]) "
 _SKELETON_COMBINED = re.compile(_SKELETON + r"[^\n]*$", re.MULTILINE)
 _SKELETON_COMMON = re.compile(_SKELETON + r" ([0-9]{3}|-) ([0-9]+|-)[^\n]*$", re.MULTILINE)
@@ -296,11 +296,12 @@ class CommonLogFormat(LogFormat):
     what the dash means. The remote user goes to ``actor``.
 
     A chunk is read in one of two ways. The fast one cuts the whole chunk at its quotes with one
-    ``str.split`` and runs small patterns over what is between the quoted fields, so the long
-    quoted values (request line, referer, user agent) are never walked by a regular expression;
-    it applies when every line has the same number of quotes (2, 6 or 8: common, combined,
-    combined plus one more quoted field, such as nginx's ``main``) and its times have the usual
-    layout. Any other chunk is matched line by line.
+    ``str.split``, then what is between the quoted fields at spaces (or with a small pattern
+    when more follows the last one), and turns each column into values with C-level ``map``
+    over memos: no Python code runs per line, and no regular expression walks the long quoted
+    values. It applies when every line has the same number of quotes (2, 6 or 8: common,
+    combined, combined plus one more quoted field such as nginx's ``main``) and its times have
+    the usual layout; any other chunk is matched line by line, with the same results.
     """
 
     name = "combined"
