@@ -57,7 +57,15 @@ def make(kind: str, db: str | None):
         from asgi_log_to_sqlite.writer import Writer
 
         Writer.put = lambda self, exchange: None  # this process only: a benchmark variant
-    return AsgiLogToSqlite(hello, db)
+    import json
+
+    # Middleware options for a variant, e.g. BENCH_OPTIONS='{"writer": "inline"}'.
+    options = json.loads(os.environ.get("BENCH_OPTIONS") or "{}")
+    if kind == "capture":
+        options["capture_requests"] = True
+    if kind == "capture-responses":
+        options.update(capture_requests=True, capture_responses=True)
+    return AsgiLogToSqlite(hello, db, **options)
 
 
 app = make(os.environ.get("BENCH_APP", "bare"), os.environ.get("BENCH_DB", "bench.db"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -55,6 +56,36 @@ def test_server_bench_measures_each_variant(tmp_path, kind):
     if measured["main_cpu_us"] is not None:  # Linux: per-thread CPU from /proc
         assert measured["main_cpu_us"] > 0
         assert measured["other_cpu_us"] >= 0
+
+
+def test_capture_bench_times_every_tap():
+    result = run_json("capture_bench.py", "--repeats", "1", "--sizes", "16", "--counts", "10")
+    assert {r["tap"] for r in result["results"]} == {"request", "response_hash_only",
+                                                     "response_kept"}
+    assert all(r["ns_per_chunk"] > 0 for r in result["results"])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_capture_server_bench_measures_each_variant():
+    result = run_json("capture_server_bench.py", "--quick", "--duration", "1")
+    assert set(result["median"]) == {"wrapped", "capture", "capture-responses"}
+    for figures in result["median"].values():
+        assert figures["rps"] > 0 and figures["p99_ms"] > 0 and figures["inprocess_loop_cpu_us"] > 0
+
+
+def test_dashboard_benchmark_times_every_chart(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "dashboard_benchmark.py", "--rows", "3000", "--repeat", "1",
+         "--keep", str(tmp_path / "log.db")],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    ).stdout
+    for period in ("24h", "7d"):
+        assert f"period={period}" in out
+    for chart in ("requests", "latency", "top_paths"):
+        assert out.count(f"  {chart} ") == 2, out
+    assert "rows: failed" not in out  # no query failed
+    if os.path.exists("/usr/bin/chromium"):
+        assert out.count("dashboard drawn in headless Chromium") == 2
 
 
 def test_import_bench_imports_every_line(tmp_path):

@@ -337,20 +337,49 @@ def test_serve_logs_every_request_of_a_real_server(tmp_path, workers):
 def test_serve_bad_app_or_option_is_a_clear_error(tmp_path, monkeypatch):
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "typo_app.py").write_text("def app(:\n")
+    os.mkfifo(tmp_path / "pipe.db")
+    demo = "asgi_log_to_sqlite.demo:demo_app"
     for args, message in [
         (["no_such_module_here:app"], "cannot import module"),
         (["asgi_log_to_sqlite.demo"], "module:attribute"),
         (["asgi_log_to_sqlite.demo:nothing"], "has no attribute"),
-        (["asgi_log_to_sqlite.demo:demo_app", "-O", "nonsense=1"], "nonsense"),
-        (["asgi_log_to_sqlite.demo:demo_app", "--flush-interval", "-1"], "flush_interval"),
-        (["asgi_log_to_sqlite.demo:demo_app", "--db", "/no/such/folder/x.db"], "does not exist"),
+        (["broken_app:app"], "cannot import module 'broken_app': RuntimeError: broken at import"),
+        (["typo_app:app"], "cannot import module 'typo_app': SyntaxError"),
+        ([demo, "-O", "nonsense=1"], "nonsense"),
+        ([demo, "--flush-interval", "-1"], "flush_interval"),
+        ([demo, "--db", "/no/such/folder/x.db"], "does not exist"),
+        ([demo, "--db", "pipe.db"], "not a regular file (a named pipe)"),
+        ([demo, "--db", os.devnull], "not a regular file (a character device)"),
+        # A pattern too deeply nested for Python's regular expressions.
+        ([demo, "-O", "redact_query=" + json.dumps(["re:" + "(" * 1000])], ""),
     ]:
         result = runner.invoke(cli, ["serve", *args])
         assert result.exit_code == 1, (args, result.output)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
         assert message in result.output, (args, result.output)
-    process = run("serve", "no_such_module_here:app", cwd=tmp_path)
+        assert len(result.output.strip().splitlines()) == 1, (args, result.output)
+    process = run("serve", "broken_app:app", cwd=tmp_path)
     assert process.returncode == 1
-    assert "cannot import module" in process.stderr and "Traceback" not in process.stderr
+    assert "RuntimeError: broken at import" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+@pytest.mark.timeout(60)
+def test_serve_on_an_address_in_use_exits_1(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = run("serve", "asgi_log_to_sqlite.demo:demo_app", "--db", str(tmp_path / "l.db"),
+                      "--port", str(port), cwd=tmp_path)
+    assert process.returncode == 1, process.stderr  # uvicorn's own status would be 3
+    assert process.stderr.splitlines()[-1] == (
+        "Error: the server did not start (uvicorn's error is above)")
+    assert "Traceback" not in process.stderr
 
 
 # ---- demo ---------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def test_not_a_database_fails_with_the_path(tmp_path):
 @pytest.mark.parametrize(
     "name, value, error",
     [
-        ("writer", "process", ValueError),
+        ("writer", "processes", ValueError),
         ("writer", "fast", ValueError),
         ("writer", 1, TypeError),
         ("flush_interval", 1e10, ValueError),
@@ -193,7 +193,45 @@ def test_trusted_networks_are_kept_whole_never_expanded(log_path):
 
 
 def test_writer_strategies_are_named(log_path):
-    for kind in ("auto", "thread", "inline", "INLINE"):
+    for kind in ("auto", "thread", "inline", "process", "INLINE"):
         log = AsgiLogToSqlite(app, log_path, writer=kind)
         assert log.options.writer == kind.lower()
         log.close()
+
+
+def test_the_clock_cannot_cross_to_a_writer_process(log_path):
+    with pytest.raises(ValueError, match="clock"):
+        AsgiLogToSqlite(app, log_path, writer="process", clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"capture_requests": "yes"}, TypeError, "capture_requests"),
+        ({"capture_responses": 1}, TypeError, "capture_responses"),
+        ({"capture_requests": True, "capture_body_limit": "lots"}, ValueError,
+         "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": -1}, ValueError, "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": 2 * 10**9}, ValueError,
+         "capture_body_limit"),
+        ({"capture_requests": True, "capture_body_limit": 1.5}, TypeError, "capture_body_limit"),
+        ({"capture_responses": True}, ValueError, "'capture_responses' needs capture_requests"),
+        ({"capture_body_limit": 10}, ValueError, "'capture_body_limit' needs capture_requests"),
+    ],
+)
+def test_capture_options_are_checked(log_path, options, error, message):
+    with pytest.raises(error, match=message):
+        AsgiLogToSqlite(app, log_path, **options)
+
+
+def test_capture_options(log_path):
+    log = AsgiLogToSqlite(app, log_path)
+    assert log.capture is None and log.options.capture_body_limit == 65536
+    log.close()
+    log = AsgiLogToSqlite(app, log_path, capture_requests=True, capture_body_limit="1KB",
+                          capture_responses=True)
+    assert log.capture == (1024, True)
+    log.close()
+    log = AsgiLogToSqlite(app, log_path, capture_requests=True, capture_body_limit=0)
+    assert log.capture == (0, False)
+    log.close()

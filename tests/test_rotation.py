@@ -238,7 +238,7 @@ def test_rotation_waits_while_another_program_has_the_file_open(log_path, monkey
     """A reader that does not take part in the lock (e.g. Datasette) holds the file: renaming it
     then could strand its -wal, so rotation waits; rows keep going to the live file."""
     monkeypatch.setattr(sqlite_sink, "BUSY_BACKOFF", 0.0)
-    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
+    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05, writer="thread")
     serve(log, ["/a", "/b", "/c"])
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, log_path],
@@ -356,7 +356,7 @@ def test_rotated_files_open_in_datasette(log_path):
     """Rotated files are served as they are, read-only, with labels from the lookups."""
     from datasette.app import Datasette
 
-    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05)
+    log = AsgiLogToSqlite(hello, log_path, max_rows=3, flush_interval=0.05, writer="thread")
     serve(log, [f"/ds/{i}" for i in range(8)], flush_every=4)
     log.close(10)
     rotated = rotation.rotated_files(log_path)

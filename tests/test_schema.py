@@ -216,3 +216,24 @@ def test_concurrent_schema_creation_from_several_processes(tmp_path):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute(
         "SELECT count(*) FROM sqlite_master WHERE type = 'view'").fetchone()[0] >= 1
+
+
+def test_capture_tables(tmp_path):
+    conn = fresh(tmp_path / "log.db")
+    assert list(columns(conn, "captures")) == [
+        "request", "raw_path", "raw_query", "request_headers", "request_body",
+        "request_body_sha256", "request_body_kept", "response_headers", "response_body",
+        "response_body_sha256", "response_body_kept", "response_chunks",
+    ]
+    assert foreign_keys(conn, "captures") == {
+        "request_headers": ("header_lists", "id"), "response_headers": ("header_lists", "id"),
+    }
+    assert "header_lists" in LOOKUP_TABLES or columns(conn, "header_lists") == {
+        "id": "INTEGER", "name": "TEXT"
+    }
+    conn.execute("INSERT INTO header_lists (name) VALUES ('[[\"accept\", \"*/*\"]]')")
+    conn.execute("INSERT INTO captures (request, raw_path, raw_query, request_headers) "
+                 "VALUES (7, x'2f61', x'713d31', 1)")
+    assert conn.execute(
+        "SELECT request, raw_path, raw_query, request_headers FROM captures_view"
+    ).fetchall() == [(7, "/a", "q=1", '[["accept", "*/*"]]')]

@@ -254,7 +254,7 @@ def test_a_late_exception_lands_on_its_own_row_only(make_writer, log_path):
 
 
 def test_queue_bound_through_the_middleware(log_path):
-    log = AsgiLogToSqlite(ok_app, log_path, max_queue=3, flush_interval=60)
+    log = AsgiLogToSqlite(ok_app, log_path, max_queue=3, flush_interval=60, writer="thread")
     try:
         for _ in range(10):
             assert serve(log)[0]["status"] == 200
@@ -496,7 +496,9 @@ def test_file_deleted_while_running_is_recreated(make_writer, log_path, caplog):
 
 
 def test_lock_held_by_another_process_is_retried(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, busy_timeout=0.05, flush_interval=0.05)
+    log = AsgiLogToSqlite(
+        ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, writer="thread"
+    )
     try:
         serve(log, "/first")
         log.flush(10)
@@ -525,7 +527,9 @@ def test_lock_held_by_another_process_is_retried(log_path, caplog):
 
 
 def test_lock_held_too_long_drops_counts_and_logs(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, retry_for=0.3)
+    log = AsgiLogToSqlite(
+        ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, retry_for=0.3, writer="thread"
+    )
     try:
         serve(log, "/first")
         log.flush(10)
@@ -554,7 +558,9 @@ def test_lock_held_too_long_drops_counts_and_logs(log_path, caplog):
 
 
 def test_read_only_file_request_unaffected_then_retried(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, busy_timeout=0.05, flush_interval=0.05)
+    log = AsgiLogToSqlite(
+        ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, writer="thread"
+    )
     try:
         # The writer opens its connection with the first request: the file is read-only by then.
         with read_only(log_path), caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -573,7 +579,9 @@ def test_read_only_file_request_unaffected_then_retried(log_path, caplog):
 
 
 def test_read_only_file_for_too_long_is_counted(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, retry_for=0.2)
+    log = AsgiLogToSqlite(
+        ok_app, log_path, busy_timeout=0.05, flush_interval=0.05, retry_for=0.2, writer="thread"
+    )
     try:
         with read_only(log_path), caplog.at_level(logging.WARNING, logger=LOGGER):
             serve(log, "/ro")
@@ -596,7 +604,7 @@ class Unprintable:
 
 
 def test_bug_in_row_building_is_logged_counted_and_skipped(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, flush_interval=60)
+    log = AsgiLogToSqlite(ok_app, log_path, flush_interval=60, writer="thread")
     try:
         with caplog.at_level(logging.ERROR, logger=LOGGER):
             serve(log, "/good")
@@ -614,7 +622,7 @@ def test_bug_in_row_building_is_logged_counted_and_skipped(log_path, caplog):
 
 
 def test_bug_in_the_writer_loop_is_logged_counted_and_writing_goes_on(log_path, caplog):
-    log = AsgiLogToSqlite(ok_app, log_path, flush_interval=60)
+    log = AsgiLogToSqlite(ok_app, log_path, flush_interval=60, writer="thread")
     try:
         serve(log, "/first")
         writer = log._writer
@@ -668,7 +676,7 @@ def fill(path: Path) -> None:
 def test_disk_full_request_unaffected_then_retried(tmp_path, caplog):
     with small_disk(tmp_path / "small") as disk:
         db = str(disk / "log.db")
-        log = AsgiLogToSqlite(ok_app, db, flush_interval=0.05)
+        log = AsgiLogToSqlite(ok_app, db, flush_interval=0.05, writer="thread")
         try:
             serve(log, "/before")
             log.flush(10)

@@ -20,6 +20,9 @@ class Batch:
     keys: list[int] = field(default_factory=list)
     #: Captured headers: (index of the row in ``rows``, [(direction, name, value), ...]).
     captured: list[tuple[int, list[tuple[str, Any, Any]]]] = field(default_factory=list)
+    #: Captures for replay: (index of the row in ``rows``, the ``captures`` columns after
+    #: ``request``, header lists as JSON text; see capture.capture_row).
+    captures: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
     #: Requests left out of the log, per (UTC hour "YYYY-MM-DDTHH:00", reason).
     excluded: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Late exceptions for rows written in this batch or earlier ones (:class:`exchange.Amend`).
@@ -34,6 +37,7 @@ class Batch:
         return bool(self.rows or self.excluded or self.amends or any(self.dropped.values()))
 
     def part(self, start: int, stop: int) -> Batch:
-        """Rows ``start:stop`` with their keys and captured headers; nothing else."""
+        """Rows ``start:stop`` with their keys, captured headers and captures; nothing else."""
         captured = [(i - start, found) for i, found in self.captured if start <= i < stop]
-        return Batch(self.rows[start:stop], self.keys[start:stop], captured)
+        captures = [(i - start, found) for i, found in self.captures if start <= i < stop]
+        return Batch(self.rows[start:stop], self.keys[start:stop], captured, captures)

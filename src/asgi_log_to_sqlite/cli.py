@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from . import __version__
@@ -11,6 +13,20 @@ from . import __version__
 @click.version_option(__version__, prog_name="asgi-log-to-sqlite")
 def cli() -> None:
     """Log ASGI requests to SQLite, and turn those logs into answers."""
+
+
+def _failure(error: Exception) -> click.ClickException:
+    """An error as click's one line, exit 1; names that are not UTF-8 shown with \ufffd.
+
+    SQLite's messages can span lines (a damaged schema is quoted statement and all).
+    """
+    return click.ClickException(" ".join(_shown(str(error)).split()))
+
+
+def _shown(text: str) -> str:
+    """Text with file names in it, printable whatever the terminal's encoding: a name that is not
+    UTF-8 (a surrogate escape) would raise on a strict standard output."""
+    return click.format_filename(text)
 
 
 # --- serve, report, tail, demo ------------------------------------------------------------
@@ -60,10 +76,16 @@ def serve(app: str, db: str, host: str, port: int, workers: int, flush_interval:
                         ("max_queue", max_queue)):
         if value is not None:
             options[name] = value
+    from uvicorn.main import STARTUP_FAILURE
+
     try:
         run(app, db, host=host, port=port, workers=workers, options=options, log_level=log_level)
     except (TypeError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
+    except SystemExit as stop:  # uvicorn could not start (an address in use): it logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -174,10 +196,10 @@ def demo(db: str, count: int, seconds: float) -> None:
     "config_part",
     is_flag=True,
     help="Datasette 1.0's configuration half (datasette.yaml): facets, sort order, labels, "
-    "canned queries. Without it: a metadata file (complete for Datasette 0.65).",
+    "canned queries, the dashboard. Without it: a metadata file (complete for Datasette 0.65).",
 )
 def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_part: bool) -> None:
-    """Print Datasette metadata for a log: descriptions, facets, canned queries."""
+    """Print Datasette metadata for a log: descriptions, facets, canned queries, dashboard."""
     import json
 
     from .metadata import metadata_for_file, split_for_datasette_1
@@ -185,7 +207,7 @@ def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_pa
     try:
         document = metadata_for_file(log_db, database)
     except (OSError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     if config_part:
         document = split_for_datasette_1(document)[1]
     if as_yaml:
@@ -228,8 +250,8 @@ def rotate(path: str, keep: int | None) -> None:
     try:
         target = rotate_now(path, keep=keep)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Rotated {path} to {target}")
+        raise _failure(error) from None
+    click.echo(_shown(f"Rotated {path} to {target}"))
 
 
 @cli.command()
@@ -244,8 +266,8 @@ def prune(path: str, older_than: float) -> None:
     try:
         result = prune_rows(path, older_than)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain")
+        raise _failure(error) from None
+    click.echo(_shown(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain"))
 
 
 @cli.command()
@@ -258,8 +280,8 @@ def vacuum(path: str) -> None:
     try:
         result = vacuum_file(path)
     except MaintenanceError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes")
+        raise _failure(error) from None
+    click.echo(_shown(f"Vacuumed {path}: {result.bytes_before:,} -> {result.bytes_after:,} bytes"))
 
 
 @cli.command()
@@ -286,10 +308,278 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
         try:
             result = merge_files(out, list(inputs), progress=progress)
         except MaintenanceError as error:
-            raise click.ClickException(str(error)) from None
+            raise _failure(error) from None
     for path in result.skipped:
-        click.echo(f"Skipped {path}: already merged")
-    click.echo(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}")
+        click.echo(_shown(f"Skipped {path}: already merged"))
+    click.echo(_shown(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}"))
+
+
+# --- replay -------------------------------------------------------------------------------
+def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], list]:
+    def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+        from . import replay
+
+        try:
+            return [getattr(replay, parse_name)(value) for value in values]
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return parse
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--target", help="The server to replay against: http://host:port.")
+@click.option("--app", "app_spec", metavar="MODULE:ATTR",
+              help="Or an ASGI app run in this process (its lifespan too).")
+@click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
+@click.option("--until", callback=_when, help="Only requests before: 24h, 7d or an ISO date.")
+@click.option("--path", "paths", multiple=True,
+              help="Only this path and below (/api), or a glob (/blog/*); repeatable.")
+@click.option("--route", "routes", multiple=True,
+              help="Only this route template (/items/{item_id}), or a glob; repeatable.")
+@click.option("--status", "statuses", multiple=True, callback=_statuses,
+              help="Only requests logged with these statuses: 200, 5xx, 401,403 (repeatable).")
+@click.option("--all-methods", is_flag=True, help="Also replay POST, PUT, DELETE... (not only "
+              "GET and HEAD): only against a build whose side effects you can throw away.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True),
+              help="Keep the logged gaps between requests, divided by this (1: original pace).")
+@click.option("--rate", help="Send at a fixed rate instead: 500/s, 30/m.")
+@click.option("--concurrency", "-c", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Requests in flight at most (alone: as fast as this allows).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="Send this many requests at most.")
+@click.option("--duration", callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              help="Stop sending after this long: 10s, 5m.")
+@click.option("--loop", is_flag=True, help="Go through the selected requests again until "
+              "--limit or --duration is reached.")
+@click.option("--header", "-H", "headers", multiple=True, callback=_pairs("parse_header"),
+              metavar="'NAME: VALUE'", help="Set this header on every request (repeatable).")
+@click.option("--set", "settings", multiple=True, callback=_pairs("parse_setting"),
+              metavar="NAME=VALUE", help="Fill the {{NAME}} placeholder (a secret the log left "
+              "out) with VALUE (repeatable).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds each request may take.")
+@click.option("--check-noise", is_flag=True,
+              help="Send each request twice; routes whose answers disagree are reported apart.")
+@click.option("--fail-on", "fail_on", multiple=True,
+              help="Exit 1 when routes changed: status, body, latency=1.5 (median ratio).")
+@click.option("--latency-floor", default=0.005, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a median must grow by, beyond the ratio, to count as slower.")
+@click.option("--log-to", type=click.Path(dir_okay=False),
+              help="Also log the replayed requests into this log database.")
+@click.option("--format", "-f", "fmt", default="text", show_default=True,
+              type=click.Choice(["text", "json", "html"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report to this file instead of standard output.")
+@click.option("--progress/--no-progress", default=None,
+              help="A progress line on standard error (default: when it is a terminal).")
+def replay(log: str, target: str | None, app_spec: str | None, since: float | None,
+           until: float | None, paths: tuple[str, ...], routes: tuple[str, ...], statuses: list,
+           all_methods: bool, speed: float | None, rate: str | None, concurrency: int,
+           limit: int | None, duration: float | None, loop: bool, headers: list,
+           settings: list, timeout: float, check_noise: bool, fail_on: tuple[str, ...],
+           latency_floor: float, log_to: str | None, fmt: str, output: str | None,
+           progress: bool | None) -> None:
+    """Replay logged requests against a build and report per route what changed."""
+    import sys
+
+    try:
+        import httpx  # noqa: F401  (in the replay extra)
+    except ImportError as error:
+        raise click.ClickException(
+            f"replay needs httpx ({error}): pip install 'asgi-log-to-sqlite[replay]'"
+        ) from None
+    from . import replay as r
+    from .replay.render import render_html, render_json, render_text
+
+    if (target is None) == (app_spec is None):
+        raise click.UsageError("give exactly one of --target URL and --app MODULE:ATTR")
+    if speed is not None and rate is not None:
+        raise click.UsageError("--speed and --rate are two paces: give one")
+    if loop and limit is None and duration is None:
+        raise click.UsageError("--loop needs a bound: --limit or --duration")
+    if since is not None and until is not None and since >= until:
+        raise click.UsageError("--since must be earlier than --until")
+    try:
+        failing = r.parse_fail_on(fail_on)
+        pace = (r.FixedRate(r.parse_rate(rate)) if rate is not None
+                else r.OriginalPace(speed) if speed is not None else r.AsFastAsAllowed())
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    selection = r.Selection(since=since, until=until, paths=paths, routes=routes,
+                            statuses=statuses, all_methods=all_methods)
+    try:
+        from .replay.command import run_replay
+
+        report = run_replay(
+            log, selection, target=target, app_spec=app_spec, pace=pace,
+            concurrency=concurrency, limit=limit, duration=duration, loop=loop,
+            planner=r.Planner(dict(settings), headers), timeout=timeout,
+            check_noise=check_noise, fail_on=failing, latency_floor=latency_floor,
+            log_to=log_to, progress=sys.stderr.isatty() if progress is None else progress,
+        )
+    except r.ReplayError as error:
+        raise click.ClickException(str(error)) from None
+    content = {"text": render_text, "json": render_json, "html": render_html}[fmt](report)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as file:
+                file.write(content)
+        except OSError as error:
+            raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
+        click.echo(f"Wrote {fmt} replay report to {output}", err=True)
+    else:
+        click.echo(content, nl=False)
+    if report["failures"]:
+        names = ", ".join(f"{f['route']} ({f['check']})" for f in report["failures"])
+        click.echo(f"replay: changed beyond --fail-on: {names}", err=True)
+        sys.exit(1)
+    if report["interrupted"]:
+        sys.exit(130)
+
+
+# --- mock and record ----------------------------------------------------------------------
+def _run_server(app: object, host: str, port: int, log_level: str) -> None:
+    """``app`` under uvicorn until Ctrl-C or SIGTERM; a server that cannot start is one line.
+
+    Without uvicorn's access log: it would print the secrets in query strings that the log
+    itself redacts.
+    """
+    import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
+
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
+                    proxy_headers=False, access_log=False)
+    except SystemExit as stop:  # an address in use: uvicorn logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _needs_httpx(what: str) -> None:
+    try:
+        import httpx  # noqa: F401  (in the replay extra)
+    except ImportError as error:
+        raise click.ClickException(
+            f"{what} needs httpx ({error}): pip install 'asgi-log-to-sqlite[replay]'"
+        ) from None
+
+
+def _body_limit(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from .validators import body_limit
+
+    try:
+        return body_limit("--body-limit", value)
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--cycle/--last", default=True, show_default=True,
+              help="Several recordings of one request answer in turn, or always the latest.")
+@click.option("--timing", is_flag=True,
+              help="Answer at the recorded pace: time to first byte, then each chunk.")
+@click.option("--fallback", metavar="URL", help="Proxy unmatched requests to this URL, and "
+              "record them into LOG (instead of answering 404).")
+@click.option("--set", "settings", multiple=True, callback=_pairs("parse_setting"),
+              metavar="NAME=VALUE", help="Fill the {{NAME}} placeholder in recorded responses "
+              "(repeatable).")
+@click.option("--body-limit", default="1MB", show_default=True, callback=_body_limit,
+              help="With --fallback: bodies kept whole up to this size (larger ones are "
+              "recorded but cannot be served).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="With --fallback: seconds the upstream may take.")
+@click.option("--list", "listing", is_flag=True,
+              help="Print the recorded requests and the placeholders, and exit.")
+@click.option("--log-level", default="info", show_default=True, type=_LOG_LEVELS)
+def mock(log: str, host: str, port: int, cycle: bool, timing: bool, fallback: str | None,
+         settings: list, body_limit: int, timeout: float, listing: bool, log_level: str) -> None:
+    """Serve the responses recorded in a log: a mock of the logged service, for tests."""
+    if fallback is not None:
+        _needs_httpx("mock --fallback")
+    from .mock import MockError, mock_app, placeholders
+    from .mock.summary import listing_lines, placeholder_lines, serving_line
+
+    values = dict(settings)
+    try:
+        if listing:
+            from .mock import load
+
+            for line in listing_lines(load(log)):
+                click.echo(line)
+            for line in placeholder_lines(placeholders(log), values):
+                click.echo(line)
+            return
+        app = mock_app(log, repeat="cycle" if cycle else "last", timing=timing,
+                       fallback=fallback, values=values, body_limit=body_limit, timeout=timeout)
+        found = placeholders(log)
+    except MockError as error:
+        raise _failure(error) from None
+    if not app.servable and fallback is None:
+        raise click.ClickException(
+            f"{log}: no recorded response to serve (log with capture_requests=True and "
+            "capture_responses=True, or record with 'asgi-log-to-sqlite record')"
+        )
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("mock: %(message)s"))
+    requests_log = logging.getLogger("asgi_log_to_sqlite.mock")
+    requests_log.addHandler(handler)
+    requests_log.setLevel(log_level.upper())
+    requests_log.propagate = False
+    click.echo(_shown(serving_line(list(app.index), log)), err=True)
+    if fallback is not None:
+        click.echo(f"Unmatched requests go to {fallback}, and are recorded.", err=True)
+    if found:
+        for line in placeholder_lines(found, values):
+            click.echo(line, err=True)
+    _run_server(app, host, port, log_level)
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--upstream", required=True, metavar="URL",
+              help="The service to record: https://api.example.com.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--body-limit", default="1MB", show_default=True, callback=_body_limit,
+              help="Bodies kept whole up to this size (a mock serves only those).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds the upstream may take to answer (and between chunks).")
+@click.option("--option", "-O", "extra", multiple=True, callback=_option_pair,
+              metavar="NAME=VALUE", help="Any other middleware option, e.g. -O redact_query=sig.")
+@click.option("--log-level", default="info", show_default=True, type=_LOG_LEVELS)
+def record(log: str, upstream: str, host: str, port: int, body_limit: int, timeout: float,
+           extra: dict, log_level: str) -> None:
+    """Record a remote service through a logging reverse proxy, for a mock or a replay."""
+    _needs_httpx("record")
+    from .record import count_captures, recorder_app, summary
+
+    before: list[int] = []
+
+    def say_what_was_recorded() -> None:
+        for line in summary(log, before[0] if before else 0):
+            click.echo(_shown(line), err=True)
+
+    try:
+        app = recorder_app(upstream, log, body_limit=body_limit, timeout=timeout, options=extra,
+                           on_shutdown=say_what_was_recorded)
+    except (TypeError, ValueError, OSError) as error:
+        raise _failure(error) from None
+    before.append(count_captures(log))
+    click.echo(_shown(f"Recording {upstream} into {log}: send requests to "
+                      f"http://{host}:{port}"), err=True)
+    _run_server(app, host, port, log_level)
 
 
 # --- import ----------------------------------------------------------------------------------
@@ -325,6 +615,7 @@ def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_che
                    exclude_user_agent: tuple[str, ...], parallel: bool | None) -> None:
     """Import access logs (nginx, Apache, uvicorn, JSON lines; gzip too; - for stdin)."""
     import contextlib
+    import re
     import sys
 
     from .importer import ImportFailed, ImportOptions, import_logs
@@ -350,7 +641,7 @@ def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_che
         try:
             results = import_logs(log, list(sources), options, progress=progress)
         except ImportFailed as error:
-            raise click.ClickException(str(error)) from None
+            raise _failure(error) from None
         except KeyboardInterrupt:
             raise click.ClickException(
                 "interrupted: what was committed stays; import again to go on from there"
@@ -358,14 +649,17 @@ def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_che
     failed = False
     for result in results:
         for line, text in result.failures:
-            shown = text if len(text) <= 200 else text[:200] + "..."
-            click.echo(f"{result.name}:{line}: not parsed: {shown}", err=True)
+            # A log line may hold anything, terminal control sequences too: shown escaped.
+            shown = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+                           lambda m: f"\\x{ord(m.group()):02x}", text[:200])
+            more = "..." if len(text) > 200 else ""
+            click.echo(_shown(f"{result.name}:{line}: not parsed: {shown}{more}"), err=True)
         if result.error:
             failed = True
-            click.echo(f"Error: {result.error}", err=True)
-        click.echo(result.summary())
+            click.echo(_shown(f"Error: {result.error}"), err=True)
+        click.echo(_shown(result.summary()))
     if len(results) > 1:
         rows = sum(r.rows for r in results)
-        click.echo(f"Imported {rows:,} row(s) from {len(results)} sources into {log}")
+        click.echo(_shown(f"Imported {rows:,} row(s) from {len(results)} sources into {log}"))
     if failed:
         sys.exit(1)

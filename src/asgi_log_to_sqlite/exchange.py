@@ -22,6 +22,7 @@ class Exchange:
 
     __slots__ = (
         "body_size",
+        "capture",
         "disconnected",
         "duration",
         "exception",
@@ -29,7 +30,9 @@ class Exchange:
         "pathsend",
         "queued",
         "request_body_size",
+        "request_tap",
         "response_headers",
+        "response_tap",
         "scope",
         "start",
         "status",
@@ -52,6 +55,11 @@ class Exchange:
         self.pathsend: Any = None
         self.queued = False
         self.key = 0  # given when queued
+        # With capture_requests (capture.py): its settings, and what is kept of the bodies as
+        # they stream (a tap is made with the first chunk, or the response's start).
+        self.capture: tuple[int, bool] | None = None
+        self.request_tap: Any = None
+        self.response_tap: Any = None
 
 
 class Amend(NamedTuple):

@@ -2,23 +2,27 @@
 
 The command line (``asgi-log-to-sqlite rotate|prune|vacuum|merge``) is a thin layer over these
 functions. Every function checks its input first and raises :class:`MaintenanceError` with a
-message meant for a person (not SQLite, not a log database, a schema newer than this version);
-``merge`` checks *every* input before it writes anything, and writes in one transaction, so a bad
-input or a failure halfway never leaves a partial result in the output file.
+message meant for a person (not a regular file, not SQLite, not a log database, a schema newer
+than this version); what goes wrong later (a damaged page, a full disk, a file locked too long)
+is a :class:`MaintenanceError` as well, naming the file. ``merge`` checks *every* input before
+it writes anything, and writes in one transaction, so a bad input or a failure halfway never
+leaves a partial result in the output file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
 import time
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .filekind import special_file_kind
 from .rotation import (
     FileLock,
     RotationBusy,
@@ -27,7 +31,17 @@ from .rotation import (
     reclaim_space,
     rotate_file,
 )
-from .schema import connect, ensure_schema, is_log_database, latest_version
+from .schema import (
+    MERGED_FILES_SQL,
+    SchemaError,
+    connect,
+    ensure_schema,
+    is_log_database,
+    latest_version,
+    open_readonly,
+    remove_files,
+    transaction,
+)
 
 __all__ = [
     "MaintenanceError",
@@ -42,6 +56,8 @@ __all__ = [
 
 #: Rows copied per ``executemany`` by merge (and per progress report).
 MERGE_CHUNK = 5000
+#: Seconds rotate looks again at a file without the log's tables before it gives up.
+SETTLE_WAIT = 2.0
 
 
 class MaintenanceError(ValueError):
@@ -53,9 +69,47 @@ class NotALogError(MaintenanceError):
 
 
 # ---- checking files ---------------------------------------------------------------------------
+#: Text that is not valid UTF-8 (a damaged page, a hand edit) is read with replacement characters
+#: instead of failing the whole operation.
+_lenient_text = functools.partial(str, encoding="utf-8", errors="replace")
+
+
+def check_regular_file(path: str) -> None:
+    """Raise :class:`MaintenanceError` unless ``path`` is a regular file (or a link to one)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise MaintenanceError(f"{path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise MaintenanceError(f"{path}: {_describe(error)}") from None
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise MaintenanceError(f"{path}: not a regular file ({kind})")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        # Python could not decode SQLite's own message (it quotes damaged bytes): show it anyway.
+        return error.object.decode("utf-8", "replace")
+    return str(error)
+
+
+@contextlib.contextmanager
+def _failing_as(what: str) -> Iterator[None]:
+    """Errors once a file is open (a damaged page, undecodable names, a full disk, a lock held
+    too long) as a :class:`MaintenanceError` that says which file and what went wrong."""
+    try:
+        yield
+    except (sqlite3.Error, OSError, UnicodeError, SchemaError) as error:
+        raise MaintenanceError(f"{what} ({_describe(error)})") from None
+
+
 def _open_readonly(path: str) -> sqlite3.Connection:
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    return sqlite3.connect(uri, uri=True, isolation_level=None)
+    conn = open_readonly(path)
+    conn.text_factory = _lenient_text
+    return conn
 
 
 def _check_connection(path: str, conn: sqlite3.Connection) -> None:
@@ -63,8 +117,11 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA schema_version").fetchone()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         log = is_log_database(conn)
-    except sqlite3.DatabaseError as error:
-        raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
+    except (sqlite3.DatabaseError, UnicodeError) as error:
+        # SQLite's message quotes the damaged bytes, which may not even decode.
+        if "not a database" in str(error):
+            raise MaintenanceError(f"{path}: not a SQLite database ({_describe(error)})") from None
+        raise MaintenanceError(f"{path}: cannot be read ({_describe(error)})") from None
     if not log:
         raise NotALogError(f"{path}: not a log database (it has no 'requests' table)")
     if version > latest_version():
@@ -76,8 +133,7 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
 
 def check_log_file(path: str) -> None:
     """Raise :class:`MaintenanceError` unless ``path`` is a log database this version can use."""
-    if not os.path.isfile(path):
-        raise MaintenanceError(f"{path}: no such file")
+    check_regular_file(path)
     try:
         conn = _open_readonly(path)
     except sqlite3.Error as error:
@@ -88,11 +144,20 @@ def check_log_file(path: str) -> None:
         conn.close()
 
 
+def _check_requests_table(path: str, conn: sqlite3.Connection) -> None:
+    """Rows can only be deleted from, or added to, a ``requests`` that is a table."""
+    kind = conn.execute(
+        "SELECT type FROM sqlite_master WHERE name = 'requests' COLLATE NOCASE"
+    ).fetchone()
+    if kind is not None and kind[0] != "table":
+        raise MaintenanceError(f"{path}: 'requests' is a {kind[0]}, not a table")
+
+
 # ---- rotate, prune, vacuum ------------------------------------------------------------------
-def _check_settled(path: str, wait: float = 2.0) -> None:
+def _check_settled(path: str) -> None:
     """:func:`check_log_file`, looking again for a moment at a file without the log's tables:
     a server that has just rotated the log may still be setting up the fresh file."""
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + SETTLE_WAIT
     while True:
         try:
             check_log_file(path)
@@ -101,7 +166,6 @@ def _check_settled(path: str, wait: float = 2.0) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
-
 
 
 def rotate_now(
@@ -116,7 +180,7 @@ def rotate_now(
     _check_settled(path)
     lock = FileLock(path)
     try:
-        with lock.held(True, timeout):
+        with lock.held(True, timeout), _failing_as(f"{path}: cannot rotate"):
             target = rotate_file(
                 path, now=time.time() if now is None else now, force=True, keep=keep,
                 busy_timeout=timeout,
@@ -129,6 +193,8 @@ def rotate_now(
         ) from None
     except TimeoutError as error:
         raise MaintenanceError(f"cannot rotate now: {error}") from None
+    except OSError as error:  # the lock file cannot be made (a read-only folder)
+        raise MaintenanceError(f"{lock.path}: {_describe(error)}") from None
     finally:
         lock.close()
     assert target is not None
@@ -156,13 +222,28 @@ def prune(
     """
     check_log_file(path)
     cutoff = (time.time() if now is None else now) - older_than
-    conn = connect(path, timeout)
+    deleted = 0
+
+    def count(rows: int) -> None:
+        nonlocal deleted
+        deleted += rows
+        if progress is not None:
+            progress(rows)
+
     try:
-        deleted, _ = delete_older_than(conn, cutoff, progress=progress)
-        released = reclaim_space(conn, max_steps=100_000)
-        remaining = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-    finally:
-        conn.close()
+        with _failing_as(f"{path}: cannot prune"):
+            conn = connect(path, timeout)
+            try:
+                _check_requests_table(path, conn)
+                delete_older_than(conn, cutoff, progress=count)
+                released = reclaim_space(conn, max_steps=100_000)
+                remaining = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            finally:
+                conn.close()
+    except MaintenanceError as error:
+        if deleted:  # each small transaction commits: what went before stays deleted
+            raise MaintenanceError(f"{error}; {deleted} row(s) were deleted before") from None
+        raise
     return PruneResult(deleted, remaining, released)
 
 
@@ -180,15 +261,16 @@ def vacuum(path: str, timeout: float = 10.0) -> VacuumResult:
     """
     check_log_file(path)
     before = file_bytes(path)
-    conn = connect(path, timeout)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect with the VACUUM
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
+    with _failing_as(f"{path}: cannot vacuum"):
+        conn = connect(path, timeout)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect with the VACUUM
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
     return VacuumResult(before, file_bytes(path))
 
 
@@ -209,29 +291,25 @@ class MergeResult:
     rows: int = 0
 
 
-MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
-    fingerprint TEXT PRIMARY KEY,
-    name TEXT,
-    rows INTEGER,
-    first_start FLOAT,
-    last_start FLOAT,
-    merged_at TEXT
-)"""
-
-
 def _inspect(path: str) -> _Source:
     """Check one input and fingerprint its content (independent of its name and journal)."""
     check_log_file(path)
-    conn = _open_readonly(path)
-    try:
-        rows, first, last, duration, body, top = conn.execute(
-            "SELECT count(*), min(start), max(start), total(duration), total(body_size), "
-            "max(rowid) FROM requests"
-        ).fetchone()
-    finally:
-        conn.close()
+    with _failing_as(f"{path}: cannot be read"):
+        conn = _open_readonly(path)
+        try:
+            rows, first, last, duration, body, top = conn.execute(
+                "SELECT count(*), min(start), max(start), total(duration), total(body_size), "
+                "max(rowid) FROM requests"
+            ).fetchone()
+        finally:
+            conn.close()
     digest = hashlib.sha256(repr((rows, first, last, duration, body, top)).encode()).hexdigest()
-    return _Source(path, digest, rows, first, last)
+    return _Source(path, digest, rows, _number(first), _number(last))
+
+
+def _number(value: Any) -> float | None:
+    """A ``start`` that can be sorted by: text or a blob in the column is no time."""
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _columns(conn: sqlite3.Connection, schema: str = "main") -> list[str]:
@@ -244,8 +322,16 @@ def _lookups(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def _map_lookup(src: sqlite3.Connection, out: sqlite3.Connection, table: str) -> dict[int, int]:
-    """Source id -> output id for every name of lookup ``table`` (added to the output)."""
+    """Source id -> output id for every name of lookup ``table`` (added to the output).
+
+    An input without the table (dropped by hand, or never made) maps nothing: its ids become
+    NULL, as ids that point at no row do.
+    """
     mapping: dict[int, int] = {}
+    if src.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", (table,)
+    ).fetchone() is None:
+        return mapping
     for key, name in src.execute(f"SELECT id, name FROM [{table}]"):
         if name is None:
             continue
@@ -264,24 +350,24 @@ def _copy(
         }
         out_columns = set(_columns(out))
         out_lookups = _lookups(out)
-        src_lookups = _lookups(src)
         columns = [c for c in _columns(src) if c in out_columns]
-        # Lookup ids differ from file to file: translate each source id to the output's id.
+        # Lookup ids differ from file to file: translate each source id to the output's id for
+        # the same name. The lookup tables have the same names in every version; the input's
+        # own foreign keys are not needed (a view in place of ``requests`` declares none).
         maps: dict[str, dict[int, int]] = {}
-        for column in columns:
-            table = src_lookups.get(column)
-            if table is None or out_lookups.get(column) != table or table in maps:
-                continue
-            maps[table] = _map_lookup(src, out, table)
-        remap = [
-            (i, maps[src_lookups[c]]) for i, c in enumerate(columns)
-            if c in src_lookups and src_lookups[c] in maps
-        ]
-        # Captured headers point at request row ids: the output gives the copied rows new ones,
+        remap = []
+        for i, column in enumerate(columns):
+            table = out_lookups.get(column)
+            if table is not None:
+                if table not in maps:
+                    maps[table] = _map_lookup(src, out, table)
+                remap.append((i, maps[table]))
+        # Captured headers and captures point at request row ids: the output gives the copied rows new ones,
         # consecutive after its largest (one transaction, nobody else writing).
         wanted: set[int] = set()
-        if "captured_headers" in src_tables:
-            wanted = {row[0] for row in src.execute("SELECT DISTINCT request FROM captured_headers")}
+        for table in ("captured_headers", "captures"):
+            if table in src_tables:
+                wanted.update(row[0] for row in src.execute(f"SELECT DISTINCT request FROM {table}"))
         base = out.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
         new_rowid: dict[int, int] = {}
         names = ", ".join(f"[{c}]" for c in columns)
@@ -307,13 +393,21 @@ def _copy(
             copied += len(chunk)
             report(len(chunk))
         if new_rowid:
-            _copy_captured_headers(src, out, new_rowid, base + copied, source.path)
+            if out.execute("SELECT max(rowid) FROM requests").fetchone()[0] != base + copied:
+                raise MaintenanceError(f"{source.path}: the copied rows did not get consecutive ids")
+            if "captured_headers" in src_tables:
+                _copy_captured_headers(src, out, new_rowid)
+            if "captures" in src_tables:
+                _copy_captures(src, out, new_rowid)
         for table in ("dropped", "excluded_requests"):
             if table in src_tables:
                 out.executemany(
                     f"INSERT INTO {table} (hour, reason, count) VALUES (?, ?, ?) "
                     "ON CONFLICT (hour, reason) DO UPDATE SET count = count + excluded.count",
-                    src.execute(f"SELECT hour, reason, count FROM {table}").fetchall(),
+                    src.execute(
+                        f"SELECT hour, reason, count FROM {table} WHERE hour IS NOT NULL "
+                        "AND reason IS NOT NULL AND count IS NOT NULL"
+                    ).fetchall(),
                 )
         return copied
     finally:
@@ -321,11 +415,8 @@ def _copy(
 
 
 def _copy_captured_headers(
-    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int], last: int,
-    path: str,
+    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int]
 ) -> None:
-    if out.execute("SELECT max(rowid) FROM requests").fetchone()[0] != last:
-        raise MaintenanceError(f"{path}: the copied rows did not get consecutive ids")
     names = _map_lookup(src, out, "header_names")
     values = _map_lookup(src, out, "header_values")
     out.executemany(
@@ -333,11 +424,121 @@ def _copy_captured_headers(
         (
             (new_rowid[request], direction, names.get(name), values.get(value))
             for request, direction, name, value in src.execute(
-                "SELECT request, direction, name, value FROM captured_headers ORDER BY rowid"
+                "SELECT request, direction, name, value FROM captured_headers "
+                "WHERE direction IS NOT NULL ORDER BY rowid"
             )
             if request in new_rowid  # a header whose row is gone stays behind
         ),
     )
+
+
+def _output_state(out: str) -> str:
+    """``"missing"``, ``"empty"`` (a file of 0 bytes) or ``"log"``; MaintenanceError for an
+    output that cannot be merged into (not a regular file, not a log, newer, a view)."""
+    try:
+        size = os.stat(out).st_size
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as error:
+        raise MaintenanceError(f"{out}: {_describe(error)}") from None
+    check_regular_file(out)
+    if size == 0:
+        return "empty"
+    check_log_file(out)
+    with _failing_as(f"{out}: cannot be read"):
+        conn = _open_readonly(out)
+        try:
+            _check_requests_table(out, conn)
+        finally:
+            conn.close()
+    return "log"
+
+
+def _restore_output(out: str, state: str) -> None:
+    """After a failed merge: remove the output it created, or empty it again."""
+    if state == "missing":
+        remove_files(out)
+    elif state == "empty":
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(out + suffix)
+        with contextlib.suppress(OSError):
+            os.truncate(out, 0)
+
+
+def _merge_into(
+    conn: sqlite3.Connection,
+    sources: list[_Source],
+    result: MergeResult,
+    progress: Callable[[int, int], Any] | None,
+) -> None:
+    """Copy the sources not merged before into the output (``conn``, in a transaction)."""
+    conn.execute(MERGED_FILES_SQL)
+    done = {row[0] for row in conn.execute("SELECT fingerprint FROM merged_files")}
+    todo: list[_Source] = []
+    for source in sources:
+        if source.fingerprint in done:
+            result.skipped.append(source.path)
+        else:
+            done.add(source.fingerprint)
+            todo.append(source)
+    # Oldest first, so that the merged rows are (roughly) in time order.
+    todo.sort(key=lambda s: (s.first_start is None, s.first_start or 0.0))
+    total = sum(s.rows for s in todo)
+    copied = 0
+
+    def report(n: int) -> None:
+        nonlocal copied
+        copied += n
+        if progress is not None:
+            progress(copied, total)
+
+    if progress is not None:
+        progress(0, total)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for source in todo:
+        # The error may come from reading the input as well as from writing the output.
+        with _failing_as(f"nothing was merged: copying {source.path} failed"):
+            _copy(conn, source, report)
+        conn.execute(
+            "INSERT INTO merged_files VALUES (?, ?, ?, ?, ?, ?)",
+            # The name as text SQLite can hold, whatever bytes the file system has.
+            (source.fingerprint, _lenient_text(os.fsencode(os.path.basename(source.path))),
+             source.rows,
+             source.first_start, source.last_start, stamp),
+        )
+        result.merged.append(source.path)
+    result.rows = copied
+
+
+#: The columns of ``captures`` copied by merge; the two header-list ids are remapped.
+CAPTURE_COLUMNS = (
+    "request", "raw_path", "raw_query", "request_headers", "request_body",
+    "request_body_sha256", "request_body_kept", "response_headers", "response_body",
+    "response_body_sha256", "response_body_kept", "response_chunks",
+)
+
+
+def _copy_captures(
+    src: sqlite3.Connection, out: sqlite3.Connection, new_rowid: dict[int, int]
+) -> None:
+    lists = _map_lookup(src, out, "header_lists")
+    names = ", ".join(CAPTURE_COLUMNS)
+    rows = src.execute(f"SELECT {names} FROM captures ORDER BY request")
+    insert = f"INSERT INTO captures ({names}) VALUES ({', '.join('?' for _ in CAPTURE_COLUMNS)})"
+    while True:
+        chunk = rows.fetchmany(MERGE_CHUNK)
+        if not chunk:
+            return
+        out.executemany(
+            insert,
+            (
+                (new_rowid[row[0]], row[1], row[2], lists.get(row[3]), *row[4:7],
+                 lists.get(row[7]), *row[8:])
+                for row in chunk
+                if row[0] in new_rowid  # a capture whose row is gone stays behind
+            ),
+        )
 
 
 def merge(
@@ -355,80 +556,38 @@ def merge(
     """
     if not inputs:
         raise MaintenanceError("nothing to merge: give at least one input file")
-    out_exists = os.path.exists(out) and os.path.getsize(out) > 0
     problems: list[str] = []
     sources: list[_Source] = []
+    try:
+        state = _output_state(out)
+    except MaintenanceError as error:
+        state = "bad"
+        problems.append(f"output {error}")
     for path in inputs:
-        if out_exists and os.path.exists(path) and os.path.samefile(path, out):
+        if state == "log" and os.path.exists(path) and os.path.samefile(path, out):
             problems.append(f"{path}: is the output file itself")
             continue
         try:
             sources.append(_inspect(path))
         except MaintenanceError as error:
             problems.append(str(error))
-    if out_exists:
-        try:
-            check_log_file(out)
-        except MaintenanceError as error:
-            problems.append(f"output {error}")
     if problems:
-        raise MaintenanceError("nothing was merged:\n" + "\n".join(problems))
+        raise MaintenanceError("nothing was merged: " + "; ".join(problems))
 
-    created = not os.path.exists(out)
     result = MergeResult()
     try:
         conn = connect(out, timeout)
     except sqlite3.Error as error:
         raise MaintenanceError(f"{out}: cannot be opened ({error})") from None
+    conn.text_factory = _lenient_text
     try:
-        ensure_schema(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(MERGED_FILES_SQL)
-            done = {row[0] for row in conn.execute("SELECT fingerprint FROM merged_files")}
-            todo: list[_Source] = []
-            for source in sources:
-                if source.fingerprint in done:
-                    result.skipped.append(source.path)
-                else:
-                    done.add(source.fingerprint)
-                    todo.append(source)
-            # Oldest first, so that the merged rows are (roughly) in time order.
-            todo.sort(key=lambda s: (s.first_start is None, s.first_start or 0.0))
-            total = sum(s.rows for s in todo)
-            copied = 0
-
-            def report(n: int) -> None:
-                nonlocal copied
-                copied += n
-                if progress is not None:
-                    progress(copied, total)
-
-            if progress is not None:
-                progress(0, total)
-            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for source in todo:
-                _copy(conn, source, report)
-                conn.execute(
-                    "INSERT INTO merged_files VALUES (?, ?, ?, ?, ?, ?)",
-                    (source.fingerprint, os.path.basename(source.path), source.rows,
-                     source.first_start, source.last_start, stamp),
-                )
-                result.merged.append(source.path)
-            conn.execute("COMMIT")
-            result.rows = copied
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with _failing_as(f"nothing was merged: {out}: cannot be written"):
+            ensure_schema(conn)
+            with transaction(conn):
+                _merge_into(conn, sources, result, progress)
     except BaseException:
         conn.close()
-        if created:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(out + suffix)
-                except FileNotFoundError:
-                    pass
+        _restore_output(out, state)
         raise
     conn.close()
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import weakref
 from typing import Any
@@ -30,7 +31,7 @@ from .observers import (
 from .options import Options
 from .prepare import Prepare
 from .sinks import open_sink
-from .writer import Writer, start_writer
+from .writer import Queue, start_writer
 
 __all__ = ["AsgiLogToSqlite"]
 
@@ -68,10 +69,17 @@ class AsgiLogToSqlite:
             raise TypeError(f"AsgiLogToSqlite() needs an ASGI application, got {app!r}")
         self.app = app
         self.options = Options.from_kwargs(options)
+        self._given = dict(options)  # as given: what a writer process validates again
+        # What the observers keep of bodies for replay (capture.py), or None.
+        self.capture = (
+            (self.options.capture_body_limit, self.options.capture_responses)
+            if self.options.capture_requests
+            else None
+        )
         self.sink = open_sink(file, self.options)
         self.file = self.sink.name
         self.sink.prepare()
-        self._writer: Writer | None = None
+        self._writer: Queue | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
         self._warned_closed = False
@@ -121,18 +129,49 @@ class AsgiLogToSqlite:
         return writer.stats()
 
     # ---- the writer, one per process -------------------------------------------------------
-    def _start_writer(self) -> Writer | None:
+    def _start_writer(self) -> Queue | None:
         with self._writer_lock:
             if self._writer is None and not self._closed:
-                self._writer = start_writer(
-                    self.options.writer, self.sink, Prepare(self.options), self.options
-                )
-        if self._writer is not None and self._writer.strategy == "thread":
-            sigterm.install(_commit_all)
+                self._writer = self._new_writer()
+                if self._writer.strategy in ("thread", "process"):
+                    sigterm.install(_commit_all)
         return self._writer
+
+    def _new_writer(self) -> Queue:
+        """The writer of the ``writer`` option. "auto": a writer process where one can start,
+        else a thread, else the event loop itself (Pyodide has neither)."""
+        kind = self.options.writer
+        # The clock option (for tests) is a callable of this process: rotation needs it there.
+        shippable = self.options.clock is None
+        if kind == "process" or (kind == "auto" and shippable and sys.platform != "emscripten"):
+            try:
+                return self._process_writer()
+            except Exception as error:
+                logger.log(
+                    logging.WARNING if kind == "process" else logging.INFO,
+                    "asgi-log-to-sqlite: no writer process for %s (%s); writing from a thread",
+                    self.file,
+                    error,
+                )
+                kind = "auto"
+        return start_writer(kind, self.sink, Prepare(self.options), self.options)
+
+    def _process_writer(self) -> Queue:
+        from .wire import Encoder
+        from .writer_process import ProcessWriter
+
+        # Callables stay here: the route and actor are resolved before records are shipped.
+        given = {
+            name: value for name, value in self._given.items()
+            if name not in ("route", "actor", "clock", "writer")
+        }
+        return ProcessWriter(self.file, given, Encoder(self.options), self.options)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue is the parent's to write.
+        after_fork = getattr(self._writer, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
         self._writer = None
         self._writer_lock = threading.Lock()
         self.sink = open_sink(self.file, self.options)
@@ -160,6 +199,14 @@ class AsgiLogToSqlite:
         writer = self._writer
         if writer is not None and not self._closed:
             writer.amend(amend)
+
+    def startup(self) -> None:
+        """The server starts (lifespan): the writer starts now rather than with the first
+        request, which would otherwise wait for a writer process to come up."""
+        try:
+            self._start_writer()
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not start the writer for %s", self.file)
 
     async def shutdown_flush(self) -> None:
         try:
@@ -197,7 +244,7 @@ def _commit_all(timeout: float) -> None:
     """Flush every middleware's queue in this process, each waiting at most ``timeout``."""
     for instance in list(_instances):
         writer = instance._writer
-        if writer is None or writer.strategy != "thread":
+        if writer is None or writer.strategy not in ("thread", "process"):
             continue
         try:
             done = threading.Event()

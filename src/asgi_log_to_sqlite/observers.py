@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
+from .capture import BodyTap, ResponseTap
 from .exchange import Amend, Exchange
 
 __all__ = ["HttpObserver", "LifespanObserver", "Recorder", "WebSocketObserver"]
@@ -32,10 +33,14 @@ class Recorder(Protocol):
     """Where observers hand what they saw (the middleware)."""
 
     app: ASGIApp
+    #: ``(capture_body_limit, capture_responses)`` when ``capture_requests`` is on, else None.
+    capture: tuple[int, bool] | None
 
     def submit(self, exchange: Exchange) -> None: ...
 
     def amend(self, amend: Amend) -> None: ...
+
+    def startup(self) -> None: ...
 
     async def shutdown_flush(self) -> None: ...
 
@@ -66,11 +71,12 @@ class HttpObserver:
 
     def __init__(self, recorder: Recorder, scope: Scope) -> None:
         self.recorder = recorder
-        self.exchange = Exchange(scope, time.time(), time.perf_counter())
+        self.exchange = exchange = Exchange(scope, time.time(), time.perf_counter())
         self.trailers = False
         self.complete = False
         # Servers send no body in answer to HEAD, whatever the app passes them.
         self.head = scope.get("method") == "HEAD"
+        exchange.capture = recorder.capture
 
     async def run(self, receive: Receive, send: Send) -> None:
         self.receive_inner = receive
@@ -118,7 +124,14 @@ class HttpObserver:
             if kind == "http.request":
                 body = message.get("body")
                 if body:
-                    self.exchange.request_body_size += len(body)
+                    exchange = self.exchange
+                    exchange.request_body_size += len(body)
+                    capture = exchange.capture
+                    if capture is not None:
+                        tap = exchange.request_tap
+                        if tap is None:
+                            tap = exchange.request_tap = BodyTap(capture[0])
+                        tap.add(body)
             elif kind == "http.disconnect" and not self.complete:
                 self.exchange.disconnected = True
         except Exception:
@@ -129,6 +142,7 @@ class HttpObserver:
         exchange = self.exchange
         finished = False
         counted = 0
+        body: Any = None
         try:
             kind = message["type"]
             if kind == "http.response.start":
@@ -136,6 +150,9 @@ class HttpObserver:
                 exchange.response_headers = message.get("headers")
                 exchange.ttfb = time.perf_counter() - exchange.t0
                 self.trailers = bool(message.get("trailers"))
+                capture = exchange.capture
+                if capture is not None:
+                    exchange.response_tap = ResponseTap(capture[0], capture[1])
             elif kind == "http.response.body":
                 body = message.get("body")
                 if body and not self.head:
@@ -145,9 +162,11 @@ class HttpObserver:
             elif kind == "http.response.pathsend":
                 if not self.head:
                     exchange.pathsend = message.get("path")
+                    exchange.response_tap = None  # a file the server sends: no bytes to hash
                 finished = True
             elif kind == "http.response.zerocopysend":
                 if not self.head:
+                    exchange.response_tap = None
                     count = message.get("count")
                     if count is None:
                         size = os.fstat(message["file"].fileno()).st_size
@@ -166,6 +185,12 @@ class HttpObserver:
             exchange.disconnected = True
             exchange.body_size -= counted  # the server could not send this chunk
             raise
+        if counted and body is not None and exchange.response_tap is not None:
+            try:
+                exchange.response_tap.add(body)  # sent: part of the body the client got
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not capture a response chunk")
+                exchange.response_tap = None
         if finished and not self.complete:
             self.complete = True
             exchange.duration = time.perf_counter() - exchange.t0
@@ -273,6 +298,7 @@ class LifespanObserver:
             message = await receive()
             if message.get("type") == "lifespan.startup":
                 self.startup_received = True
+                self.recorder.startup()
             return message
 
         async def observed_send(message: Message) -> None:
@@ -295,6 +321,7 @@ class LifespanObserver:
             message = await receive()
             if message.get("type") != "lifespan.startup":
                 return
+            self.recorder.startup()
         await send({"type": "lifespan.startup.complete"})
         while True:
             message = await receive()

@@ -17,7 +17,15 @@ from .validators import parse_duration, parse_size
 __all__ = ["Options", "option_names", "parse_duration", "parse_size"]
 
 ROTATE_PERIODS = ("hourly", "daily", "monthly")
-WRITERS = ("auto", "thread", "inline")
+WRITERS = ("auto", "thread", "inline", "process")
+
+
+def _check_writer(options: Options) -> None:
+    if options.writer == "process" and options.clock is not None:
+        raise ValueError(
+            "option 'clock' is a function of this process and cannot reach a writer process; "
+            "use writer='thread' (or 'auto') with it"
+        )
 
 
 def _check_rotation(options: Options) -> None:
@@ -42,8 +50,9 @@ class Options:
     """Everything that can be passed to ``AsgiLogToSqlite(app, file, **options)``."""
 
     # --- the writer -------------------------------------------------------------------------
-    #: Where the writer runs: "thread" (beside the event loop), "inline" (on the event loop, in
-    #: short slices, for hosts without threads), or "auto" (a thread where one can start).
+    #: Where the writer runs: "thread" (beside the event loop), "process" (a writer process fed
+    #: through a pipe), "inline" (on the event loop, in short slices, for hosts without threads),
+    #: or "auto" (a thread where one can start).
     writer: str = _field("auto", v.choice(*WRITERS))
     #: Records waiting for the writer at most; past it records are dropped and counted.
     max_queue: int = _field(100_000, v.positive_int)
@@ -108,9 +117,20 @@ class Options:
     #: Fraction of requests recorded; each row stores it in ``sample_rate``.
     sample: float = _field(1.0, v.sample_setting)
 
+    # --- capture for replay (see docs/replay.md) ----------------------------------------------
+    #: Keep what a replay needs of each request in ``captures``: raw path and query, every
+    #: header, the body within the limit, the response body's SHA-256; secrets as placeholders.
+    capture_requests: bool = _field(False, v.boolean)
+    #: Bytes of a body kept at most ("64KB"; 0 keeps none); beyond, its size and SHA-256 only.
+    capture_body_limit: int = _field(v.CAPTURE_BODY_LIMIT, v.body_limit)
+    #: Also keep response headers, bodies within the limit and when each chunk was sent.
+    capture_responses: bool = _field(False, v.boolean)
+
     def __post_init__(self) -> None:
         v.check_captured_headers(self)  # checks that span several options
+        v.check_capture(self)
         _check_rotation(self)
+        _check_writer(self)
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> Options:

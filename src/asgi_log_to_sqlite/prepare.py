@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from .batch import Batch, Row
+from .capture import CaptureBuilder
 from .exchange import Exchange
 from .privacy.addresses import ClientAddresses, VisitorHash, parse_ip
 from .privacy.filters import RecordingFilter
@@ -468,6 +469,8 @@ class Prepare:
     def __init__(self, options: Any) -> None:
         self.builder = RowBuilder(options)
         self.bad_records = 0
+        self.bad_captures = 0
+        self.captures = CaptureBuilder(self.builder.redactor.sensitive, options.capture_responses)
 
     def __call__(self, records: list[Exchange]) -> Batch:
         builder = self.builder
@@ -485,12 +488,29 @@ class Prepare:
                     found = builder.captured(exchange)
                     if found:
                         batch.captured.append((len(rows), found))
+                if exchange.capture is not None:  # capture_requests, an HTTP request
+                    captured_row = self._capture(exchange)
+                    if captured_row is not None:
+                        batch.captures.append((len(rows), captured_row))
                 rows.append(row)
                 keys.append(exchange.key)
             except Exception:
                 self.bad_records += 1
                 logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
         return batch
+
+    def _capture(self, exchange: Exchange) -> tuple[Any, ...] | None:
+        """The request's ``captures`` row; None (the access-log row is still written) if it
+        cannot be built."""
+        try:
+            return self.captures.row(
+                exchange.scope, exchange.request_tap, exchange.response_tap,
+                exchange.response_headers,
+            )
+        except Exception:
+            self.bad_captures += 1
+            logger.exception("asgi-log-to-sqlite: could not capture a request; logged without")
+            return None
 
     def stats(self) -> dict[str, Any]:
         builder = self.builder

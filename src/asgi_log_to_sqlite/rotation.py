@@ -42,6 +42,7 @@ from typing import Any
 
 from .schema import (
     FILE_SUFFIXES,
+    LOG_META_SQL,
     connect,
     ensure_schema,
     open_readonly,
@@ -64,6 +65,9 @@ logger = logging.getLogger("asgi_log_to_sqlite")
 
 #: Suffix of the lock file beside the log (``log.db`` -> ``log.db.lock``).
 LOCK_SUFFIX = ".lock"
+#: Tables whose rows belong to one ``requests`` row (their ``request`` column is its rowid):
+#: deleted with it.
+CHILD_TABLES = ("captured_headers", "captures")
 #: Rows deleted per transaction by retention and prune: short write locks, readers never wait.
 DELETE_BATCH = 1000
 
@@ -138,18 +142,46 @@ def _read_meta(conn: sqlite3.Connection, key: str) -> str | None:
 def _write_meta(conn: sqlite3.Connection, key: str, value: str, replace: bool) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
     with transaction(conn):
-        conn.execute("CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute(LOG_META_SQL)
         conn.execute(f"{verb} INTO log_meta (key, value) VALUES (?, ?)", (key, value))
 
 
+#: The times a date can be given for (years 1 to 9999 UTC), as unix seconds.
+EARLIEST = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
+def as_time(value: object) -> float | None:
+    """``value`` as unix seconds that name a date, else None.
+
+    A file's own stamps and rows can hold anything (a damaged page, a hand edit): text that is
+    no number, a blob, infinity, a time before year 1 or after 9999.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        when = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return when if EARLIEST <= when <= LATEST else None
+
+
 def file_started(conn: sqlite3.Connection, now: float) -> float:
-    """When the file was started: recorded at creation, else its first row, else ``now``."""
+    """When the file was started: recorded at creation, else its first row, else ``now``.
+
+    A recorded time that names no date counts as not recorded, and is replaced.
+    """
     value = _read_meta(conn, "started")
-    if value is None:
-        first = conn.execute("SELECT min(start) FROM requests").fetchone()[0]
-        _write_meta(conn, "started", repr(float(first if first is not None else now)), False)
-        value = _read_meta(conn, "started")  # another process may have won the race
-    return float(value)  # type: ignore[arg-type]
+    started = as_time(value)
+    if started is None:
+        first = as_time(conn.execute("SELECT min(start) FROM requests").fetchone()[0])
+        fallback = first if first is not None else float(now)
+        _write_meta(conn, "started", repr(fallback), value is not None)
+        # Another process may have won the race.
+        started = as_time(_read_meta(conn, "started"))
+        if started is None:  # a ``log_meta`` that does not keep what is written to it
+            started = fallback
+    return started
 
 
 def rows_written(conn: sqlite3.Connection) -> int:
@@ -167,12 +199,18 @@ def file_bytes(path: str) -> int:
     return total
 
 
+def _label(when: float, layout: str) -> str:
+    moment = datetime.fromtimestamp(when, timezone.utc)
+    # Four digits for every year (strftime gives "999" on some platforms): rotated names sort.
+    return moment.strftime(layout.replace("%Y", f"{moment.year:04d}"))
+
+
 def period_label(period: str, when: float) -> str:
-    return datetime.fromtimestamp(when, timezone.utc).strftime(_PERIOD_FORMATS[period])
+    return _label(when, _PERIOD_FORMATS[period])
 
 
 def time_label(when: float) -> str:
-    return datetime.fromtimestamp(when, timezone.utc).strftime(_TIME_FORMAT)
+    return _label(when, _TIME_FORMAT)
 
 
 # ---- policies -------------------------------------------------------------------------------
@@ -260,8 +298,9 @@ def rotated_files(path: str) -> list[str]:
     found = []
     for name in names:
         match = pattern.match(name)
-        if match:
-            full = os.path.join(folder, name)
+        full = os.path.join(folder, name)
+        # A named pipe or folder that only looks like one is none (and a pipe would hang).
+        if match and os.path.isfile(full):
             found.append((_rotated_at(full, match.groups()), name, full))
     return [full for _, _, full in sorted(found)]
 
@@ -290,12 +329,12 @@ def _rotated_at(path: str, label: tuple[str | None, ...]) -> float:
     try:
         conn = open_readonly(path, timeout=1.0)
         try:
-            stamp = _read_meta(conn, "rotated")
+            stamp = as_time(_read_meta(conn, "rotated"))
         finally:
             conn.close()
         if stamp is not None:
-            return float(stamp)
-    except (sqlite3.Error, ValueError):
+            return stamp
+    except (sqlite3.Error, ValueError):  # a damaged file, text that is not UTF-8
         pass
     parts = [int(part or default) for part, default in zip(label, (0, 1, 1, 0, 0, 0), strict=False)]
     try:
@@ -311,7 +350,10 @@ def apply_keep(path: str, keep: int | None) -> list[str]:
     files = rotated_files(path)
     doomed = files[: max(0, len(files) - keep)]
     for name in doomed:
-        remove_files(name)
+        try:
+            remove_files(name)
+        except OSError as error:  # the rotation itself is done: say so, and go on
+            logger.warning("asgi-log-to-sqlite: could not delete %s: %s", name, error)
     return doomed
 
 
@@ -390,21 +432,21 @@ def delete_older_than(
 ) -> tuple[int, bool]:
     """Delete rows with ``start < cutoff``, ``batch`` per transaction; (deleted, finished).
 
-    Their captured headers go with them (a row id freed here can be given to a new request),
-    and so do the hourly counts of dropped and excluded requests before the cutoff's hour.
-    Lookup rows are never deleted: writers in other processes may hold their ids in memory.
+    Their captured headers and captures go with them (a row id freed here can be given to a
+    new request), and so do the hourly counts of dropped and excluded requests before the
+    cutoff's hour. Lookup rows are never deleted: writers in other processes may hold their ids
+    in memory.
     """
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    children = [table for table in CHILD_TABLES if table in tables]
     doomed = "SELECT rowid FROM requests WHERE start < ? LIMIT ?"
     deleted = 0
     transactions = 0
     while max_transactions is None or transactions < max_transactions:
         with transaction(conn):
-            if "captured_headers" in tables:
-                # The same query twice in one transaction: the same rows.
-                conn.execute(
-                    f"DELETE FROM captured_headers WHERE request IN ({doomed})", (cutoff, batch)
-                )
+            for table in children:
+                # The same query each time in one transaction: the same rows.
+                conn.execute(f"DELETE FROM {table} WHERE request IN ({doomed})", (cutoff, batch))
             count = conn.execute(
                 f"DELETE FROM requests WHERE rowid IN ({doomed})", (cutoff, batch)
             ).rowcount
@@ -413,15 +455,16 @@ def delete_older_than(
         if progress is not None and count:
             progress(count)
         if count < batch:
-            hour = datetime.fromtimestamp(cutoff, timezone.utc).strftime("%Y-%m-%dT%H:00")
+            # A cutoff beyond the calendar (``older_than`` of millions of years) is its edge.
+            edge = EARLIEST if not cutoff > EARLIEST else min(cutoff, LATEST)
+            hour = _label(edge, "%Y-%m-%dT%H:00")
             with transaction(conn):  # a 0.1.1 file has none of these tables
                 for table in ("dropped", "excluded_requests"):
                     if table in tables:
                         conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
-                if "captured_headers" in tables:  # left behind by versions before this one
+                for table in children:  # left behind by versions before this one
                     conn.execute(
-                        "DELETE FROM captured_headers WHERE request NOT IN "
-                        "(SELECT rowid FROM requests)"
+                        f"DELETE FROM {table} WHERE request NOT IN (SELECT rowid FROM requests)"
                     )
             return deleted, True
     return deleted, False

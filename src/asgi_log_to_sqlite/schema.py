@@ -34,6 +34,18 @@ __all__ = [
 #: The files SQLite may keep beside a database: a log is all of them, under one name.
 FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
+#: What a file knows about itself (when it was started, rotated): made by rotation as needed.
+LOG_META_SQL = "CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: The inputs ``merge`` copied into a file, so that merging them again adds nothing.
+MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT,
+    rows INTEGER,
+    first_start FLOAT,
+    last_start FLOAT,
+    merged_at TEXT
+)"""
+
 # column name in ``requests`` -> lookup table holding its text (None: stored as is).
 # The order is the order of the tuple the writer inserts.
 REQUEST_COLUMNS: dict[str, str | None] = {
@@ -198,6 +210,38 @@ def m004_privacy_columns(conn: sqlite3.Connection) -> None:
     )
 
 
+
+@migration
+def capture_tables(conn: sqlite3.Connection) -> None:
+    """Record and replay: what a replay (and a mock) needs of a request and its response, one
+    row per captured request beside its ``requests`` row (``captures.request`` is that row's
+    rowid). Header lists are JSON ``[[name, value], ...]`` kept once each in ``header_lists``;
+    secrets in them, in the query and in bodies are ``{{name}}`` placeholders. A body is kept
+    when it is within ``capture_body_limit`` (``*_body_kept`` = 1, its SHA-256 is then of the
+    bytes stored, NULL for an empty request body); else only its size (in ``requests``) and the
+    SHA-256 of the bytes sent.
+    ``response_chunks`` is JSON ``[[seconds after the response started, bytes], ...]``."""
+    _lookup_table(conn, "header_lists")
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS captures (
+            request INTEGER PRIMARY KEY,
+            raw_path BLOB,
+            raw_query BLOB,
+            request_headers INTEGER REFERENCES header_lists(id),
+            request_body BLOB,
+            request_body_sha256 TEXT,
+            request_body_kept INTEGER NOT NULL DEFAULT 0,
+            response_headers INTEGER REFERENCES header_lists(id),
+            response_body BLOB,
+            response_body_sha256 TEXT,
+            response_body_kept INTEGER NOT NULL DEFAULT 0,
+            response_chunks TEXT
+        )"""
+    )
+    conn.execute("DROP VIEW IF EXISTS captures_view")
+    conn.execute(CAPTURES_VIEW_SQL)
+
+
 # The readable view is rebuilt after every migration so that it always lists every column.
 VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     requests.rowid AS id,
@@ -248,6 +292,26 @@ LEFT JOIN header_names ON header_names.id = captured_headers.name
 LEFT JOIN header_values ON header_values.id = captured_headers.value"""
 
 
+CAPTURES_VIEW_SQL = """CREATE VIEW captures_view AS SELECT
+    captures.request,
+    CAST(captures.raw_path AS TEXT) AS raw_path,
+    CAST(captures.raw_query AS TEXT) AS raw_query,
+    request_header_lists.name AS request_headers,
+    captures.request_body,
+    captures.request_body_sha256,
+    captures.request_body_kept,
+    response_header_lists.name AS response_headers,
+    captures.response_body,
+    captures.response_body_sha256,
+    captures.response_body_kept,
+    captures.response_chunks
+FROM captures
+LEFT JOIN header_lists AS request_header_lists
+    ON request_header_lists.id = captures.request_headers
+LEFT JOIN header_lists AS response_header_lists
+    ON response_header_lists.id = captures.response_headers"""
+
+
 def _refresh_views(conn: sqlite3.Connection) -> None:
     conn.execute("DROP VIEW IF EXISTS requests_view")
     conn.execute(VIEW_SQL)
@@ -284,7 +348,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def readonly_uri(path: str | os.PathLike[str]) -> str:
     """The URI that opens ``path`` read-only (any characters in the name are quoted)."""
-    return "file:" + urllib.parse.quote(os.path.abspath(os.fspath(path))) + "?mode=ro"
+    # Quoted from bytes: a name that is not UTF-8 (surrogate escapes) cannot be encoded as text.
+    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
 
 
 def open_readonly(path: str | os.PathLike[str], timeout: float = 5.0) -> sqlite3.Connection:

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+from .filekind import special_file_kind
+
 __all__ = ["ENV_VAR", "load_app", "serve", "wrapped_app"]
 
 ENV_VAR = "ASGI_LOG_TO_SQLITE_SERVE"
@@ -32,6 +34,10 @@ def load_app(spec: str, app_dir: str | None = None) -> Any:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(f"cannot import module {module_name!r}: {error}") from error
+    except Exception as error:  # the app's own code failed: say so in one line
+        raise ValueError(
+            f"cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from error
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
@@ -67,10 +73,18 @@ def serve(
 
     options = dict(options or {})
     app_dir = os.getcwd()
-    load_app(app, app_dir)
+    kind = special_file_kind(db)
+    if kind is not None and kind != "a folder":  # the middleware says what it says of folders
+        raise ValueError(f"cannot log to {db!r}: not a regular file ({kind})")
+    target = load_app(app, app_dir)
     # Building the middleware once here validates the options and creates the database, so a
     # mistake is reported before any worker starts; each worker then builds its own.
-    AsgiLogToSqlite(load_app(app, app_dir), db, **options).close()
+    try:
+        AsgiLogToSqlite(target, db, **options).close()
+    except (TypeError, ValueError, OSError):
+        raise
+    except Exception as error:  # an option value the middleware could not take
+        raise ValueError(f"cannot use these options: {type(error).__name__}: {error}") from error
     os.environ[ENV_VAR] = json.dumps(
         {"app": app, "db": os.path.abspath(db), "options": options, "app_dir": app_dir}
     )
@@ -84,4 +98,6 @@ def serve(
         # Forwarding headers are the middleware's to read, and only from ``trusted_proxies``:
         # uvicorn's own handling would trust X-Forwarded-For from any local client.
         proxy_headers=False,
+        # The log is the access log: uvicorn's own would print query strings, secrets and all.
+        access_log=False,
     )

@@ -175,6 +175,39 @@ def parse_size(text: Any) -> int:
     return size
 
 
+#: ``capture_body_limit`` at most: SQLite's largest value (SQLITE_MAX_LENGTH) is a gigabyte.
+MAX_BODY_LIMIT = 1_000_000_000
+
+
+def body_limit(name: str, value: Any) -> int:
+    """Bytes of a captured body kept at most: an integer (0 keeps none) or a size ("64KB")."""
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    try:
+        size = parse_size(value)
+    except TypeError as error:
+        raise TypeError(f"option {name!r} must be a number of bytes or a size: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"option {name!r} must be a number of bytes or a size: {error}") from None
+    if size > MAX_BODY_LIMIT:
+        raise ValueError(f"option {name!r} must be at most {MAX_BODY_LIMIT:,} bytes, got {value!r}")
+    return size
+
+
+def check_capture(options: Any) -> None:
+    """``capture_responses`` and ``capture_body_limit`` only mean something with capture on."""
+    if options.capture_requests:
+        return
+    if options.capture_responses:
+        raise ValueError("option 'capture_responses' needs capture_requests=True")
+    if options.capture_body_limit != CAPTURE_BODY_LIMIT:
+        raise ValueError("option 'capture_body_limit' needs capture_requests=True")
+
+
+#: ``capture_body_limit``'s default: 64 KiB.
+CAPTURE_BODY_LIMIT = 64 * 1024
+
+
 def optional(parse: Callable[[Any], Any], what: str) -> Callable[[str, Any], Any]:
     """A validator from a parser: None stays None, errors name the option."""
 

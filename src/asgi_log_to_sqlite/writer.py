@@ -14,7 +14,10 @@ Where the work runs is a strategy:
 * :class:`ThreadWriter`: a named daemon thread beside the event loop (the default);
 * :class:`InlineWriter`: no thread at all. Batches are written on the event loop itself, in
   slices bounded in rows and time, scheduled with ``loop.call_later``; for hosts where threads
-  cannot start (Pyodide) or stop between requests (serverless).
+  cannot start (Pyodide) or stop between requests (serverless);
+* :class:`~asgi_log_to_sqlite.writer_process.ProcessWriter`: a writer process fed through a
+  pipe, so that row building and SQLite never share the app's GIL (the default where a process
+  can be started; see :mod:`asgi_log_to_sqlite.writer_process`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from .batch import Batch
 from .sinks.base import DataError, Sink
 
-__all__ = ["InlineWriter", "ThreadWriter", "Writer", "start_writer"]
+__all__ = ["InlineWriter", "Queue", "ThreadWriter", "Writer", "start_writer"]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
 
@@ -58,34 +61,18 @@ class _AmendMarker:
         self.amend = amend
 
 
-class Writer:
-    """What every strategy shares: the queue, batching, retries and counts."""
+class Queue:
+    """The bounded queue every strategy starts with: what the event loop calls."""
 
     strategy = "none"
 
-    def __init__(self, sink: Sink, prepare: Prepare, options: Any) -> None:
-        self.sink = sink
-        self.prepare = prepare
-        self.name = sink.name
+    def __init__(self, name: str, options: Any) -> None:
+        self.name = name
         self.max_queue = options.max_queue
-        self.batch_size = options.batch_size
         self.flush_interval = options.flush_interval
-        self.retry_for = options.retry_for
         self.queue: collections.deque[Any] = collections.deque()
-        self.written = 0
         self.dropped_queue_full = 0
-        self.dropped_write_failed = 0
-        self.dropped_bad_record = 0  # refused by the sink as data; prepare counts its own
-        self.write_errors = 0
-        self._reported: dict[str, int] = {}
-        self._pending: list[Batch] = []  # prepared, not written yet (failing: retried)
-        self._records: list[Any] = []  # taken from the queue, not prepared yet
-        self._amends: list[Any] = []
-        self._markers: list[_Flush] = []
-        self._first_failure: float | None = None
-        self._retry_at = 0.0
         self._warned_full = False
-        self._stopping = False
         self._stopped = False
 
     # ---- called from the event loop ------------------------------------------------------
@@ -131,6 +118,35 @@ class Writer:
         raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Writer(Queue):
+    """A writer that owns its sink: batching, retries and counts, wherever it runs."""
+
+    def __init__(self, sink: Sink, prepare: Prepare, options: Any) -> None:
+        super().__init__(sink.name, options)
+        self.sink = sink
+        self.prepare = prepare
+        self.batch_size = options.batch_size
+        self.retry_for = options.retry_for
+        self.written = 0
+        self.dropped_write_failed = 0
+        self.dropped_bad_record = 0  # refused by the sink as data; prepare counts its own
+        self.write_errors = 0
+        self._reported: dict[str, int] = {}
+        self._pending: list[Batch] = []  # prepared, not written yet (failing: retried)
+        self._records: list[Any] = []  # taken from the queue, not prepared yet
+        self._amends: list[Any] = []
+        self._markers: list[_Flush] = []
+        self._first_failure: float | None = None
+        self._retry_at = 0.0
+        self._stopping = False
+        #: Drops counted where this writer cannot see them (the app side of a writer process),
+        #: stored with its own.
+        self.dropped_elsewhere: dict[str, int] = {}
+
+    def stats(self) -> dict[str, Any]:
         stats = getattr(self.prepare, "stats", None)
         pending = sum(len(batch.rows) - batch.done for batch in self._pending)
         return {
@@ -149,10 +165,11 @@ class Writer:
         return self.dropped_bad_record + getattr(self.prepare, "bad_records", 0)
 
     def _drop_counts(self) -> dict[str, int]:
+        elsewhere = self.dropped_elsewhere.get
         return {
-            "queue_full": self.dropped_queue_full,
+            "queue_full": self.dropped_queue_full + elsewhere("queue_full", 0),
             "write_failed": self.dropped_write_failed,
-            "bad_record": self._bad_records(),
+            "bad_record": self._bad_records() + elsewhere("bad_record", 0),
         }
 
     def work(self, max_records: int | None = None, deadline: float | None = None) -> bool:

@@ -58,6 +58,12 @@ IDLE_CHECK_EVERY = 10.0
 BUSY_BACKOFF = 10.0
 
 COLUMN_NAMES = tuple(REQUEST_COLUMNS)
+CAPTURES_SQL = (
+    "INSERT INTO captures (request, raw_path, raw_query, request_headers, request_body, "
+    "request_body_sha256, request_body_kept, response_headers, response_body, "
+    "response_body_sha256, response_body_kept, response_chunks) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
 INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(COLUMN_NAMES), ", ".join("?" for _ in COLUMN_NAMES)
@@ -105,7 +111,7 @@ class SQLiteSink:
         self._conn: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None
         self._cache: dict[str, dict[str, int]] = {
-            t: {} for t in (*LOOKUP_TABLES, "header_names", "header_values")
+            t: {} for t in (*LOOKUP_TABLES, "header_names", "header_values", "header_lists")
         }
         # key -> (file identity, row id, start) of recent rows, for late exceptions.
         self._places: dict[int, tuple[tuple[int, int] | None, int, float]] = {}
@@ -265,7 +271,10 @@ class SQLiteSink:
         if not batch.captured:
             insert_columns(conn, "requests", COLUMN_NAMES, columns)
             # This transaction holds the write lock: the rows got consecutive ids.
-            return conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] - len(rows) + 1
+            first = conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] - len(rows) + 1
+            if batch.captures:
+                self._insert_captures(conn, batch, start, stop, first, new_ids)
+            return first
         captured = {index - start: found for index, found in batch.captured}
         first = 0
         for index, row in enumerate(zip(*columns, strict=True)):
@@ -283,7 +292,32 @@ class SQLiteSink:
                         self._ids(conn, "header_values", (value,), new_ids)[0],
                     ),
                 )
+        if batch.captures:
+            self._insert_captures(conn, batch, start, stop, first, new_ids)
         return first
+
+    def _insert_captures(
+        self,
+        conn: sqlite3.Connection,
+        batch: Batch,
+        start: int,
+        stop: int,
+        first: int,
+        new_ids: dict[str, dict[str, int]],
+    ) -> None:
+        """The captures of rows ``start:stop``, joined to them by row id (rows ``first``...);
+        header lists are stored once each in ``header_lists``."""
+        found = [(first + index - start, row) for index, row in batch.captures
+                 if start <= index < stop]
+        if not found:
+            return
+        lists = [row[2] for _, row in found] + [row[6] for _, row in found]
+        ids = dict(zip(lists, self._ids(conn, "header_lists", tuple(lists), new_ids), strict=True))
+        conn.executemany(
+            CAPTURES_SQL,
+            [(rowid, *row[:2], ids.get(row[2]), *row[3:6], ids.get(row[6]), *row[7:])
+             for rowid, row in found],
+        )
 
     def _ids(
         self,

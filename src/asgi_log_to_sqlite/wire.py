@@ -1,0 +1,167 @@
+"""Exchanges as plain tuples, for the writer process (``writer="process"``).
+
+The event loop cannot hand live objects to another process: :func:`encode` keeps what row
+building needs of an exchange, as plain values that pickle quickly (the four request headers a
+row stores, not the whole header list, so nothing secret crosses the pipe that the row would not
+hold), and resolves what only the live scope knows (route template, actor) on the spot.
+:func:`decode`, in the writer process, turns the tuple back into an exchange whose scope holds
+exactly those values, so that the one row-building path (:mod:`asgi_log_to_sqlite.prepare`)
+serves every strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .exchange import Exchange
+from .prepare import response_header
+from .privacy.frameworks import SCOPE_ACTOR_KEY, SCOPE_ROUTE_KEY, Detectors
+
+__all__ = ["Encoder", "decode"]
+
+
+class Encoder:
+    """Turns exchanges into tuples on the event loop; O(1) per request apart from walking the
+    request's headers once."""
+
+    def __init__(self, options: Any) -> None:
+        self.detectors = Detectors(options.route, options.actor)
+        forwarded = options.forwarded_header.encode("latin-1") if options.trusted_proxies else b""
+        captured = {h.encode("latin-1") for h in options.capture_request_headers}
+        #: Request headers kept beyond the four a row stores (lower-case names).
+        self.extra = frozenset(captured | ({forwarded} if forwarded else set()))
+        self.wanted = self.extra | {b"user-agent", b"referer", b"accept-language", b"host"}
+        self.response_extra = frozenset(
+            h.encode("latin-1") for h in options.capture_response_headers
+        )
+
+    def __call__(self, exchange: Exchange) -> tuple[Any, ...]:
+        scope = exchange.scope
+        get = scope.get
+        headers = get("headers")
+        kept: list[Any] = []
+        wanted = self.wanted
+        try:
+            for item in headers or ():
+                name = item[0]
+                if (
+                    name == b"user-agent"
+                    or name == b"referer"
+                    or name == b"accept-language"
+                    or name == b"host"
+                ):
+                    kept.append((name, item[1]))
+                elif self.extra or type(name) is not bytes or not name.islower():
+                    lowered = bytes(name).lower()  # odd case or type: as the row would read it
+                    if lowered in wanted:
+                        kept.append((lowered, item[1]))
+        except Exception:
+            kept = []
+        keys = scope.keys()
+        detectors = self.detectors
+        route = actor = None
+        if detectors.route_keys is None or not keys.isdisjoint(detectors.route_keys):
+            route = detectors.route(scope)
+        if detectors.actor_keys is None or not keys.isdisjoint(detectors.actor_keys):
+            actor = detectors.actor(scope)
+        response = exchange.response_headers
+        content_type = response_header(response, b"content-type")
+        response_kept = None
+        if self.response_extra or exchange.pathsend is not None:
+            try:
+                response_kept = [
+                    (lowered, value) for name, value in response or ()
+                    if (lowered := bytes(name).lower()) in self.response_extra
+                    or lowered == b"content-length"
+                ]
+            except Exception:
+                response_kept = None
+        path = get("path")
+        lossy = type(path) is not str or not path or "\ufffd" in path
+        raw_path = get("raw_path") if lossy else None  # only where the row building needs it
+        captured = None
+        if exchange.capture is not None:
+            # Capture stores every header (secret ones as placeholders, in the writer) and
+            # what the taps kept of the bodies.
+            request_tap, response_tap = exchange.request_tap, exchange.response_tap
+            captured = (
+                exchange.capture,
+                list(headers or ()),
+                get("raw_path"),
+                request_tap.freeze() if request_tap is not None else None,
+                response_tap.freeze() if response_tap is not None else None,
+                list(response or ()),
+            )
+        return (
+            exchange.key,
+            exchange.start,
+            exchange.duration,
+            exchange.ttfb,
+            exchange.status,
+            exchange.body_size,
+            exchange.request_body_size,
+            exchange.exception,
+            exchange.disconnected,
+            get("type"),
+            get("method"),
+            path,
+            raw_path,
+            get("query_string"),
+            kept,
+            get("client"),
+            get("server") if response_header(kept, b"host") is None else None,
+            get("scheme"),
+            get("http_version"),
+            content_type,
+            response_kept,
+            exchange.pathsend,
+            route if route is None or type(route) is str else None,
+            actor if actor is None or type(actor) is str else None,
+            captured,
+        )
+
+
+def decode(record: tuple[Any, ...]) -> Exchange:
+    """The exchange an encoded tuple stands for, in the writer process."""
+    (key, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
+     kind, method, path, raw_path, query_string, headers, client, server, scheme, http_version,
+     content_type, response_kept, pathsend, route, actor, captured) = record
+    scope: dict[str, Any] = {
+        "type": kind,
+        "method": method,
+        "path": path,
+        "query_string": query_string,
+        "headers": headers,
+        "client": client,
+        "scheme": scheme,
+        "http_version": http_version,
+    }
+    if raw_path is not None:
+        scope["raw_path"] = raw_path
+    if server is not None:
+        scope["server"] = server
+    if route is not None:
+        scope[SCOPE_ROUTE_KEY] = route
+    if actor is not None:
+        scope[SCOPE_ACTOR_KEY] = actor
+    exchange = Exchange(scope, start, 0.0)
+    exchange.key = key
+    exchange.duration = duration
+    exchange.ttfb = ttfb
+    exchange.status = status
+    exchange.body_size = body_size
+    exchange.request_body_size = request_body_size
+    exchange.exception = exception
+    exchange.disconnected = disconnected
+    response = [(b"content-type", content_type)] if content_type is not None else []
+    if response_kept:
+        response.extend(response_kept)
+    exchange.response_headers = response
+    exchange.pathsend = pathsend
+    if captured is not None:
+        (exchange.capture, scope["headers"], raw, exchange.request_tap, exchange.response_tap,
+         full_response) = captured
+        if raw is not None:
+            scope["raw_path"] = raw
+        exchange.response_headers = full_response
+    return exchange

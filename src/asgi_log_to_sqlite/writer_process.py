@@ -1,0 +1,595 @@
+"""The writer process (``writer="process"``, the default where a process can start).
+
+Why a process: a writer thread shares the app's GIL, and building and storing rows holds it in
+bursts; the event loop then gets only short slices until the burst is over, and that is what
+tail latency under load measured (docs/benchmarks.md). Here the event loop only turns each
+finished exchange into a tuple of plain values (:mod:`asgi_log_to_sqlite.wire`) and, every
+millisecond or so, pickles the few that accumulated into one frame for a pipe: small, steady
+slices. Row building and SQLite run in ``python -m asgi_log_to_sqlite.writer_process``, with the
+same prepare step, sink and writer as every other strategy, at a lower CPU priority.
+
+Frames, both ways, are a 4-byte big-endian length and a pickle. To the process: first the
+settings ``(target, options)``, then ``(ack, seq, items, queue_full, encode_errors)`` where an
+item is an encoded record or ``("a", amend)``. From it: ``("ready", 0, stats)`` once its sink is
+open, and ``("ack", seq, stats)`` once every frame up to ``seq`` is committed. Frames not yet
+acknowledged are kept, and sent again to a new process if the first one dies. The process ends
+when its input ends (the app closed it, or died): everything it read is committed first; it
+ignores SIGTERM and SIGINT, which a process group gets from systemd, ``docker stop`` or Ctrl-C,
+so that it outlives the app long enough to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import gc
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from .writer import Queue, Writer, _AmendMarker, _Flush
+
+__all__ = ["ProcessWriter", "WriterProcessError", "main"]
+
+logger = logging.getLogger("asgi_log_to_sqlite")
+
+#: Seconds between two acknowledgements while frames keep coming (each one costs a commit).
+ACK_EVERY = 0.25
+#: How much lower the writer process's CPU priority is than the app's (``os.nice``): under
+#: saturation it yields the CPU to the app and catches up when the load drops.
+NICENESS = 10
+#: Seconds the start of a writer process may take (a Python interpreter and SQLite).
+START_TIMEOUT = 20.0
+#: Bytes asked of the kernel for the pipe (Linux; the default 64 KiB holds ~250 records).
+PIPE_SIZE = 1 << 20
+
+
+class WriterProcessError(Exception):
+    """The writer process could not be started (or answered nothing)."""
+
+
+def _frame(value: Any) -> bytes:
+    body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return len(body).to_bytes(4, "big") + body
+
+
+def _read(stream: BinaryIO) -> Any:
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    size = int.from_bytes(header, "big")
+    body = stream.read(size)
+    if len(body) < size:
+        return None
+    return pickle.loads(body)
+
+
+# ---- the app's side --------------------------------------------------------------------------
+class ProcessWriter(Queue):
+    """Ships records to a writer process in small slices of the event loop."""
+
+    strategy = "process"
+    #: Records encoded per slice of the event loop at most.
+    SLICE = 32
+    #: Seconds between slices while records wait: small steady slices keep tail latency down
+    #: (1 ms and 32 records measured best; 50 ms and 2,000 tripled p99).
+    INTERVAL = 0.001
+    #: Bytes waiting for the pipe at most; past it records stay queued (and the queue bound
+    #: counts what it drops).
+    MAX_BUFFER = 32 << 20
+
+    def __init__(self, target: str, given: dict[str, Any], encode: Callable[[Any], Any],
+                 options: Any) -> None:
+        super().__init__(target, options)
+        self.encode = encode
+        self.retry_for = options.retry_for
+        self._settings = _frame((target, given))
+        self._lock = threading.Lock()  # uncontended on the loop; flushes from other threads
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+        self._unacked: collections.deque[tuple[int, bytes, int]] = collections.deque()
+        self._buffer = bytearray()
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
+        self._remote: dict[str, Any] = {}
+        self._lost = 0  # records dropped here after retry_for without a working process
+        self._encode_errors = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._dead_since: float | None = None
+        self._shipped_at = time.monotonic()
+        self._start_process()
+        threading.Thread(
+            target=self._watch, daemon=True,
+            name=f"asgi-log-to-sqlite-watch:{os.path.basename(self.name)}",
+        ).start()
+        if not self._ready.wait(START_TIMEOUT):
+            self._kill()
+            raise WriterProcessError(f"the writer process for {target} did not start")
+        if self._dead_since is not None:
+            raise WriterProcessError(f"the writer process for {target} ended at start")
+
+    # ---- the process -------------------------------------------------------------------------
+    def _start_process(self) -> None:
+        self._ready.clear()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "asgi_log_to_sqlite.writer_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as error:
+            raise WriterProcessError(f"cannot start a writer process: {error}") from error
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        self._dead_since = None
+        try:
+            process.stdin.write(self._settings)
+            process.stdin.flush()
+            answers = threading.Thread(
+                target=self._read_answers, args=(process,), daemon=True,
+                name=f"asgi-log-to-sqlite-answers:{os.path.basename(self.name)}",
+            )
+            answers.start()
+        except (OSError, RuntimeError) as error:  # RuntimeError: no thread can start here
+            process.kill()
+            process.wait()
+            process.stdin.close()
+            process.stdout.close()
+            raise WriterProcessError(f"cannot talk to a writer process: {error}") from error
+        fd = process.stdin.fileno()
+        with contextlib.suppress(AttributeError, OSError):  # Linux only
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+        os.set_blocking(fd, False)
+        # What an earlier process did not acknowledge goes to this one first, in order.
+        self._buffer = bytearray().join(frame for _, frame, _ in self._unacked)
+
+    def _read_answers(self, process: subprocess.Popen[bytes]) -> None:
+        """A thread that waits in ``read`` (without the GIL) for the process's answers."""
+        assert process.stdout is not None
+        try:
+            while True:
+                message = _read(process.stdout)
+                if message is None:
+                    break
+                kind, seq, stats = message
+                if kind == "ready":
+                    self._ready.set()
+                elif kind == "ack":
+                    self._acknowledge(seq, stats)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: lost the writer process of %s", self.name)
+        process.wait()
+        for stream in (process.stdout, process.stdin):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                pass  # closed already, or a write to it is being abandoned
+        if process is self._process and not self._stopped:
+            self._dead_since = time.monotonic()
+            self._ready.set()  # whoever waits for the start learns it failed
+            logger.error(
+                "asgi-log-to-sqlite: the writer process of %s ended (exit status %s); "
+                "another one takes over", self.name, process.returncode,
+            )
+
+    def _acknowledge(self, seq: int, stats: dict[str, Any]) -> None:
+        with self._lock:
+            self._remote = stats
+            while self._unacked and self._unacked[0][0] <= seq:
+                self._unacked.popleft()
+            done = [callback for upto, callback in self._waiters if upto <= seq]
+            self._waiters = [(upto, c) for upto, c in self._waiters if upto > seq]
+        self._call(done)
+
+    @staticmethod
+    def _call(callbacks: list[Callable[[], None]]) -> None:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: flush callback failed")
+
+    def _replace_dead_process(self) -> None:
+        """Start another process (the caller holds the lock); past ``retry_for`` without one,
+        what waits for it is dropped and counted."""
+        assert self._dead_since is not None
+        if time.monotonic() - self._dead_since >= self.retry_for and self._unacked:
+            self._lost += sum(count for _, _, count in self._unacked)
+            self._unacked.clear()
+            self._buffer = bytearray()
+            waiters, self._waiters = self._waiters, []
+            self._call([callback for _, callback in waiters])
+        try:
+            self._start_process()
+        except WriterProcessError as error:
+            logger.error("asgi-log-to-sqlite: %s; retrying", error)
+            self._dead_since = self._dead_since or time.monotonic()
+
+    def _watch(self) -> None:
+        """Records are shipped by the event loop. This thread replaces a writer process that
+        died, sends on what the pipe could not take at once, and ships the records a loop left
+        behind (it stopped, as ``asyncio.run`` does after one request in a test client), all
+        within ``flush_interval``; on a serving loop with a healthy process it finds nothing to
+        do."""
+        period = min(self.flush_interval, 0.05)
+        while not self._stopped:
+            time.sleep(period)
+            try:
+                if self._dead_since is not None or self._buffer:
+                    self._ship(0)
+                if self.queue and time.monotonic() - self._shipped_at >= self.flush_interval:
+                    self._ship_everything(time.monotonic() + self.flush_interval)
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not hand records to the writer "
+                                 "process")
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    # ---- the event loop's side ---------------------------------------------------------------
+    def put(self, record: Any) -> None:
+        super().put(record)
+        if self._handle is None:
+            self._schedule(self.INTERVAL)
+
+    def amend(self, amend: Any) -> None:
+        super().amend(amend)
+        if self._handle is None:
+            self._schedule(self.INTERVAL)
+
+    def _schedule(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop here: the next put() on a loop, a flush or the stop ships it
+        self._loop = loop
+        self._handle = loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        if self._stopped:
+            return
+        try:
+            more = self._ship(self.SLICE)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not hand records to the writer process")
+            more = bool(self.queue)
+        if more or self._buffer:
+            self._schedule(self.INTERVAL)
+
+    def _ship(self, limit: int | None) -> bool:
+        """Encode up to ``limit`` queued records into one frame and write what the pipe takes
+        without blocking; True while records remain queued."""
+        with self._lock:
+            if self._dead_since is not None:
+                self._replace_dead_process()
+            queue, encode = self.queue, self.encode
+            items: list[Any] = []
+            ack = False
+            if len(self._buffer) < self.MAX_BUFFER:
+                while queue and (limit is None or len(items) < limit) and limit != 0:
+                    item = queue.popleft()
+                    kind = type(item)
+                    if kind is _AmendMarker:
+                        items.append(("a", tuple(item.amend)))
+                    elif kind is _Flush:
+                        ack = True
+                        self._waiters.append((self._seq + 1, item.done))
+                        break  # its frame ends here: acknowledged as soon as it is committed
+                    else:
+                        try:
+                            items.append(encode(item))
+                        except Exception:
+                            self._encode_errors += 1
+                            logger.exception("asgi-log-to-sqlite: could not record a request")
+            self._shipped_at = time.monotonic()
+            if items or ack:
+                self._seq += 1
+                # The drops only this side sees travel along, to be stored with the rows.
+                frame = _frame((ack, self._seq, items, self.dropped_queue_full,
+                                self._encode_errors))
+                self._unacked.append((self._seq, frame, len(items)))
+                self._buffer += frame
+            self._write_buffer()
+            return bool(queue)
+
+    def _write_buffer(self) -> None:
+        """As much of the buffer as the pipe takes now."""
+        buffer, process = self._buffer, self._process
+        if not buffer or process is None or self._dead_since is not None:
+            return
+        assert process.stdin is not None
+        try:
+            written = os.write(process.stdin.fileno(), buffer)
+        except BlockingIOError:
+            return
+        except (OSError, ValueError):  # gone: the answer thread notices, a new one gets it all
+            self._dead_since = self._dead_since or time.monotonic()
+            return
+        del buffer[:written]
+
+    # ---- flushing and stopping (any thread) ----------------------------------------------------
+    def request_flush(self, done: Callable[[], None]) -> None:
+        if self._stopped:  # stopped: everything was committed, nothing more is taken
+            done()
+            return
+        self.queue.append(_Flush(done))
+        if self._loop is not None:
+            try:
+                if asyncio.get_running_loop() is self._loop:
+                    if self._handle is not None:
+                        self._handle.cancel()
+                    self._handle = self._loop.call_soon(self._tick)
+                    return
+            except RuntimeError:
+                pass
+        self._ship_everything()
+
+    def _ship_everything(self, deadline: float | None = None) -> None:
+        """Everything queued, shipped now from this thread, waiting for the pipe if needed."""
+        while True:
+            more = self._ship(None)
+            if not more and not self._buffer:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.001)
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
+        done = threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.queue.append(_Flush(done.set))
+        self._ship_everything(deadline)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not done.wait(remaining):
+            raise TimeoutError(f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s")
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def done() -> None:
+            try:
+                loop.call_soon_threadsafe(resolve)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.queue.append(_Flush(done))
+        # Shipped in slices, letting the loop serve in between.
+        while self._ship(self.SLICE * 8) or self._buffer:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.001 if self._buffer else 0)
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait_for(future, remaining)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s"
+            ) from None
+
+    def stop(self, timeout: float | None = None) -> bool:
+        if self._stopped:
+            return True
+        finished = True
+        try:
+            self.flush(timeout)
+        except TimeoutError:
+            finished = False
+            logger.warning("asgi-log-to-sqlite: the writer process for %s did not finish in "
+                           "time", self.name)
+        self._stopped = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        process = self._process
+        if process is None:
+            return finished
+        try:
+            assert process.stdin is not None
+            process.stdin.close()  # end of input: the process commits what it has and exits
+        except OSError:
+            pass
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return finished
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped and self._process is not None and self._process.poll() is None
+
+    def stats(self) -> dict[str, Any]:
+        remote = dict(self._remote)
+        waiting = sum(count for _, _, count in list(self._unacked))
+        remote.pop("queued", None)
+        remote.pop("dropped_queue_full", None)
+        detectors = getattr(self.encode, "detectors", None)
+        if detectors is not None:  # the route and actor callables ran on this side
+            for name, count in detectors.errors.items():
+                remote[name] = remote.get(name, 0) + count
+        return {
+            "written": remote.pop("written", 0),
+            "queued": len(self.queue) + waiting,
+            "dropped_queue_full": self.dropped_queue_full,
+            "dropped_write_failed": remote.pop("dropped_write_failed", 0) + self._lost,
+            "dropped_bad_record": remote.pop("dropped_bad_record", 0),
+            "write_errors": remote.pop("write_errors", 0),
+            **remote,
+            "writer": self.strategy,
+        }
+
+    def after_fork(self) -> None:
+        """In a forked child: the process and its pipes are the parent's. Close this copy of
+        the pipe, or the writer process would never see its input end."""
+        self._stopped = True
+        process = self._process
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                try:
+                    if stream is not None:
+                        os.close(stream.fileno())
+                except OSError:
+                    pass
+
+
+# ---- the writer process --------------------------------------------------------------------------
+class _SyncWriter(Writer):
+    """The writer of the writer process: no thread, no event loop; its one thread writes what
+    it read in whole batches when :func:`main` says so."""
+
+    strategy = "process"
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped
+
+    def flush(self, timeout: float | None = None) -> None:
+        flushed: list[bool] = []
+        self.queue.append(_Flush(lambda: flushed.append(True)))
+        while not flushed:
+            self.work()
+            if self._pending and not flushed:  # failing: wait, then retry (or drop, in time)
+                time.sleep(max(0.0, min(self._retry_at - time.monotonic(), 1.0)))
+
+    def stop(self, timeout: float | None = None) -> bool:
+        if not self._stopped:
+            self._stopped = True
+            self._drain_for_stop()
+        return True
+
+
+def main() -> None:
+    """``python -m asgi_log_to_sqlite.writer_process``: see the module's docstring.
+
+    One thread does everything: it reads what the app sent, and every ``flush_interval`` (or
+    when the app asks for an acknowledgement, or a batch is full) writes what it read with the
+    inline writer, synchronously. A second thread would only fight it for the GIL.
+    """
+    # Ends when its input ends, not on the signals its process group gets.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr,
+        format="%(levelname)s: [asgi-log-to-sqlite writer %(process)d] %(message)s",
+    )
+    out = sys.stdout.buffer
+    fd = sys.stdin.fileno()  # read raw: a buffered reader would hide bytes from select()
+    pending = bytearray()
+
+    def next_frame() -> Any:
+        """The next whole frame in ``pending`` (removed from it), or None."""
+        if len(pending) < 4:
+            return None
+        size = int.from_bytes(pending[:4], "big")
+        if len(pending) < 4 + size:
+            return None
+        frame = pickle.loads(pending[4 : 4 + size])
+        del pending[: 4 + size]
+        return frame
+
+    settings = None
+    while settings is None:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return
+        pending += chunk
+        settings = next_frame()
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
+    from .exchange import Amend
+    from .options import Options
+    from .prepare import Prepare
+    from .sinks import open_sink
+    from .wire import decode
+
+    target, given = settings
+    options = Options.from_kwargs(given)
+    writer = _SyncWriter(open_sink(target, options), Prepare(options), options)
+    # Records are short-lived and make no reference cycles: the cycle collector walking every
+    # record waiting in a burst only costs time. It runs rarely here, and after each commit.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+
+    def answer(kind: str, seq: int) -> None:
+        try:
+            out.write(_frame((kind, seq, writer.stats())))
+            out.flush()
+        except (OSError, ValueError):
+            pass  # the app is gone: nobody to tell
+
+    def commit(seq: int | None) -> None:
+        writer.flush(None)
+        if seq is not None:
+            answer("ack", seq)
+        gc.collect(1)
+
+    answer("ready", 0)
+    unacknowledged: int | None = None  # the last frame read and not yet acknowledged
+    next_commit = time.monotonic() + options.flush_interval
+    next_ack = time.monotonic() + ACK_EVERY
+    ended = False
+    try:
+        while not ended:
+            timeout = max(0.0, next_commit - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                ended = not chunk
+                pending += chunk
+            asked = False
+            while (message := next_frame()) is not None:
+                ack, seq, items, queue_full, encode_errors = message
+                # The app side's own drops, stored with the rows.
+                writer.dropped_elsewhere = {"queue_full": queue_full, "bad_record": encode_errors}
+                for item in items:
+                    if item[0] == "a":
+                        writer.amend(Amend(*item[1]))
+                    else:
+                        writer.put(decode(item))
+                unacknowledged = seq
+                asked = asked or ack
+            now = time.monotonic()
+            if asked or ended or now >= next_commit or len(writer.queue) >= options.batch_size:
+                due = asked or ended or now >= next_ack
+                commit(unacknowledged if due else None)
+                if due:
+                    unacknowledged, next_ack = None, now + ACK_EVERY
+                next_commit = time.monotonic() + options.flush_interval
+                if not writer.queue:
+                    writer.sink.idle()
+    finally:
+        writer.stop(None)
+        if unacknowledged is not None:
+            answer("ack", unacknowledged)
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

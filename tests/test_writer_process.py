@@ -1,0 +1,206 @@
+"""The writer process: records shipped from the event loop, stored by another process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import sqlite3
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from asgi_log_to_sqlite import AsgiLogToSqlite
+from asgi_log_to_sqlite.exchange import Exchange
+from asgi_log_to_sqlite.options import Options
+from asgi_log_to_sqlite.wire import Encoder, decode
+
+SECRET = "Zq7-SECRET-VALUE"
+
+
+async def ok_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"Content-Type", b"text/plain"), (b"set-cookie", SECRET.encode())]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def scope(path: str = "/", **extra: Any) -> dict[str, Any]:
+    full = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"page=2&token=" + SECRET.encode(),
+        "headers": [
+            (b"host", b"example.com"),
+            (b"user-agent", b"ua/1"),
+            (b"authorization", b"Bearer " + SECRET.encode()),
+            (b"cookie", b"session=" + SECRET.encode()),
+            (b"Referer", b"https://ref.example/?sid=" + SECRET.encode()),
+        ],
+        "client": ("192.0.2.1", 1234),
+        "server": ("127.0.0.1", 8000),
+        "scheme": "http",
+        "http_version": "1.1",
+    }
+    full.update(extra)
+    return full
+
+
+def serve(log: AsgiLogToSqlite, paths: list[str], **extra: Any) -> None:
+    async def main() -> None:
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        for path in paths:
+            await log(scope(path, **extra), receive, send)
+        await log.aflush(30)
+
+    asyncio.run(main())
+
+
+def rows(path: str) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM requests_view ORDER BY id")]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def make_log(log_path):
+    made: list[AsgiLogToSqlite] = []
+
+    def make(app=ok_app, **options: Any) -> AsgiLogToSqlite:
+        log = AsgiLogToSqlite(app, log_path, **options)
+        made.append(log)
+        return log
+
+    yield make
+    for log in made:
+        log.close(30)
+
+
+def test_the_default_writer_is_a_process(make_log, log_path):
+    log = make_log()
+    serve(log, ["/a", "/b", "/c"])
+    assert log.stats()["writer"] == "process"
+    assert log.stats()["written"] == 3
+    found = rows(log_path)
+    assert [r["path"] for r in found] == ["/a", "/b", "/c"]
+    assert found[0]["query_string"] == "?page=2&token=REDACTED"
+    assert found[0]["content_type"] == "text/plain"
+    assert found[0]["referer"] == "https://ref.example/?sid=REDACTED"
+
+
+def test_only_what_a_row_stores_crosses_the_pipe():
+    """Authorization, cookies and other headers a row never stores stay in the app process."""
+    exchange = Exchange(scope("/x"), time.time(), 0.0)
+    exchange.response_headers = [(b"set-cookie", SECRET.encode()), (b"content-type", b"text/html")]
+    exchange.status = 200
+    shipped = pickle.dumps(Encoder(Options())(exchange))
+    assert b"authorization" not in shipped.lower()
+    assert b"session=" not in shipped
+    assert b"set-cookie" not in shipped
+    # What does cross is redacted by the writer process before anything is stored.
+    rebuilt = decode(Encoder(Options())(exchange))
+    assert dict(rebuilt.scope["headers"]).keys() == {b"host", b"user-agent", b"referer"}
+
+
+def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):
+    seen_pids = []
+
+    def route(scope):
+        seen_pids.append(os.getpid())
+        return "/items/{id}"
+
+    def actor(scope):
+        return scope.get("me")
+
+    log = make_log(route=route, actor=actor)
+    serve(log, ["/items/1", "/items/2"], me="alice")
+    assert set(seen_pids) == {os.getpid()}
+    assert [(r["route"], r["actor"]) for r in rows(log_path)] == [("/items/{id}", "alice")] * 2
+
+
+def test_a_killed_writer_process_loses_no_row(make_log, log_path):
+    log = make_log()
+
+    async def main() -> None:
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        for i in range(600):
+            await log(scope(f"/k/{i}"), receive, send)
+            if i == 300:
+                await asyncio.sleep(0.05)
+                os.kill(log._writer._process.pid, signal.SIGKILL)
+            await asyncio.sleep(0)
+        await log.aflush(60)
+
+    asyncio.run(main())
+    paths = {r["path"] for r in rows(log_path)}
+    assert paths == {f"/k/{i}" for i in range(600)}  # a row committed twice is possible, none lost
+
+
+def test_the_writer_process_outlives_sigterm_to_its_group(make_log, log_path):
+    """systemd, ``docker stop`` and Ctrl-C signal the whole group: the writer process must
+    still commit what the app hands it while the app shuts down."""
+    log = make_log()
+    serve(log, ["/before"])
+    child = log._writer._process
+    os.kill(child.pid, signal.SIGTERM)
+    os.kill(child.pid, signal.SIGINT)
+    time.sleep(0.2)
+    assert child.poll() is None
+    serve(log, ["/after"])
+    assert [r["path"] for r in rows(log_path)] == ["/before", "/after"]
+    log.close(30)
+    assert child.wait(10) == 0  # its input ended: it committed and left
+
+
+def test_no_writer_process_means_a_thread(make_log, log_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    log = make_log()
+    serve(log, ["/threaded"])
+    assert log.stats()["writer"] == "thread"
+    assert [r["path"] for r in rows(log_path)] == ["/threaded"]
+
+
+def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):
+    log = make_log(max_queue=5, flush_interval=60)
+
+    async def main() -> None:
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        log.startup()  # as lifespan would: the process is up before the first request
+        for i in range(50):  # no await in between: the loop never gets to ship
+            await log(scope(f"/d/{i}"), receive, send)
+        await log.aflush(30)
+
+    asyncio.run(main())
+    stats = log.stats()
+    assert stats["dropped_queue_full"] == 45
+    conn = sqlite3.connect(log_path)
+    try:
+        stored = dict(conn.execute("SELECT reason, sum(count) FROM dropped GROUP BY reason"))
+    finally:
+        conn.close()
+    assert stored == {"queue_full": 45}
+    assert len(rows(log_path)) == 5
