@@ -299,7 +299,7 @@ def test_lines_that_do_not_parse_are_counted_shown_and_never_fatal(tmp_path):
         body[0],
         "",
         "garbage",
-        "\x00\x01 binary \xff",
+        "\x00\x01 binary \x1b[2J \udcff",  # a byte that is not UTF-8
         body[1].replace("07/Dec", "07/Dex"),
         "x" * 5000,
         body[2].replace(" 200 ", " OK "),
@@ -314,6 +314,8 @@ def test_lines_that_do_not_parse_are_counted_shown_and_never_fatal(tmp_path):
     assert [line.split(": not parsed:")[0] for line in shown] == [
         f"{log}:{n}" for n in (3, 4, 5, 6, 7)]  # the first five, numbered
     assert shown[3].endswith("x" * 200 + "...")
+    assert shown[1].endswith(r"not parsed: \x00\x01 binary \x1b[2J \xff")  # never raw
+    assert "\x1b" not in result.err and "\x00" not in result.err
 
 
 def test_a_file_with_no_log_lines_at_all(tmp_path):
