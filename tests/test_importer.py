@@ -607,3 +607,15 @@ def test_importing_into_a_log_a_server_writes_to_at_the_same_time(tmp_path):
     assert result.rows == 20_000
     assert query(db, "SELECT count(*) FROM requests") == [(20_400,)]
     assert query(db, "SELECT count(*) FROM requests_view WHERE path LIKE '/served/%'") == [(400,)]
+
+
+def test_named_pipes_and_devices_are_refused_at_once(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    log = tmp_path / "access.log"
+    log.write_text(lines(1))
+    result = run(pipe, tmp_path / "log.db", timeout=30)
+    assert result.returncode == 1
+    assert "not a regular file (a named pipe); pipe it into - instead" in result.err
+    device = run(log, "/dev/null", timeout=30)
+    assert device.returncode == 1 and "/dev/null: not a regular file" in device.err

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import bulk
+from .filekind import special_file_kind
 from .logformats import FORMATS
 from .logprivacy import Privacy
 from .logsources import (
@@ -504,14 +505,21 @@ def check_sources(sources: Sequence[str], log: str | None = None) -> None:
     for path in dict.fromkeys(sources):
         if path == "-":
             continue
+        kind = special_file_kind(path)
         if not os.path.exists(path):
             problems.append(f"{path}: no such file")
-        elif os.path.isdir(path):
-            problems.append(f"{path}: is a folder")
+        elif kind is not None:
+            # Files are read twice at times (to find what was imported) and opened again: a
+            # stream goes through standard input instead.
+            problems.append(f"{path}: not a regular file ({kind}); pipe it into - instead"
+                            if kind != "a folder" else f"{path}: is a folder")
         elif not os.access(path, os.R_OK):
             problems.append(f"{path}: cannot be read")
         elif log is not None and os.path.exists(log) and os.path.samefile(path, log):
             problems.append(f"{path}: is the log database itself")
+    kind = special_file_kind(log) if log is not None else None
+    if kind is not None:
+        problems.append(f"{log}: not a regular file ({kind})")
     if problems:
         raise ImportFailed("; ".join(problems))
 
