@@ -608,7 +608,8 @@ PROGRESS_BYTES = 4 << 20
 @click.option("--exclude-user-agent", multiple=True, metavar="AGENT",
               help="Leave out requests from this user agent (substring, glob or re:regex).")
 @click.option("--parallel/--no-parallel", default=None,
-              help="Parse in a second process [default: for files over 32 MB, with 2+ CPUs].")
+              help="Parse in a second process [default: for files over 32 MB when a second "
+                   "CPU is free].")
 def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_checks: bool,
                    anonymize_ip: bool, no_client_ip: bool, redact_query: tuple[str, ...],
                    keep_query: tuple[str, ...], exclude: tuple[str, ...],

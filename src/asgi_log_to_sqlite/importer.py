@@ -457,8 +457,13 @@ def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    size = sum(os.path.getsize(path) for path in sources if path != "-")
-    return cpus >= 2 and size >= PARALLEL_BYTES
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Unix
+        busy = 0.0
+    size = sum(os.path.getsize(path) for path in sources)
+    # A second process only pays when a second CPU is free: on a busy machine it is slower.
+    return cpus >= 2 and busy <= cpus - 1 and size >= PARALLEL_BYTES
 
 
 # ---- the command's function -------------------------------------------------------------------
