@@ -88,6 +88,22 @@ def test_dashboard_benchmark_times_every_chart(tmp_path):
         assert out.count("dashboard drawn in headless Chromium") == 2
 
 
+@pytest.mark.timeout(300)
+def test_report_bench_measures_each_part(tmp_path):
+    out = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "report_benchmark.py", "--rows", "3000", "--repeat", "1", "--routes",
+         "2", "--writer-rows", "500", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    )
+    result = json.loads(out.read_text())
+    for key in ("report_whole", "report_24h", "report_5xx", "report_rollups_year", "cli_help",
+                "cli_report_tiny", "writer_rollups"):
+        assert key in result, key
+    assert result["report_rollups_year"]["hourly_rows"] == 2 * 365 * 24
+    assert result["writer_rollups"]["with"] > 0 and result["writer_rollups"]["without"] > 0
+
+
 def test_import_bench_imports_every_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "import_bench.py", "--lines", "3000", "--rounds", "1", "--folder",
