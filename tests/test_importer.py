@@ -619,3 +619,16 @@ def test_named_pipes_and_devices_are_refused_at_once(tmp_path):
     assert "not a regular file (a named pipe); pipe it into - instead" in result.err
     device = run(log, "/dev/null", timeout=30)
     assert device.returncode == 1 and "/dev/null: not a regular file" in device.err
+
+
+def test_imported_rows_are_in_the_hourly_rollups(tmp_path, entries):
+    """As the middleware's rows are: reports read them once the rows are pruned."""
+    log, db = tmp_path / "access.log", tmp_path / "log.db"
+    write_log(log, entries[:2000])
+    run(log, db)
+    with open(log, "a") as file:
+        file.write("".join(entry.line + "\n" for entry in entries[2000:]))
+    run(log, db)  # a second import, into the same hours
+    assert query(db, "SELECT sum(requests), sum(bytes_sent), sum(not_found) FROM rollups "
+                     "WHERE period = 3600") == query(
+        db, "SELECT count(*), sum(body_size), sum(http_status = 404) FROM requests")

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from . import bulk
+from . import bulk, rollups
 from .filekind import special_file_kind
 from .logformats import FORMATS
 from .logprivacy import Privacy
@@ -251,6 +251,7 @@ class _Source:
         self.rows = self.unparsed = 0
         self.excluded: collections.Counter[tuple[str, str]] = collections.Counter()
         self.began = 0.0
+        self.first_rowid = 0
 
     def add(self, chunk: Chunk) -> None:
         """Store a chunk's rows, in the open transaction (begun if need be)."""
@@ -262,6 +263,9 @@ class _Source:
         if not conn.in_transaction:
             conn.execute("BEGIN IMMEDIATE")
             self.began = time.monotonic()
+            # This transaction holds the write lock: its rows get the row ids after this one.
+            self.first_rowid = conn.execute(
+                "SELECT coalesce(max(rowid), 0) + 1 FROM requests").fetchone()[0]
         try:
             for columns in chunk.parts:
                 columns = self.privacy.apply(columns, self.excluded)
@@ -283,6 +287,8 @@ class _Source:
             return
         conn = self.store.conn
         try:
+            if self.rows:  # the hourly and daily rollups, committed with the rows
+                rollups.add_rows(conn, self.first_rowid, self.first_rowid + self.rows - 1)
             self.store.count_excluded(self.excluded)
             self._save(self.last, self.rows, sum(self.excluded.values()), self.unparsed)
             conn.execute("COMMIT")
