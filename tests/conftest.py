@@ -9,7 +9,8 @@ INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_rep
                        "test_goaccess", "test_rollups_datasette",
                        # These start a PostgreSQL server (tests/pg_support.py).
                        "test_postgresql_sink", "test_postgresql_schema", "test_spill",
-                       "test_pull", "test_central", "test_load", "test_dialect"}
+                       "test_pull", "test_central", "test_load", "test_dialect",
+                       "test_report_postgresql"}
 #: Tests that take seconds on their own (subprocesses, real servers, large inputs).
 SLOW_TESTS = {
     "test_delete_older_than_in_small_transactions",

@@ -1,4 +1,5 @@
-"""report, tail and prune on a PostgreSQL log: the same output as for a file with the same rows."""
+"""tail and prune on a PostgreSQL log: the same lines as for a file with the same rows (the report
+on a PostgreSQL log: test_report_postgresql.py)."""
 
 from __future__ import annotations
 
@@ -70,19 +71,6 @@ def both(pg_url, tmp_path):
     return pg_url, path
 
 
-def comparable(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k not in ("generated_at", "files")}
-
-
-def test_the_report_is_the_files_report(both):
-    url, path = both
-    assert comparable(central.report(url)) == comparable(build_report([path]))
-    since = time.time() - 3600
-    assert comparable(central.report(url, since=since, limit=3)) == comparable(
-        build_report([path], since=since, limit=3))
-    assert central.report(url)["files"] == [central.parse_url(url).display]
-
-
 def test_tail_prints_the_files_lines(both):
     url, path = both
     for options in ({}, {"filters": Filters(statuses=((500, 599),))},
@@ -95,16 +83,6 @@ def test_tail_prints_the_files_lines(both):
         central.tail(url, emit=ours.append, **options)
         file_tail(path, emit=theirs.append, **options)
         assert ours == theirs, options
-
-
-def test_the_report_with_filters_and_a_comparison_is_the_files(both):
-    url, path = both
-    now = time.time()
-    for options in ({"filters": Filters(statuses=((500, 599),), instances=("web-1",))},
-                    {"since": now - 3 * 3600, "compare": "previous"},
-                    {"since": now - 3600, "until": now, "compare": (now - 7200, now - 3600)}):
-        assert comparable(central.report(url, **options)) == comparable(
-            build_report([path], **options)), options
 
 
 def test_tail_follows_new_rows_once(pg_url):
@@ -130,13 +108,13 @@ def test_tail_follows_new_rows_once(pg_url):
 def test_instances_grouped_and_filtered(pg_url):
     write(pg_url, traffic(30))
     write(pg_url, traffic(12, seed=5), instance="web-2")
-    assert central.report(pg_url)["instances"] == [
+    assert build_report([pg_url])["instances"] == [
         {"instance": "web-1", "requests": 30}, {"instance": "web-2", "requests": 12}]
-    assert central.report(pg_url, filters=Filters(instances=("web-2",)))["summary"][
+    assert build_report([pg_url], filters=Filters(instances=("web-2",)))["summary"][
         "requests"] == 12
     from asgi_log_to_sqlite.report import render_text
 
-    assert "Instances" in render_text(central.report(pg_url))
+    assert "Instances" in render_text(build_report([pg_url]))
     lines: list[str] = []
     central.tail(pg_url, lines=100, emit=lines.append, filters=Filters(instances=("web-2",)))
     assert len(lines) == 12

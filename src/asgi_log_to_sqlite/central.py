@@ -1,17 +1,14 @@
-"""``report``, ``tail`` and ``prune`` on a PostgreSQL log (a URL given in place of a file).
+"""``tail`` and ``prune`` on a PostgreSQL log (a URL given in place of a file).
 
-``report`` runs the report's own queries, unchanged, over a local SQLite copy of the window it
-covers (made by :mod:`asgi_log_to_sqlite.pull`): the same figures and the same output as for a
-file, with no report SQL written twice. ``tail`` reads the log itself, with the file ``tail``'s
-filters in the PostgreSQL dialect (:mod:`asgi_log_to_sqlite.dialect`) and its line format;
-``prune`` deletes old rows the way retention does (whole days by dropping their partition).
+``report`` needs nothing here: the report's own queries run in PostgreSQL (report/queries.py,
+with the PostgreSQL dialect). ``tail`` reads the log itself, with the file ``tail``'s filters in
+the PostgreSQL dialect (:mod:`asgi_log_to_sqlite.dialect`) and its line format; ``prune``
+deletes old rows the way retention does (whole days by dropping their partition).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +28,7 @@ from .postgresql_schema import (
 )
 from .report.filters import Filters
 
-__all__ = ["CentralError", "is_postgresql_url", "prune", "report", "tail"]
+__all__ = ["CentralError", "is_postgresql_url", "prune", "tail"]
 
 #: ``tail -f``: ids this far below the newest printed are read again, for rows whose
 #: transaction committed after a later one's (printed once all the same).
@@ -63,47 +60,6 @@ def _open(url: str) -> tuple[Any, Target]:
         raise CentralError(f"cannot read the log in {target.display}: {_one_line(error)}"
                            ) from None
     return conn, target
-
-
-# ---- report --------------------------------------------------------------------------------------
-def _first_needed(since: float | None, until: float | None,
-                  compare: tuple[float, float] | str | None) -> float | None:
-    """The earliest start the report reads: its window's, or the compared window's."""
-    if since is None:
-        return None
-    if compare == "previous":
-        end = until if until is not None else time.time()
-        return since - (end - since)
-    if isinstance(compare, tuple):
-        return min(since, compare[0])
-    return since
-
-
-def report(url: str, since: float | None = None, until: float | None = None, limit: int = 10,
-           filters: Filters | None = None,
-           compare: tuple[float, float] | str | None = None) -> dict[str, Any]:
-    """The report of the PostgreSQL log at ``url``: the file report's own queries over a local
-    copy of the rows of its window."""
-    from .pull import PullError, pull
-    from .report import build_report
-
-    conn, target = _open(url)
-    conn.close()
-    from .report import ReportError
-
-    with tempfile.TemporaryDirectory(prefix="asgi-log-report-") as folder:
-        copy = os.path.join(folder, "central.db")
-        try:
-            pull(url, copy, since=_first_needed(since, until, compare))
-        except PullError as error:
-            raise CentralError(str(error)) from None
-        try:
-            data = build_report([copy], since=since, until=until, limit=limit,
-                                filters=filters, compare=compare)
-        except ReportError as error:
-            raise CentralError(str(error).replace(copy, target.display)) from None
-    data["files"] = [target.display]
-    return data
 
 
 # ---- tail ----------------------------------------------------------------------------------------
@@ -140,7 +96,7 @@ def tail(
         conn.close()
         raise CentralError(str(error)) from None
     # Its patterns are inlined literals: a % in them is not a parameter.
-    condition = "true" if condition == "1" else condition.replace("%", "%%")
+    condition = condition.replace("%", "%%")
     try:
         newest = conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
         if lines:

@@ -223,20 +223,10 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
     filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
                       methods=methods, instances=instances)
     agents.cache = agents.AgentCache.default()  # ua-parser's answers, kept between runs
+    _central(logs)  # a URL stands alone
     try:
-        url = _central(logs)
-        if url is not None:
-            from .central import CentralError
-            from .central import report as central_report
-
-            try:
-                data = central_report(url, since=since, until=until, limit=limit,
-                                      filters=filters, compare=compare)  # type: ignore[arg-type]
-            except CentralError as error:
-                raise _failure(error) from None
-        else:
-            data = build_report(list(logs), since=since, until=until, limit=limit,
-                                filters=filters, compare=compare)  # type: ignore[arg-type]
+        data = build_report(list(logs), since=since, until=until, limit=limit,
+                            filters=filters, compare=compare)  # type: ignore[arg-type]
     except ReportError as error:
         raise _failure(error) from None
     finally:

@@ -2,13 +2,16 @@
 
 Report and rollup queries are written once, in SQL that SQLite and PostgreSQL share (``CASE``,
 ``COALESCE``, window functions, ``INSERT ... ON CONFLICT``), and call a :class:`Dialect` for the
-few things the two spell differently: turning unix seconds into a time bucket, a total that is 0
-rather than NULL, the larger of two values, matching a glob, reading values of any stored type as
-numbers, naming the tables of one of several log files, and passing a list of ids.
+few things the two spell differently: truth values, turning unix seconds into a time bucket,
+integers (SQLite's ``INTEGER`` is 64 bits, PostgreSQL's 32; a cast rounds there and truncates
+here), a total that is 0 rather than NULL, the larger or smaller of two values, matching a glob,
+ordering text by its bytes, reading values of any stored type as numbers, naming the tables of one
+of several log files; and how a database groups rows and whether a report may keep results in
+temporary tables.
 
 :class:`SQLiteDialect` serves files; :class:`PostgreSQLDialect` a PostgreSQL log (``floor()``,
-``GREATEST``, ``SIMILAR TO`` with a translated glob, ``unnest(%s)``): no report query is copied
-to do it.
+``trunc()``, ``GREATEST``/``LEAST``, ``SIMILAR TO`` with a translated glob, ``COLLATE "C"``): the
+report's queries run in PostgreSQL itself, and none is copied to do it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,20 @@ class Dialect:
     """SQL fragments that differ between databases; each method returns SQL text."""
 
     name = "generic"
+    #: Conditions that always hold and never do.
+    true, false = "1", "0"
     #: Group many rows into few groups by adding each into a small keyed table (SQLite, which
     #: groups by sorting) rather than with GROUP BY (PostgreSQL's hash aggregation is faster).
     groups_by_upsert = False
+    #: A report may keep results in temporary tables and views (SQLite: on its own in-memory
+    #: database). PostgreSQL reports only read, in a read-only transaction: a role without the
+    #: TEMPORARY right and a hot standby serve them too.
+    temporary_tables = False
+    #: ``ln()`` is there: True, False, or None when it depends on the build (ask the database).
+    math_functions: bool | None = True
+    #: ``MIN(start)`` and ``MAX(start)`` each read one end of an index (SQLite's B-tree on
+    #: ``start``); without one (PostgreSQL's block-range index), one scan finds both.
+    extremes_by_index = False
 
     def attach(self, conn: Any, index: int, location: str) -> None:
         """Make log ``location`` readable as log number ``index`` on ``conn``."""
@@ -49,6 +63,19 @@ class Dialect:
 
     def is_integer(self, expr: str) -> str:
         """``expr`` holds an integer (not a float, text or blob)."""
+        raise NotImplementedError
+
+    def as_integer(self, expr: str) -> str:
+        """``expr``, a whole number, as a 64-bit integer (so that packing keys cannot overflow)."""
+        raise NotImplementedError
+
+    def truncate(self, expr: str) -> str:
+        """The integer part of ``expr`` (toward zero), as a 64-bit integer."""
+        raise NotImplementedError
+
+    def by_bytes(self, expr: str) -> str:
+        """Text ``expr`` for ORDER BY, ordered by its bytes whatever the database's collation
+        (ties in top-N lists are cut the same way in every database)."""
         raise NotImplementedError
 
     def bucket(self, seconds: str, width: int) -> str:
@@ -84,10 +111,6 @@ class Dialect:
         connection)."""
         raise NotImplementedError
 
-    def id_list(self) -> str:
-        """A parameter standing for a list of integers, as the right side of ``IN``."""
-        raise NotImplementedError
-
     def literal(self, value: str | float | None) -> str:
         """A constant inlined in SQL (views cannot take parameters)."""
         if value is None:
@@ -108,6 +131,9 @@ class Dialect:
 class SQLiteDialect(Dialect):
     name = "sqlite"
     groups_by_upsert = True
+    temporary_tables = True
+    math_functions = None  # SQLite may be built without them
+    extremes_by_index = True
 
     def attach(self, conn: Any, index: int, location: str) -> None:
         conn.execute(f"ATTACH DATABASE ? AS db{int(index)}", (location,))
@@ -122,6 +148,15 @@ class SQLiteDialect(Dialect):
 
     def is_integer(self, expr: str) -> str:
         return f"(typeof({expr}) = 'integer')"
+
+    def as_integer(self, expr: str) -> str:
+        return f"CAST({expr} AS INTEGER)"
+
+    def truncate(self, expr: str) -> str:
+        return f"CAST({expr} AS INTEGER)"
+
+    def by_bytes(self, expr: str) -> str:
+        return expr  # BINARY, SQLite's default collation
 
     def bucket(self, seconds: str, width: int) -> str:
         # CAST truncates toward zero: step down once for negative times between two buckets.
@@ -157,9 +192,6 @@ class SQLiteDialect(Dialect):
     def table(self, source: int | None, name: str) -> str:
         return f"[{name}]" if source is None else f"db{int(source)}.[{name}]"
 
-    def id_list(self) -> str:
-        return "(SELECT value FROM json_each(?))"
-
 
 SQLITE = SQLiteDialect()
 
@@ -191,6 +223,7 @@ class PostgreSQLDialect(Dialect):
     number column; one log per connection, its tables on the ``search_path``."""
 
     name = "postgresql"
+    true, false = "true", "false"
     groups_by_upsert = False
 
     def attach(self, conn: Any, index: int, location: str) -> None:
@@ -207,6 +240,15 @@ class PostgreSQLDialect(Dialect):
     def is_integer(self, expr: str) -> str:
         return (f"(pg_typeof({expr}) IN "
                 "('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype))")
+
+    def as_integer(self, expr: str) -> str:
+        return f"CAST({expr} AS bigint)"
+
+    def truncate(self, expr: str) -> str:
+        return f"CAST(trunc({expr}) AS bigint)"  # a cast alone rounds
+
+    def by_bytes(self, expr: str) -> str:
+        return f'({expr}) COLLATE "C"'
 
     def bucket(self, seconds: str, width: int) -> str:
         return f"CAST(floor(({seconds}) / {int(width)}) AS bigint)"
@@ -236,9 +278,6 @@ class PostgreSQLDialect(Dialect):
         if source not in (None, 0):
             raise NotImplementedError("a PostgreSQL log is read on its own")
         return name
-
-    def id_list(self) -> str:
-        return "(SELECT unnest(CAST(%s AS bigint[])))"
 
 
 INFINITY_LOW = "CAST('-Infinity' AS double precision)"

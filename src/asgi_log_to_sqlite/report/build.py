@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ..dialect import END_SECOND, FIRST_SECOND
 from ..histogram import percentile_bucket
+from ..postgresql_schema import is_postgresql_url
 from .agents import group_user_agents
 from .files import SQL_ERRORS, ReportError, display, reason
 from .filters import Filters
@@ -147,11 +148,14 @@ def _distinct(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     kept: list[str] = []
     for path in paths:
         path = os.fspath(path)
-        try:
-            st = os.stat(path)
-            key = f"{st.st_dev}:{st.st_ino}"
-        except (OSError, ValueError):
-            key = os.path.realpath(path)  # missing: reported as such later
+        if is_postgresql_url(path):
+            key = path
+        else:
+            try:
+                st = os.stat(path)
+                key = f"{st.st_dev}:{st.st_ino}"
+            except (OSError, ValueError):
+                key = os.path.realpath(path)  # missing: reported as such later
         if key not in seen:
             seen.append(key)
             kept.append(path)
@@ -193,6 +197,7 @@ def build_report(
     compare: tuple[float, float] | str | None = None,
 ) -> dict[str, Any]:
     """Summarise the requests in ``paths`` (read as one log) between ``since`` and ``until``.
+    A PostgreSQL URL may stand alone in place of the files: the same queries run in PostgreSQL.
 
     ``filters`` narrows the requests (path, route, status, host, method). ``compare`` puts the
     summary beside another window's: ``"previous"`` (the window just before, as long), or
@@ -206,6 +211,8 @@ def build_report(
     names = _distinct(paths)
     if not names:
         raise ReportError("no log database given")
+    if len(names) > 1 and any(is_postgresql_url(os.fspath(name)) for name in names):
+        raise ReportError("a PostgreSQL URL is a whole log: give it alone")
     try:
         if len(names) > MAX_ATTACHED:
             report = _report_via_merge(names, since, until, limit, filters)
@@ -253,10 +260,11 @@ def _report(names: list[str], window: Window, limit: int, filters: Filters) -> d
 
 def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
     """The report from the rows themselves (every figure exact)."""
-    if logs.total_rows() == 0:
-        raise ReportError(f"{', '.join(map(display, logs.paths))}: the log holds no requests yet")
-    window, filters = logs.window, logs.filters
-    first, last = logs.extent()
+    if not logs.has_rows():
+        raise ReportError(f"{', '.join(logs.labels)}: the log holds no requests yet")
+    window = logs.window
+    # The bucket width comes from the window, or from the first and last request in it.
+    first, last = logs.extent(first=window.since is None, last=window.until is None)
     weighted = logs.sampled()
     lo = window.since if window.since is not None else first
     hi = window.until if window.until is not None else last
@@ -265,8 +273,7 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
 
     def task(work: Callable[[LogSet], Any]) -> Callable[[], Any]:
         def run() -> Any:
-            with LogSet(logs.paths, window, filters, weighted, quiet,
-                        visitor_column=logs.visitor_column) as own:
+            with logs.twin(weighted, quiet) as own:
                 return work(own)
         return run
 
@@ -275,19 +282,18 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
         return keys, _exact_percentiles(own, keys, limit)
 
     def visitors_and_texts(own: LogSet) -> Any:
-        own.visitor_groups(DAY)
-        return own.visitors(), own.clients(limit), own.grouped("referer", "user_agent")
+        return own.visits(DAY, limit), own.grouped("referer", "user_agent")
 
-    # The scans are independent; sqlite3 releases the GIL, so each group of them runs on its
-    # own connection in a thread, and the longest (paths, then their exact percentiles) starts
-    # first.
+    # The scans are independent; sqlite3 and psycopg release the GIL, so each group of them
+    # runs on its own connection in a thread, and the longest (paths, then their exact
+    # percentiles) starts first.
     with ThreadPoolExecutor(max_workers=3) as pool:
         keys_f = pool.submit(task(paths_and_percentiles))
         time_f = pool.submit(task(lambda own: own.time_groups(unit)))
         visitors_f = pool.submit(task(visitors_and_texts))
         times = time_f.result()
         keys, exact = keys_f.result()
-        (visitor_total, per_day), (client_count, top_clients), texts = visitors_f.result()
+        ((visitor_total, per_day), (client_count, top_clients)), texts = visitors_f.result()
 
     t = _times([(src, key, *rest) for src, key, _, _, _, *rest in times], unit, width, limit)
     dims = [(src, host, method, version, n) for src, _, host, method, version, n, *_ in times]
@@ -394,7 +400,7 @@ def _frame(logs: LogSet, first: float | None, last: float | None,
     return {
         "report_version": REPORT_VERSION,
         "generated_at": iso(time.time()),
-        "files": [display(p) for p in logs.paths],
+        "files": list(logs.labels),
         "source": source,
         "filters": logs.filters.describe(),
         "range": {

@@ -110,7 +110,7 @@ class Filters:
     def _ids(self, column: str, table: str, match: str, source: int | None,
              tables: set[str], dialect: Dialect) -> str:
         if table not in tables:
-            return "0"  # no names at all: nothing matches
+            return dialect.false  # no names at all: nothing matches
         return f"{column} IN (SELECT id FROM {dialect.table(source, table)} WHERE {match})"
 
     def raw_sql(self, source: int | None, columns: set[str], tables: set[str],
@@ -122,13 +122,13 @@ class Filters:
             parts.append(self._ids("path", "paths", match, source, tables, dialect))
         if self.routes:
             if "route" not in columns:
-                parts.append("0")
+                parts.append(dialect.false)
             else:
                 match = self.match_name("name", self.routes, False, dialect)
                 parts.append(self._ids("route", "routes", match, source, tables, dialect))
         if self.hosts:
             if "host" not in columns:
-                parts.append("0")
+                parts.append(dialect.false)
             else:
                 match = self.match_name("name", self.hosts, False, dialect)
                 parts.append(self._ids("host", "hosts", match, source, tables, dialect))
@@ -145,7 +145,7 @@ class Filters:
                                   "(written by this version, or pulled from PostgreSQL)")
             match = self.match_name("name", self.instances, False, dialect)
             parts.append(self._ids("instance", "instances", match, source, tables, dialect))
-        return " AND ".join(parts) or "1"
+        return " AND ".join(parts) or dialect.true
 
     def rollup_sql(self, source: int | None, tables: set[str], dialect: Dialect = SQLITE) -> str:
         """A WHERE condition on the ``rollups`` rows (``route``, ``path`` ids) of log ``source``.
@@ -165,7 +165,7 @@ class Filters:
         if self.routes:
             match = self.match_name("name", self.routes, False, dialect)
             parts.append(self._ids("route", "routes", match, source, tables, dialect))
-        return " AND ".join(parts) or "1"
+        return " AND ".join(parts) or dialect.true
 
     def beyond_rollups(self) -> list[str]:
         """The options given that rollups cannot answer."""

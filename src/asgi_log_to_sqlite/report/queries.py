@@ -1,36 +1,46 @@
 """The SQL behind a report: every aggregate is computed inside the database, never row by row.
 
-Several log files (a live log and its rotated predecessors) are read as one: each is attached
-read-only to an in-memory connection, and a temporary view per file (``temp.r0``, ``temp.r1``...)
-gives its ``requests`` rows in the report's window and filters, every value made safe to add up
-(text in a number column, an infinity, an out-of-range time read as NULL: a damaged file gives
-a report, not an error). Queries run once per file, joined by ``UNION ALL`` (SQLite cannot push
-an aggregate into a compound view and would copy every row first).
+A report reads one log: SQLite files (a live log and its rotated predecessors, read as one), or
+a PostgreSQL log (a URL). The queries are the same for both, written once here; what the two
+databases spell differently comes from a :class:`~asgi_log_to_sqlite.dialect.Dialect`.
+
+Each log of the set is a relation ``r0``, ``r1``... giving its ``requests`` rows in the report's
+window and filters, every value made safe to add up (text in a number column, an infinity, an
+out-of-range time read as NULL: a damaged file gives a report, not an error). Files are attached
+read-only to an in-memory connection, each relation a temporary view over its file; queries run
+once per file, joined by ``UNION ALL`` (SQLite cannot push an aggregate into a compound view and
+would copy every row first). A PostgreSQL log is one log on a connection of its own: its relation
+is the same SELECT as a subquery, so the window's condition on ``start`` reaches the partitioned
+table (only the window's daily partitions are read, through the ``start`` index), and nothing is
+created: the report runs in one read-only transaction, its threads sharing its snapshot.
 
 Grouping is the costly part: SQLite sorts rows to group them, and sorts one integer key about
 twice as fast as several columns. So the big scans group on a packed integer (time bucket and
 status; lookup id, "has a route" and latency bucket) and Python takes the few thousand groups
-apart. Lookup ids only mean something inside their own file: groups carry their file's number,
-and names are looked up per file for the ids found, so a path logged in two files is counted
-once with both files' requests.
+apart; SQLite adds rows into a small keyed table, PostgreSQL groups with GROUP BY (it hashes).
+Lookup ids only mean something inside their own file: groups carry their file's number, and
+names are looked up per file for the ids found, so a path logged in two files is counted once
+with both files' requests.
 
 Percentiles are exact, nearest rank (the p-th percentile of n durations sorted ascending is the
 one at rank ceil(p * n / 100)), without sorting every duration: the grouped scans count the
 durations per fixed latency bucket (histogram.py); the bucket holding each wanted rank is found
-from those counts, and one more scan fetches only the durations of those buckets.
+from those counts, and one more scan fetches only the durations of those buckets. The same in
+PostgreSQL (where ``percentile_disc`` would give the same values but sorts every duration of
+every group it ranks).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dialect import END_SECOND, FIRST_SECOND, SQLITE, Dialect
+from ..dialect import END_SECOND, FIRST_SECOND, POSTGRESQL, SQLITE, Dialect
 from ..histogram import BUCKETS, LOWER, RATIO, bounds, bucket_of, bucket_sql
+from ..postgresql_schema import is_postgresql_url
 from .files import SQL_ERRORS, ReportError, Snapshot, display, read_uri, reason
 from .filters import Filters
 
@@ -49,25 +59,33 @@ _ID_MAX = 2**40
 MAX_FILES = 16  # packed into integer keys beside the file's number (SQLite attaches 10)
 # The latency bucket of a row in a report view (UNTIMED without a duration): the tree of
 # comparisons reads the stored value, once the cleaned one said it is a finite number. Where
-# SQLite has its math functions, a logarithm finds the same buckets in a third of the time
+# the database has math functions, a logarithm finds the same buckets in a third of the time
 # (the bounds may differ by a rounding, which does not matter: within one report every query
 # uses the same expression, and the bucket found is returned with the rows).
 USE_MATH_FUNCTIONS = True  # tests turn it off to check the other way
 _BUCKET_TREE = (
     f"(CASE WHEN duration IS NULL THEN {UNTIMED} ELSE {bucket_sql('duration_raw')} END)"
 )
-_BUCKET_LN = (
-    f"(CASE WHEN duration IS NULL THEN {UNTIMED} WHEN duration_raw < {LOWER[1]!r} THEN 0 "
-    f"ELSE MIN({BUCKETS - 1}, CAST((ln(duration_raw) - {math.log(LOWER[1])!r}) "
-    f"/ {math.log(RATIO)!r} AS INTEGER) + 1) END)"
-)
+
+
+def _bucket_ln(d: Dialect) -> str:
+    step = d.truncate(f"(ln(duration_raw) - {math.log(LOWER[1])!r}) / {math.log(RATIO)!r}")
+    return (
+        f"(CASE WHEN duration IS NULL THEN {UNTIMED} WHEN duration_raw < {LOWER[1]!r} THEN 0 "
+        f"ELSE {d.least(str(BUCKETS - 1), f'{step} + 1')} END)"
+    )
+
+
 # A row's path and route ids packed in one integer (ids from 2**27 up read as none).
 ID_UNITS = 2**27
-_PATH_ROUTE = (
-    f"((CASE WHEN path_raw >= 1 AND path_raw < {ID_UNITS} THEN CAST(path_raw AS INTEGER) "
-    f"ELSE 0 END) * {ID_UNITS} + (CASE WHEN route_raw >= 1 AND route_raw < {ID_UNITS} "
-    f"THEN CAST(route_raw AS INTEGER) ELSE 0 END))"
-)
+
+
+def _path_route(d: Dialect) -> str:
+    return (
+        f"((CASE WHEN path_raw >= 1 AND path_raw < {ID_UNITS} THEN {d.as_integer('path_raw')} "
+        f"ELSE 0 END) * {ID_UNITS} + (CASE WHEN route_raw >= 1 AND route_raw < {ID_UNITS} "
+        f"THEN {d.as_integer('route_raw')} ELSE 0 END))"
+    )
 
 
 def as_text(value: Any) -> str | None:
@@ -98,22 +116,29 @@ class Window:
             parts.append(f"{column} >= {dialect.literal(float(self.since))}")
         if self.until is not None:
             parts.append(f"{column} < {dialect.literal(float(self.until))}")
-        return " AND ".join(parts) or "1"
+        return " AND ".join(parts) or dialect.true
 
 
 @dataclass
 class LogFile:
-    """One attached log: its position, name and what its schema has."""
+    """One log of the set: its position, name, what its schema has, and the relation giving
+    its rows in the report's window (a temporary view's name, or a subquery)."""
 
     index: int
     path: str
     columns: set[str] = field(default_factory=set)
     tables: set[str] = field(default_factory=set)
     snapshot: Snapshot | None = None
+    rows: str = ""
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 class LogSet:
-    """One or more log databases opened read-only and queried as one log."""
+    """One or more log databases opened read-only and queried as one log: SQLite files, or a
+    PostgreSQL log (a URL, alone)."""
 
     def __init__(
         self,
@@ -122,39 +147,49 @@ class LogSet:
         filters: Filters | None = None,
         weighted: bool = True,
         quiet: bool = True,
-        dialect: Dialect = SQLITE,
         visitor_column: str | None = None,
+        snapshot: str | None = None,
     ) -> None:
         """``weighted=False`` counts rows as they are, for a window found unsampled: weighting
         every row by its sample rate costs about a fifth of a report's time. ``quiet=False``
         opens every file the ordinary read-only way (see files.py). ``visitor_column``: what
-        another LogSet on the same files found (looking costs a scan when no row has one)."""
+        another LogSet on the same log found (looking costs a scan when no row has one).
+        ``snapshot``: a PostgreSQL snapshot another LogSet on the same log exported
+        (:meth:`twin`), to read exactly the rows it reads."""
         if not paths:
             raise ReportError("no log database given")
         self.paths = [str(p) for p in paths]
+        central = is_postgresql_url(self.paths[0])
+        if len(self.paths) > 1 and any(map(is_postgresql_url, self.paths)):
+            raise ReportError("a PostgreSQL URL is a whole log: give it alone")
+        self.dialect: Dialect = POSTGRESQL if central else SQLITE
+        #: The logs as messages and reports name them (a URL without its password).
+        self.labels = [display(p) for p in self.paths]
         self.window = window or Window()
         self.filters = filters or Filters()
         self.weighted = weighted
-        self.dialect = dialect
-        self.count = dialect.total("w") if weighted else "COUNT(*)"
         self.files: list[LogFile] = []
-        self.conn = sqlite3.connect(":memory:")
-        self.conn.text_factory = _text_factory
-        self.bucket, self.bucket_in_sql = _BUCKET_TREE, False
-        if USE_MATH_FUNCTIONS:
-            try:
-                self.conn.execute("SELECT ln(2)")
-                self.bucket, self.bucket_in_sql = _BUCKET_LN, True
-            except sqlite3.OperationalError:  # built without its math functions
-                pass
+        self.errors: tuple[type[BaseException], ...] = SQL_ERRORS
+        self.conn: Any = None
+        self.snapshot = snapshot
         try:
-            self._attach(quiet, visitor_column)
+            if central:
+                self._connect()
+            else:
+                self._attach(quiet)
+            self.bucket, self.bucket_in_sql = _BUCKET_TREE, False
+            if USE_MATH_FUNCTIONS and self._has_math_functions():
+                self.bucket, self.bucket_in_sql = _bucket_ln(self.dialect), True
+            self._views(visitor_column)
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
 
     # ---- opening ---------------------------------------------------------------------------
-    def _attach(self, quiet: bool, visitor_column: str | None) -> None:
+    def _attach(self, quiet: bool) -> None:
+        """The files, attached read-only to an in-memory connection."""
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.text_factory = _text_factory
         for i, path in enumerate(self.paths):
             uri, snapshot = read_uri(path, quiet)
             log = LogFile(i, path, snapshot=snapshot)
@@ -185,6 +220,53 @@ class LogSet:
                     "start, path, http_status and duration columns)"
                 )
             self.files.append(log)
+
+    def _connect(self) -> None:
+        """The PostgreSQL log, on a connection of its own, in a read-only transaction that
+        reads one snapshot: the one given, or one it exports for its twins."""
+        from ..postgresql_schema import SchemaError, connect, ensure_readable, parse_url, psycopg
+
+        try:
+            pg = psycopg()
+            target = parse_url(self.paths[0], option="URL")
+        except (ImportError, TypeError, ValueError) as error:
+            raise ReportError(str(error)) from None
+        self.errors = (pg.Error,)
+        self.labels = [target.display]
+        try:
+            self.conn = connect(target, autocommit=True, timeout=10)
+        except pg.Error as error:
+            raise ReportError(
+                f"cannot connect to {target.display}: {_one_line(str(error))}") from None
+        try:
+            ensure_readable(self.conn, target)
+            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if self.snapshot is None:
+                self.snapshot = self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            else:
+                self.conn.execute(
+                    f"SET TRANSACTION SNAPSHOT {self.dialect.literal(self.snapshot)}")
+            columns = {row[0] for row in self.conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = CAST('requests' AS regclass) "
+                "AND attnum > 0 AND NOT attisdropped")}
+            tables = {row[0] for row in self.conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p', 'v') "
+                "AND relnamespace = CAST(current_schema() AS regnamespace)")}
+        except (pg.Error, SchemaError) as error:
+            raise ReportError(
+                f"cannot read the log in {target.display}: {_one_line(str(error))}") from None
+        self.files.append(LogFile(0, target.display, columns, tables))
+
+    def _has_math_functions(self) -> bool:
+        if self.dialect.math_functions is not None:
+            return self.dialect.math_functions
+        try:
+            self.conn.execute("SELECT ln(2)")
+        except sqlite3.OperationalError:  # built without its math functions
+            return False
+        return True
+
+    def _views(self, visitor_column: str | None) -> None:
         # A visitor column counts where some row has a value in it (the privacy option on);
         # else every row falls back to its address and the column is left out.
         if visitor_column is not None:
@@ -199,6 +281,7 @@ class LogSet:
             self._view(log, hashed)
 
     def _view(self, log: LogFile, hashed: str | None) -> None:
+        """The relation of the log's rows in the window and the filters, values cleaned."""
         d = self.dialect
         cols = log.columns
 
@@ -221,7 +304,6 @@ class LogSet:
         weight = f"(CASE WHEN {rate} > 0 AND {rate} < 1 THEN 1.0 / {rate} ELSE 1 END)"
         fields = {
             "src": str(log.index),
-            "rid": "rowid",
             "start": start,
             "method": col("method"),
             "path": ident("path"),
@@ -247,14 +329,19 @@ class LogSet:
             "duration_raw": col("duration"),
         }
         window = " AND ".join(
-            part for part in (self.window.sql("start", d), self.window.sql(start, d)) if part != "1"
-        ) or "1"
+            part for part in (self.window.sql("start", d), self.window.sql(start, d))
+            if part != d.true
+        ) or d.true
         where = f"({window}) AND ({self.filters.raw_sql(log.index, cols, log.tables, d)})"
-        self.conn.execute(
-            f"CREATE TEMP VIEW r{log.index} AS SELECT "
-            + ", ".join(f"{expr} AS {name}" for name, expr in fields.items())
+        select = (
+            "SELECT " + ", ".join(f"{expr} AS {name}" for name, expr in fields.items())
             + f" FROM {d.table(log.index, 'requests')} WHERE {where}"
         )
+        if d.temporary_tables:
+            self.conn.execute(f"CREATE TEMP VIEW r{log.index} AS {select}")
+            log.rows = f"r{log.index}"
+        else:  # a subquery: the planner sees the window's condition on the table itself
+            log.rows = f"({select}) AS r{log.index}"
 
     def _has_values(self, log: LogFile, column: str) -> bool:
         if column not in log.columns:
@@ -264,8 +351,16 @@ class LogSet:
             f"WHERE {column} IS NOT NULL)"
         )[0][0])
 
+    def twin(self, weighted: bool, quiet: bool = True) -> LogSet:
+        """Another LogSet on the same log, for a thread of its own: it counts visitors the
+        way this one found, and in PostgreSQL reads this one's snapshot (the threads of a
+        report read the same rows while writers add more)."""
+        return LogSet(self.paths, self.window, self.filters, weighted, quiet,
+                      visitor_column=self.visitor_column, snapshot=self.snapshot)
+
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
     def __enter__(self) -> LogSet:
         return self
@@ -282,39 +377,54 @@ class LogSet:
         """``template`` (which reads ``{r}``, ``{src}``) once per file, joined by UNION ALL."""
         chosen = list(self.files if files is None else files)
         if not chosen:
-            return "SELECT NULL WHERE 0"
+            return f"SELECT NULL WHERE {self.dialect.false}"
         return "\nUNION ALL\n".join(
-            template.format(r=f"r{f.index}", src=f.index) for f in chosen
+            template.format(r=f.rows, src=f.index) for f in chosen
         )
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of ``sql`` (PostgreSQL: values inlined, no parameters, so that a ``%`` in
+        it is itself); a database error as a :class:`ReportError`."""
         try:
-            return self.conn.execute(sql, params).fetchall()
-        except SQL_ERRORS as error:
+            cursor = self.conn.execute(sql, params) if params else self.conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+        except self.errors as error:
             raise ReportError(
-                f"cannot read {', '.join(display(p) for p in self.paths)}: {reason(error)}"
+                f"cannot read {', '.join(self.labels)}: {_one_line(reason(error))}"
             ) from None
 
     # ---- the window's extent ---------------------------------------------------------------
-    def extent(self) -> tuple[float | None, float | None]:
-        """First and last plausible ``start`` in the window, through the ``start`` index."""
-        firsts, lasts = [], []
+    def extent(self, first: bool = True, last: bool = True) -> tuple[float | None, float | None]:
+        """First and last plausible ``start`` in the window (each only if asked): each through
+        one end of the ``start`` index where there is one that has them, else in one scan."""
         d = self.dialect
+        ends = [("MIN", f"start >= {FIRST_SECOND}")] * first + [
+            ("MAX", f"start < {END_SECOND}")] * last
+        found: dict[str, list[Any]] = {how: [] for how, _ in ends}
+        low = self.window.sql("start", d)
         for f in self.files:
             table = d.table(f.index, "requests")
-            low = self.window.sql("start", d)
-            firsts += [r[0] for r in self.all(
-                f"SELECT MIN(start) FROM {table} WHERE start >= {FIRST_SECOND} AND {low}")]
-            lasts += [r[0] for r in self.all(
-                f"SELECT MAX(start) FROM {table} WHERE start < {END_SECOND} AND {low}")]
-        firsts = [v for v in firsts if isinstance(v, (int, float))]
-        lasts = [v for v in lasts if isinstance(v, (int, float))]
+            if d.extremes_by_index:
+                for how, bound in ends:
+                    found[how] += [r[0] for r in self.all(
+                        f"SELECT {how}(start) FROM {table} WHERE {bound} AND {low}")]
+            elif ends:
+                row = self.all(
+                    "SELECT " + ", ".join(f"{how}(CASE WHEN {bound} THEN start END)"
+                                          for how, bound in ends)
+                    + f" FROM {table} WHERE {low}")[0]
+                for (how, _), value in zip(ends, row, strict=True):
+                    found[how].append(value)
+        firsts = [v for v in found.get("MIN", []) if isinstance(v, (int, float))]
+        lasts = [v for v in found.get("MAX", []) if isinstance(v, (int, float))]
         return (min(firsts) if firsts else None, max(lasts) if lasts else None)
 
-    def total_rows(self) -> int:
-        """Rows in all files, ignoring window and filters (an empty log is an error)."""
-        return sum(
-            self.all(f"SELECT COUNT(*) FROM {self.dialect.table(f.index, 'requests')}")[0][0]
+    def has_rows(self) -> bool:
+        """Some file holds a request, whatever the window and filters (an empty log is an
+        error); without counting them all."""
+        return any(
+            self.all(f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(f.index, 'requests')})"
+                     )[0][0]
             for f in self.files
         )
 
@@ -323,7 +433,8 @@ class LogSet:
         for f in self.files:
             if "sample_rate" in f.columns and self.all(
                 f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(f.index, 'requests')} "
-                f"WHERE sample_rate > 0 AND sample_rate < 1 AND {self.window.sql()})"
+                f"WHERE sample_rate > 0 AND sample_rate < 1 AND "
+                f"{self.window.sql(dialect=self.dialect)})"
             )[0][0]:
                 return True
         return False
@@ -334,16 +445,37 @@ class LogSet:
         name: str,
         keys: Sequence[tuple[str, str]],
         measures: Sequence[tuple[str, str, str]],
-        where: str = "1",
+        where: str | None = None,
         files: Iterable[LogFile] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Per distinct key, sums (``"sum"``) and extremes (``"min"``, ``"max"``) of the rows of
         every file: rows of ``(src, *keys, *measures)``.
 
         ``keys`` are ``(kind, expression)``, kind ``"int"`` or ``"text"``; a key must not be
-        NULL (COALESCE it). SQLite groups by sorting every row; adding each row into a small
-        temporary table keyed by the group instead (an upsert) costs about a third less when
-        the groups are few, and grouping is most of a report's time.
+        NULL (COALESCE it).
+        """
+        rows = self.all(f"SELECT * FROM {self._groups(name, keys, measures, where, files)}")
+        if not self.dialect.temporary_tables:
+            # Hashed groups come in no order. In the order of their keys (as a file's keyed
+            # table gives them), Python adds their figures up as it does for a file.
+            rows.sort(key=lambda row: row[:len(keys)])
+        return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
+
+    def _groups(
+        self,
+        name: str,
+        keys: Sequence[tuple[str, str]],
+        measures: Sequence[tuple[str, str, str]],
+        where: str | None = None,
+        files: Iterable[LogFile] | None = None,
+    ) -> str:
+        """A relation of the groups (``k0``, ``k1``... and the measures; the file's number
+        packed into ``k0``): a temporary table, or a grouping subquery where the report keeps
+        no tables.
+
+        SQLite groups by sorting every row; adding each row into a small temporary table keyed
+        by the group instead (an upsert) costs about a third less when the groups are few, and
+        grouping is most of a report's time. A database that groups by hashing uses GROUP BY.
         """
         chosen = list(self.files if files is None else files)
         names = [f"k{i}" for i in range(len(keys))]
@@ -352,8 +484,8 @@ class LogSet:
         if keys[0][0] != "int":
             raise ValueError("the first key must be an integer (the file's number joins it)")
         d = self.dialect
-        self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
-        if not d.groups_by_upsert:  # a database that groups by hashing: plain GROUP BY
+        where = where or d.true
+        if not d.groups_by_upsert:
             aggregates = ", ".join(
                 f"{d.total(expr) if how == 'sum' else f'{how.upper()}({expr})'} AS {m}"
                 for m, expr, how in measures
@@ -364,20 +496,17 @@ class LogSet:
             group = ", ".join(str(i + 1) for i in range(len(keys)))
             select = self.each(
                 f"SELECT {key}, {aggregates} FROM {{r}} WHERE {where} GROUP BY {group}", chosen)
-            try:
-                self.conn.execute(f"CREATE TEMP TABLE {name} AS {select}")
-            except SQL_ERRORS as error:
-                raise ReportError(
-                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
-            rows = self.all(f"SELECT * FROM temp.{name}")
-            return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
+            if not d.temporary_tables:
+                return f"({select}) AS {name}"
+            self.all(f"DROP TABLE IF EXISTS temp.{name}")
+            self.all(f"CREATE TEMP TABLE {name} AS {select}")
+            return f"temp.{name}"
+        self.all(f"DROP TABLE IF EXISTS temp.{name}")
         # The file's number is packed into the first (integer) key: one column less to compare.
         if packed:  # one integer key: the fastest table there is
-            self.conn.execute(
-                f"CREATE TEMP TABLE {name} (k0 INTEGER PRIMARY KEY, {', '.join(columns)})"
-            )
+            self.all(f"CREATE TEMP TABLE {name} (k0 INTEGER PRIMARY KEY, {', '.join(columns)})")
         else:
-            self.conn.execute(
+            self.all(
                 f"CREATE TEMP TABLE {name} ("
                 + ", ".join(f"{n} NOT NULL" for n in names) + f", {', '.join(columns)}, "
                 f"PRIMARY KEY ({', '.join(names)})) WITHOUT ROWID"
@@ -395,15 +524,9 @@ class LogSet:
             key = ", ".join(
                 [f"({keys[0][1]}) * {MAX_FILES} + {f.index}", *(expr for _, expr in keys[1:])]
             )
-            sql = (f"INSERT INTO temp.{name} SELECT {key}, {values} FROM r{f.index} "
-                   f"WHERE {where} ON CONFLICT DO UPDATE SET {updates}")
-            try:
-                self.conn.execute(sql)
-            except SQL_ERRORS as error:
-                raise ReportError(
-                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
-        rows = self.all(f"SELECT * FROM temp.{name}")
-        return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
+            self.all(f"INSERT INTO temp.{name} SELECT {key}, {values} FROM {f.rows} "
+                     f"WHERE {where} ON CONFLICT DO UPDATE SET {updates}")
+        return f"temp.{name}"
 
     def _counted(self) -> tuple[str, str]:
         """The expression one row counts for, and the weight to multiply sums by."""
@@ -421,7 +544,7 @@ class LogSet:
         # Text sorts after numbers: "status_raw < 1000" is false for it, as for NULL.
         status = (
             f"(CASE WHEN status_raw >= 0 AND status_raw < {STATUS_NONE} "
-            f"THEN CAST(status_raw AS INTEGER) ELSE {STATUS_NONE} END)"
+            f"THEN {self.dialect.as_integer('status_raw')} ELSE {STATUS_NONE} END)"
         )
         bucket = (f"(CASE WHEN start IS NULL THEN -1 "
                   f"ELSE {self.dialect.bucket('start_raw', unit)} END)")
@@ -446,7 +569,7 @@ class LogSet:
         the requests).
         """
         one, w = self._counted()
-        key = f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket}"
+        key = f"{_path_route(self.dialect)} * {BUCKET_UNITS} + {self.bucket}"
         measures = [("n", one, "sum"), ("sent", f"COALESCE(body_size{w}, 0)", "sum")]
         if self.weighted:
             measures.append(("timed", "1", "sum"))
@@ -476,43 +599,50 @@ class LogSet:
             return [(src, ident or None, n) for src, ident, n in rows]
         return [(src, *(v or None for v in divmod(k, ID_UNITS)), n) for src, k, n in rows]
 
-    def visitor_groups(self, unit: int) -> None:
-        """Requests per (``unit`` bucket, client address, visitor) into ``temp.v``, which
-        :meth:`visitors` and :meth:`clients` read."""
+    def visits(self, unit: int, limit: int) -> tuple[
+            tuple[int, list[tuple[Any, int]]], tuple[int, list[tuple[Any, float]]]]:
+        """``(visitors, [(bucket, visitors)...]), (addresses, [(address, requests)...])``:
+        distinct visitors in the window and per ``unit`` bucket, distinct client addresses
+        and the ``limit`` sending the most requests. The rows are grouped once, per (bucket,
+        client address, visitor), and the four figures read from those groups in one query."""
+        d = self.dialect
         one, _ = self._counted()
         keys = [("int", f"(CASE WHEN start IS NULL THEN -1 "
-                        f"ELSE {self.dialect.bucket('start_raw', unit)} END)"),
+                        f"ELSE {d.bucket('start_raw', unit)} END)"),
                 ("text", "COALESCE(client_ip, '')")]
         if self.visitor_column != "client_ip":
             keys.append(("text", "COALESCE(visitor, '')"))
-        self.accumulate("v", keys, [("n", one, "sum")])
+        groups = self._groups("v", keys, [("n", one, "sum")])
         visitor = "k1" if self.visitor_column == "client_ip" else "k2"
-        self.conn.execute("DROP VIEW IF EXISTS temp.visits")
-        self.conn.execute(
-            # Floor division: the bucket of rows without a time is -1.
-            f"CREATE TEMP VIEW visits AS SELECT (k0 - ((k0 % {MAX_FILES}) + {MAX_FILES}) "
-            f"% {MAX_FILES}) / {MAX_FILES} AS k, "
-            f"NULLIF({visitor}, '') AS visitor, NULLIF(k1, '') AS client_ip, n FROM temp.v"
+        # Floor division: the bucket of rows without a time is -1.
+        visits = (
+            f"SELECT (k0 - ((k0 % {MAX_FILES}) + {MAX_FILES}) % {MAX_FILES}) / {MAX_FILES} "
+            f"AS k, NULLIF({visitor}, '') AS visitor, NULLIF(k1, '') AS client_ip, n "
+            f"FROM {groups}"
         )
-
-    def visitors(self) -> tuple[int, list[tuple[Any, int]]]:
-        """Distinct visitors in the window, and (bucket, visitors) per bucket."""
-        total = self.all("SELECT COUNT(DISTINCT visitor) FROM temp.visits")[0][0]
-        per = self.all(
-            "SELECT k, COUNT(DISTINCT visitor) FROM temp.visits WHERE k <> -1 "
-            "GROUP BY k ORDER BY k"
+        if d.temporary_tables:
+            self.all("DROP VIEW IF EXISTS temp.visits")
+            self.all(f"CREATE TEMP VIEW visits AS {visits}")
+            figures = ""
+        else:
+            figures = f"WITH visits AS MATERIALIZED ({visits})\n"
+        figures += (
+            "SELECT 0 AS part, NULL AS k, NULL AS client_ip, COUNT(DISTINCT visitor) AS n "
+            "FROM visits\n"
+            "UNION ALL SELECT 1, k, NULL, COUNT(DISTINCT visitor) FROM visits WHERE k <> -1 "
+            "GROUP BY k\n"
+            "UNION ALL SELECT 2, NULL, NULL, COUNT(DISTINCT client_ip) FROM visits\n"
+            f"UNION ALL SELECT 3, NULL, client_ip, c FROM (SELECT client_ip, "
+            f"{d.total('n')} AS c FROM visits WHERE client_ip IS NOT NULL GROUP BY client_ip "
+            f"ORDER BY c DESC, {d.by_bytes('client_ip')} LIMIT {int(limit)}) AS top"
         )
-        return total, per
-
-    def clients(self, limit: int) -> tuple[int, list[tuple[Any, float]]]:
-        """Distinct client addresses, and the ``limit`` sending the most requests."""
-        count = self.all("SELECT COUNT(DISTINCT client_ip) FROM temp.visits")[0][0]
-        top = self.all(
-            f"SELECT client_ip, {self.dialect.total('n')} AS c FROM temp.visits "
-            "WHERE client_ip IS NOT NULL "
-            "GROUP BY client_ip ORDER BY c DESC, client_ip LIMIT ?", (int(limit),)
-        )
-        return count, top
+        rows = self.all(figures)
+        visitors = next(int(n) for part, _, _, n in rows if part == 0)
+        per = sorted((k, int(n)) for part, k, _, n in rows if part == 1)
+        addresses = next(int(n) for part, _, _, n in rows if part == 2)
+        top = [(ip, n) for part, _, ip, n in rows if part == 3]
+        top.sort(key=lambda row: -row[1])  # stable: ties keep the query's order
+        return (visitors, per), (addresses, top)
 
     def durations_in(
         self, buckets: Iterable[int], keyed: Iterable[tuple[int, int]]
@@ -537,12 +667,12 @@ class LogSet:
                             f" AND duration_raw < {high!r})" if high is not None else ")"))
             keys = per_file.get(f.index)
             if keys:
-                conditions.append(f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket} IN "
-                                  f"({', '.join(map(str, sorted(keys)))})")
+                conditions.append(f"{_path_route(self.dialect)} * {BUCKET_UNITS} + {self.bucket} "
+                                  f"IN ({', '.join(map(str, sorted(keys)))})")
             if conditions:
                 bucket = self.bucket if self.bucket_in_sql else "NULL"
                 parts.append(
-                    f"SELECT {f.index}, path, route, duration, {bucket} FROM r{f.index} "
+                    f"SELECT {f.index}, path, route, duration, {bucket} FROM {f.rows} "
                     f"WHERE duration IS NOT NULL AND (" + " OR ".join(conditions) + ")"
                 )
         if not parts:
@@ -567,8 +697,7 @@ class LogSet:
                 continue
             rows = self.all(
                 f"SELECT id, name FROM {self.dialect.table(f.index, table)} "
-                f"WHERE id IN {self.dialect.id_list()}",
-                (json.dumps(sorted(chosen)),),
+                f"WHERE id IN ({', '.join(map(str, sorted(chosen)))})"
             )
             for ident, name in rows:
                 found[(f.index, ident)] = as_text(name)
