@@ -341,3 +341,16 @@ def test_a_window_and_filters_as_sql_in_both_dialects(central):
         assert pg.dialect.name == "postgresql" and lite.dialect.name == "sqlite"
         query = "SELECT COUNT(*), MIN(path) FROM {r}"
         assert pg.all(pg.each(query)) == lite.all(lite.each(query)) != [(0, None)]
+
+
+def test_latency_buckets_by_comparisons_alone(central, monkeypatch):
+    """Where latency buckets are found by the tree of comparisons (SQLite without its math
+    functions), PostgreSQL finds the same percentiles with it."""
+    from asgi_log_to_sqlite.report import queries
+
+    url, path = central
+    expected = build_report([path], since=NOW - DAY)
+    monkeypatch.setattr(queries, "USE_MATH_FUNCTIONS", False)
+    with LogSet([url]) as logs:
+        assert not logs.bucket_in_sql
+    assert_same(build_report([url], since=NOW - DAY), expected)

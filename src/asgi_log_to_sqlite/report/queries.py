@@ -267,8 +267,9 @@ class LogSet:
         return True
 
     def _views(self, visitor_column: str | None) -> None:
-        # A visitor column counts where some row has a value in it (the privacy option on);
-        # else every row falls back to its address and the column is left out.
+        # A visitor column counts where some row of the window has a value in it (the privacy
+        # option on); else every row falls back to its address and the column is left out
+        # (the same counts: only the column's name in the report differs).
         if visitor_column is not None:
             hashed = None if visitor_column == "client_ip" else visitor_column
         else:
@@ -344,11 +345,12 @@ class LogSet:
             log.rows = f"({select}) AS r{log.index}"
 
     def _has_values(self, log: LogFile, column: str) -> bool:
+        """Some row of the window has a value in ``column``."""
         if column not in log.columns:
             return False
         return bool(self.all(
             f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(log.index, 'requests')} "
-            f"WHERE {column} IS NOT NULL)"
+            f"WHERE {column} IS NOT NULL AND {self.window.sql(dialect=self.dialect)})"
         )[0][0])
 
     def twin(self, weighted: bool, quiet: bool = True) -> LogSet:
