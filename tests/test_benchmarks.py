@@ -116,6 +116,16 @@ def test_postgresql_bench_ingests_into_both_sinks(pg_cluster):
     assert postgresql_bench.four_at_once(target, 200) > 0
 
 
+@pytest.mark.timeout(300)
+def test_postgresql_report_bench_times_both_reports(pg_cluster):
+    result = run_json("postgresql_report_bench.py", "--rows", "3000", "--repeat", "1",
+                      "--url", pg_cluster.base_url)
+    for case in ("whole", "24h", "1h", "5xx"):
+        assert result[case]["postgresql"]["wall"] > 0 and result[case]["file"]["wall"] > 0
+    assert result["whole"]["pull_then_file"]["wall"] > 0
+    assert result["plans_1h"] and all("requests_d" in plan for plan in result["plans_1h"])
+
+
 def test_import_bench_imports_every_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "import_bench.py", "--lines", "3000", "--rounds", "1", "--folder",

@@ -1,6 +1,7 @@
 """Reports over one or more log databases: SQL aggregates, rendered as text, JSON or HTML.
 
 ``build_report(paths, since, until, filters=..., compare=...)`` returns a JSON-ready dict;
+``paths`` are SQLite log files, or one PostgreSQL URL (the same queries run there);
 ``render_text``, ``render_json`` and ``render_html`` turn it into the three output formats.
 """
 
