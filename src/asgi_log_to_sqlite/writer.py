@@ -196,8 +196,10 @@ class Writer(Queue):
                 if kind is _AmendMarker:
                     self._amends.append(item.amend)
                 elif kind is _Flush:
+                    # Released once what came before it is written. Records behind it join the
+                    # same transaction: with a flush per response (flush="response") requests
+                    # that end together share one commit.
                     self._markers.append(item)
-                    break  # write what came before it, then release it
                 elif item is _STOP:
                     self._stopping = True
                 else:

@@ -12,7 +12,13 @@ __all__ = ["DataError", "Sink", "open_sink"]
 
 
 def open_sink(target: str | os.PathLike[str], options: Any) -> Sink:
-    """The sink for ``target``: a SQLite file path (created if missing)."""
+    """The sink for ``target``: ``"-"`` or ``"stdout"`` for JSON lines on standard output, else a
+    SQLite file path (created if missing)."""
+    from .jsonlines import TARGETS, JSONLinesSink
+
+    if isinstance(target, str) and target in TARGETS:
+        return JSONLinesSink(options)
+
     from .sqlite import SQLiteSink, validated_path
 
     return SQLiteSink(validated_path(target), options)
