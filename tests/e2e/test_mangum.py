@@ -10,9 +10,9 @@ import sqlite3
 import threading
 
 import pytest
+from lambda_events import CLIENT, EVENTS, USER_AGENT, Context
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
-from lambda_events import CLIENT, EVENTS, USER_AGENT, Context
 
 mangum = pytest.importorskip("mangum")
 
