@@ -187,3 +187,24 @@ def test_a_locked_file_delays_the_call_by_busy_timeout_at_most(make_log, log_pat
 def test_the_flush_option_is_validated():
     with pytest.raises(ValueError, match="option 'flush' must be one of"):
         AsgiLogToSqlite(hello, "x.db", flush="sometimes")
+
+
+@pytest.mark.parametrize("writer", ["inline", "thread", "process"])
+def test_the_row_is_committed_before_the_last_message_reaches_the_server(
+    make_log, log_path, writer
+):
+    log = make_log(hello, flush="response", writer=writer, flush_interval=60)
+    seen: list[tuple] = []
+
+    async def main():
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                seen.extend(committed(log_path))  # the server is about to send the last byte
+
+        await log(scope_for("/first-byte"), receive, send)
+
+    asyncio.run(main())
+    assert seen == [("/first-byte", 200, None)]

@@ -94,7 +94,9 @@ def comparable(row: tuple) -> tuple:
 
 
 def test_lines_hold_what_the_sqlite_log_stores(capfd, log_path):
-    options = dict(flush="response", visitor_hash="a shared secret for both logs")
+    # One batch at close: the late exception of /late reaches its line before it is printed.
+    options = dict(flush="batch", flush_interval=60, writer="thread",
+                   visitor_hash="a shared secret for both logs")
     to_file = AsgiLogToSqlite(app, log_path, **options)
     to_stdout = AsgiLogToSqlite(app, "-", **options)
     try:
@@ -125,6 +127,17 @@ def test_lines_hold_what_the_sqlite_log_stores(capfd, log_path):
 
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(REQUEST_COLUMNS)}
+
+
+def test_a_line_printed_before_a_late_exception_stays_as_it_is(capfd):
+    log = AsgiLogToSqlite(app, "-", flush="response")
+    try:
+        capfd.readouterr()
+        asyncio.run(serve(log))
+    finally:
+        log.close(10)
+    late = jsonlines.decode(capfd.readouterr().out.splitlines()[-1])
+    assert late[2] == "/late" and late[COLUMNS_INDEX["exception"]] is None
 
 
 def test_stdout_is_also_spelled_out(capfd):

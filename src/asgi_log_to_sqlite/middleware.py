@@ -246,13 +246,12 @@ class AsgiLogToSqlite:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "http":
-            if not self.commit_each:
-                await HttpObserver(self, scope).run(receive, send)
-                return
+            observer = HttpObserver(self, scope)
             try:
-                await HttpObserver(self, scope).run(receive, send)
+                await observer.run(receive, send)
             finally:
-                await self.commit_response()
+                if self.commit_each and not observer.committed:
+                    await self.commit_response()  # no response, or an exception after it
         elif kind == "websocket":
             try:
                 await WebSocketObserver(self, scope).run(receive, send)
