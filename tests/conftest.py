@@ -2,7 +2,9 @@ import pytest
 
 #: Modules whose tests start real servers, browsers or other virtualenvs: ``make test`` runs
 #: them, ``make check`` (the quick edit-test loop) leaves them out.
-INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_report"}
+INTEGRATION_MODULES = {
+    "test_benchmarks", "test_datasette_serve", "test_html_report", "test_pyodide",
+}
 #: Tests that take seconds on their own (subprocesses, real servers, large inputs).
 SLOW_TESTS = {
     "test_delete_older_than_in_small_transactions",
