@@ -8,7 +8,7 @@ import threading
 
 sys.path.insert(0, "/src")
 
-from asgi_log_to_sqlite import AsgiLogToSqlite  # noqa: E402
+from asgi_log_to_sqlite import AsgiLogToSqlite
 
 result = {"platform": sys.platform, "sqlite": sqlite3.sqlite_version}
 try:
