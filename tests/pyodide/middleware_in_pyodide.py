@@ -1,5 +1,6 @@
-# Runs inside Pyodide (see run.mjs): the middleware on Pyodide's own event loop, where no thread
-# and no process can start. Prints one "RESULT <json>" line for tests/test_pyodide.py.
+# Runs inside Pyodide (see run.mjs, which awaits main()): the middleware on Pyodide's own event
+# loop, where no thread and no process can start. Prints one "RESULT <json>" line for
+# tests/test_pyodide.py.
 import asyncio
 import json
 import sqlite3
@@ -55,56 +56,57 @@ def count(path):
         conn.close()
 
 
-# The default: batched, written by the inline writer on the event loop's own timer.
-batched = AsgiLogToSqlite(app, "/tmp/batched.db", flush_interval=0.05)
-for i in range(20):
-    await batched(scope(f"/batched/{i}"), receive, send)
-result["batched_writer"] = batched.stats()["writer"]
-result["batched_before_the_loop_ran"] = count("/tmp/batched.db")
-await asyncio.sleep(0.5)  # the loop runs the writer's slices meanwhile
-result["batched_after"] = count("/tmp/batched.db")
-conn = sqlite3.connect("/tmp/batched.db")
-result["query"] = conn.execute("SELECT query_string FROM requests_view LIMIT 1").fetchone()[0]
-conn.close()
+async def main():
+    # The default: batched, written by the inline writer on the event loop's own timer.
+    batched = AsgiLogToSqlite(app, "/tmp/batched.db", flush_interval=0.05)
+    for i in range(20):
+        await batched(scope(f"/batched/{i}"), receive, send)
+    result["batched_writer"] = batched.stats()["writer"]
+    result["batched_before_the_loop_ran"] = count("/tmp/batched.db")
+    await asyncio.sleep(0.5)  # the loop runs the writer's slices meanwhile
+    result["batched_after"] = count("/tmp/batched.db")
+    conn = sqlite3.connect("/tmp/batched.db")
+    result["query"] = conn.execute("SELECT query_string FROM requests_view LIMIT 1").fetchone()[0]
+    conn.close()
 
-# flush="response": each row committed before the call returns.
-each = AsgiLogToSqlite(app, "/tmp/each.db", flush="response")
-seen = []
-for i in range(5):
-    await each(scope(f"/each/{i}"), receive, send)
-    seen.append(count("/tmp/each.db"))
-result["each"] = seen
+    # flush="response": each row committed before the call returns.
+    each = AsgiLogToSqlite(app, "/tmp/each.db", flush="response")
+    seen = []
+    for i in range(5):
+        await each(scope(f"/each/{i}"), receive, send)
+        seen.append(count("/tmp/each.db"))
+    result["each"] = seen
 
-# A lifespan shutdown commits what waits.
-life = AsgiLogToSqlite(app, "/tmp/life.db", flush_interval=3600)
-messages = [{"type": "lifespan.startup"}]
-for i in range(3):
-    await life(scope(f"/life/{i}"), receive, send)
-shutdown_done = asyncio.Event()
-
-
-async def life_receive():
-    if messages:
-        return messages.pop(0)
-    await asyncio.sleep(0)
-    return {"type": "lifespan.shutdown"}
+    # A lifespan shutdown commits what waits.
+    life = AsgiLogToSqlite(app, "/tmp/life.db", flush_interval=3600)
+    messages = [{"type": "lifespan.startup"}]
+    for i in range(3):
+        await life(scope(f"/life/{i}"), receive, send)
+    shutdown_done = asyncio.Event()
 
 
-async def life_send(message):
-    if message["type"] == "lifespan.shutdown.complete":
-        shutdown_done.set()
+    async def life_receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(0)
+        return {"type": "lifespan.shutdown"}
 
 
-before = count("/tmp/life.db")
-await life({"type": "lifespan", "asgi": {"version": "3.0"}}, life_receive, life_send)
-result["lifespan"] = [before, count("/tmp/life.db")]
+    async def life_send(message):
+        if message["type"] == "lifespan.shutdown.complete":
+            shutdown_done.set()
 
-# JSON lines to standard output.
-lines = AsgiLogToSqlite(app, "-", flush="response")
-await lines(scope("/stdout"), receive, send)
-result["stdout_writer"] = lines.stats()["writer"]
 
-result["threads"] = threading.active_count()
-for log in (batched, each, life, lines):
-    log.close()
-print("RESULT " + json.dumps(result))
+    before = count("/tmp/life.db")
+    await life({"type": "lifespan", "asgi": {"version": "3.0"}}, life_receive, life_send)
+    result["lifespan"] = [before, count("/tmp/life.db")]
+
+    # JSON lines to standard output.
+    lines = AsgiLogToSqlite(app, "-", flush="response")
+    await lines(scope("/stdout"), receive, send)
+    result["stdout_writer"] = lines.stats()["writer"]
+
+    result["threads"] = threading.active_count()
+    for log in (batched, each, life, lines):
+        log.close()
+    print("RESULT " + json.dumps(result))
