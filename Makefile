@@ -26,7 +26,7 @@ DS1_VENV := .venv-datasette1
 
 $(DS1_VENV)/.installed: pyproject.toml
 	test -x $(DS1_VENV)/bin/python || $(PYTHON) -m venv $(DS1_VENV)
-	$(DS1_VENV)/bin/python -m pip install --quiet --upgrade --pre 'datasette>=1.0a0' 'datasette-configure-asgi>=0.1'
+	$(DS1_VENV)/bin/python -m pip install --quiet --upgrade --pre 'datasette>=1.0a0' 'datasette-configure-asgi>=0.1' 'datasette-dashboards>=0.8'
 	$(DS1_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 

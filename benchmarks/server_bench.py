@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -49,50 +48,77 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-class Load:
-    """The load generator: wrk with a Lua script cycling through the mix, or loadgen.py."""
+#: wrk's summary as one JSON line (latency percentiles in microseconds).
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format('BENCH {"requests": %d, "duration_us": %d, "p50_us": %d, '
+    .. '"p90_us": %d, "p99_us": %d, "errors": %d}\\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), errors))
+end
+"""
 
-    def __init__(self, wrk: str | None, connections: int) -> None:
+
+class Load:
+    """The load generator: wrk with a Lua script cycling through the mix, or loadgen.py.
+
+    ``delay_ms`` makes every connection wait that long after each response before its next
+    request: a rate-limited (not saturating) load of about ``connections / delay`` requests/s.
+    """
+
+    def __init__(self, wrk: str | None, connections: int, delay_ms: float | None = None) -> None:
         self.wrk = wrk
         self.connections = connections
+        self.delay_ms = delay_ms
         self.script = None
         if wrk:
             sys.path.insert(0, HERE)
             import mix
 
+            body = mix.wrk_lua() + WRK_DONE
+            if delay_ms:
+                body += f"delay = function() return {delay_ms} end\n"
             handle, self.script = tempfile.mkstemp(suffix=".lua")
             with os.fdopen(handle, "w") as f:
-                f.write(mix.wrk_lua())
+                f.write(body)
 
     @property
     def name(self) -> str:
+        paced = f", each pausing {self.delay_ms:g} ms after a response" if self.delay_ms else ""
         if self.wrk:
-            return f"wrk, 1 thread, {self.connections} connections"
+            return f"wrk, 1 thread, {self.connections} connections{paced}"
         return f"benchmarks/loadgen.py, {self.connections} connections"
 
-    def run(self, port: int, duration: float) -> tuple[float, int]:
-        """(requests/s, requests served) over one run of ``duration`` seconds."""
+    def run(self, port: int, duration: float) -> dict[str, float]:
+        """requests/s, requests served and (with wrk) p50/p99 latency over one run."""
         if self.wrk:
             out = subprocess.run(
-                [self.wrk, "-t1", f"-c{self.connections}", "--timeout", "30s", f"-d{max(1, round(duration))}s", "-s", self.script,
+                [self.wrk, "-t1", f"-c{self.connections}", "--timeout", "30s",
+                 f"-d{max(1, round(duration))}s", "-s", self.script,
                  f"http://127.0.0.1:{port}/"],
                 capture_output=True, text=True, timeout=duration + 60, check=True,
             ).stdout
-            match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-            if not match:
-                raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
-            errors = re.search(r"connect (\d+), read (\d+), write (\d+)", out)
-            if "Non-2xx" in out or (errors and any(int(n) for n in errors.groups())):
+            line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
+            if line is None:
+                raise RuntimeError(f"no summary in wrk output:\n{out}")
+            found = json.loads(line[len("BENCH "):])
+            if found["errors"] or "Non-2xx" in out:
                 raise RuntimeError(f"wrk saw errors:\n{out}")
-            served = re.search(r"(\d+) requests in", out)
-            return float(match.group(1)), int(served.group(1)) if served else 0
+            return {
+                "rps": found["requests"] / (found["duration_us"] / 1e6),
+                "served": found["requests"],
+                "p50_ms": found["p50_us"] / 1000,
+                "p99_ms": found["p99_us"] / 1000,
+            }
         out = subprocess.run(
             [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
              "--connections", str(self.connections), "--duration", str(duration)],
             capture_output=True, text=True, timeout=duration + 60, check=True,
         ).stdout
         result = json.loads(out)
-        return result["rps"], result["requests"]
+        return {"rps": result["rps"], "served": result["requests"], "p50_ms": None,
+                "p99_ms": None}
 
     def close(self) -> None:
         if self.script:
@@ -113,32 +139,64 @@ def thread_cpu(pid: int) -> dict[str, float] | None:
         return None
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds of the processes whose parent is ``pid`` (the writer process)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def serve_and_measure(python: str, kind: str, db: str, load: Load, duration: float,
-                      warmup: float = 1.0, lifespan: str = "on") -> dict[str, float | None]:
-    """Requests/s, and the server's CPU time per request: its main (event-loop) thread and all
-    its other threads (the writer). CPU per request is steadier than requests/s on a shared
-    machine, and says where the time goes."""
+                      warmup: float = 1.0, lifespan: str = "on",
+                      options: dict | None = None) -> dict[str, float | None]:
+    """Requests/s and latency, and the server's CPU time per request: its main (event-loop)
+    thread, its other threads (a writer thread), and its child processes (a writer process).
+    CPU per request is steadier than requests/s on a shared machine, and says where the time
+    goes. ``kind`` "accesslog" is the bare app with uvicorn's own access log written to a file.
+    """
     port = free_port()
-    env = {**os.environ, "BENCH_APP": kind, "BENCH_DB": db, "PYTHONPATH": HERE}
+    access_log = kind == "accesslog"
+    env = {**os.environ, "BENCH_APP": "bare" if access_log else kind, "BENCH_DB": db,
+           "PYTHONPATH": HERE, "BENCH_OPTIONS": json.dumps(options or {})}
+    command = [os.path.abspath(python), "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1", "--lifespan", lifespan]
+    command += ["--log-level", "info"] if access_log else ["--no-access-log", "--log-level",
+                                                          "warning"]
+    output = open(db + ".out", "w") if access_log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [os.path.abspath(python), "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-access-log", "--log-level", "warning", "--lifespan", lifespan],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command, env=env, cwd=HERE, stdout=output, stderr=output, start_new_session=True,
     )
     try:
         wait_for_port(port, process)
         load.run(port, warmup)
-        before = thread_cpu(process.pid)
-        rps, served = load.run(port, duration)
-        after = thread_cpu(process.pid)
-        main_us = other_us = None
+        before, children_before = thread_cpu(process.pid), process_cpu(process.pid)
+        measured = load.run(port, duration)
+        after, children_after = thread_cpu(process.pid), process_cpu(process.pid)
+        served = measured["served"]
+        main_us = other_us = child_us = None
         if before is not None and after is not None and served:
             main = str(process.pid)
             main_us = (after[main] - before.get(main, 0.0)) / served * 1e6
             total = sum(after.values()) - sum(before.get(tid, 0.0) for tid in after)
             other_us = total / served * 1e6 - main_us
-        return {"rps": rps, "main_cpu_us": main_us, "other_cpu_us": other_us}
+        if children_before is not None and children_after is not None and served:
+            child_us = (children_after - children_before) / served * 1e6
+        return {**measured, "main_cpu_us": main_us, "other_cpu_us": other_us,
+                "child_cpu_us": child_us}
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -147,3 +205,5 @@ def serve_and_measure(python: str, kind: str, db: str, load: Load, duration: flo
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
+        if output is not subprocess.DEVNULL:
+            output.close()

@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,9 @@ from asgi_log_to_sqlite.options import Options
 from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 from asgi_log_to_sqlite.sinks.sqlite import SQLiteSink
+from asgi_log_to_sqlite.wire import Encoder
 from asgi_log_to_sqlite.writer import ThreadWriter
+from asgi_log_to_sqlite.writer_process import ProcessWriter
 
 CONTENT_TYPES = [b"text/html; charset=utf-8", b"application/json", b"text/css", b"image/png"]
 
@@ -38,6 +41,7 @@ def records(n: int, seed: int = 2) -> list[Exchange]:
     out = []
     for i, scope in enumerate(mix.scopes(n)):
         exchange = Exchange(scope, now + i / 100, 0.0)
+        exchange.key = i + 1
         exchange.status = 200 if rng.random() < 0.9 else rng.choice((301, 304, 404, 500))
         exchange.response_headers = [(b"content-type", rng.choice(CONTENT_TYPES))]
         exchange.duration = rng.uniform(0.0005, 0.2)
@@ -47,13 +51,26 @@ def records(n: int, seed: int = 2) -> list[Exchange]:
     return out
 
 
-def ingest(path: str, batch: list[Exchange]) -> tuple[float, float]:
+def children_cpu() -> float:
+    """CPU seconds of this process's children (a writer process), from /proc."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import server_bench
+
+    return server_bench.process_cpu(os.getpid()) or 0.0
+
+
+def ingest(path: str, batch: list[Exchange], strategy: str) -> tuple[float, float]:
     """Rows per second from the first put to the commit of the last row, by the wall clock and
-    per CPU second of the process (the main thread only waits: that is the writer's CPU)."""
+    per CPU second spent by the writer: this process's (a thread writer; the main thread only
+    waits), or the writer process's alone (the event loop's share, encoding records for it, is
+    measured by inprocess.py)."""
     options = Options.from_kwargs({"max_queue": len(batch) + 10})
-    writer = ThreadWriter(SQLiteSink(path, options), Prepare(options), options)
+    if strategy == "thread":
+        writer: Any = ThreadWriter(SQLiteSink(path, options), Prepare(options), options)
+    else:
+        writer = ProcessWriter(path, {"max_queue": len(batch) + 10}, Encoder(options), options)
     done = threading.Event()
-    cpu = time.process_time()
+    cpu, child_cpu = time.process_time(), children_cpu()
     started = time.perf_counter()
     for exchange in batch:
         writer.put(exchange)
@@ -61,7 +78,7 @@ def ingest(path: str, batch: list[Exchange]) -> tuple[float, float]:
     if not done.wait(600):
         raise TimeoutError("writer did not finish")
     elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu
+    cpu = time.process_time() - cpu if strategy == "thread" else children_cpu() - child_cpu
     stats = writer.stats()
     writer.stop(60)
     if stats["written"] != len(batch):
@@ -74,6 +91,7 @@ def main() -> None:
     parser.add_argument("--folder", required=True)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--writer", choices=["thread", "process"], default="thread")
     args = parser.parse_args()
 
     batch = records(args.n)
@@ -86,7 +104,7 @@ def main() -> None:
         conn = connect(path)  # what the middleware does at construction
         ensure_schema(conn)
         conn.close()
-        rate, cpu_rate = ingest(path, batch)
+        rate, cpu_rate = ingest(path, batch, args.writer)
         rates.append(rate)
         cpu_rates.append(cpu_rate)
         conn = sqlite3.connect(path)
@@ -95,6 +113,7 @@ def main() -> None:
         sizes.append(os.path.getsize(path) / args.n)
     print(json.dumps({
         "n": args.n,
+        "writer": args.writer,
         "rows_per_s": rates,
         "median_rows_per_s": statistics.median(rates),
         "rows_per_cpu_s": cpu_rates,

@@ -22,6 +22,7 @@ SLOW_TESTS = {
     "test_merge_of_odd_files_is_all_or_nothing",
     "test_the_real_program_on_special_files_and_names",
     "test_serve_on_an_address_in_use_exits_1",
+    "test_any_configuration_fails_by_name_or_serves_every_page",
 }
 
 

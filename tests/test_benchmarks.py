@@ -71,3 +71,18 @@ def test_capture_server_bench_measures_each_variant():
     assert set(result["median"]) == {"wrapped", "capture", "capture-responses"}
     for figures in result["median"].values():
         assert figures["rps"] > 0 and figures["p99_ms"] > 0 and figures["inprocess_loop_cpu_us"] > 0
+
+
+def test_dashboard_benchmark_times_every_chart(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "dashboard_benchmark.py", "--rows", "3000", "--repeat", "1",
+         "--keep", str(tmp_path / "log.db")],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    ).stdout
+    for period in ("24h", "7d"):
+        assert f"period={period}" in out
+    for chart in ("requests", "latency", "top_paths"):
+        assert out.count(f"  {chart} ") == 2, out
+    assert "rows: failed" not in out  # no query failed
+    if os.path.exists("/usr/bin/chromium"):
+        assert out.count("dashboard drawn in headless Chromium") == 2

@@ -4,6 +4,7 @@ right numbers on a log whose every row is known."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -74,30 +75,32 @@ def make_known_log(path: str) -> None:
 EXPECTED = {
     "traffic_per_day": [
         {"day": "2024-01-02", "requests": 7, "client_errors": 5, "server_errors": 2,
-         "bytes_sent": 290, "avg_duration_seconds": 0.002},
+         "bytes_sent": 290, "sent": "290 bytes", "avg_ms": 2.0},
         {"day": "2024-01-01", "requests": 110, "client_errors": 0, "server_errors": 0,
-         "bytes_sent": 101000, "avg_duration_seconds": round((50.5 + 0.055) / 110, 4)},
+         "bytes_sent": 101000, "sent": "98.6 KB", "avg_ms": 459.6},
     ],
     "traffic_per_hour": [
-        {"hour": "2024-01-02 00:00", "requests": 7},
-        {"hour": "2024-01-01 01:00", "requests": 10},
-        {"hour": "2024-01-01 00:00", "requests": 100},
+        {"hour": "2024-01-02T00:00:00Z", "requests": 7, "avg_ms": 2.0},
+        {"hour": "2024-01-01T01:00:00Z", "requests": 10, "avg_ms": 5.5},
+        {"hour": "2024-01-01T00:00:00Z", "requests": 100, "avg_ms": 505.0},
     ],
     "top_paths": [
-        {"path": "/slow", "requests": 100, "errors": 0, "bytes_sent": 100000},
-        {"path": "/fast", "requests": 10, "errors": 0, "bytes_sent": 1000},
-        {"path": "/missing", "requests": 5, "errors": 5, "bytes_sent": 250},
-        {"path": "/boom", "requests": 2, "errors": 2, "bytes_sent": 40},
+        {"path": "/slow", "requests": 100, "errors": 0, "bytes_sent": 100000, "sent": "97.7 KB",
+         "avg_ms": 505.0},
+        {"path": "/fast", "requests": 10, "errors": 0, "bytes_sent": 1000, "sent": "1000 bytes",
+         "avg_ms": 5.5},
+        {"path": "/missing", "requests": 5, "errors": 5, "bytes_sent": 250, "avg_ms": 2.0},
+        {"path": "/boom", "requests": 2, "errors": 2, "bytes_sent": 40, "avg_ms": 2.0},
     ],
     "slowest_endpoints": [
-        {"method": "GET", "path": "/slow", "requests": 100, "p50_seconds": 0.5,
-         "p95_seconds": 0.95, "p99_seconds": 0.99, "max_seconds": 1.0},
-        {"method": "GET", "path": "/fast", "requests": 10, "p50_seconds": 0.005,
-         "p95_seconds": 0.01, "p99_seconds": 0.01, "max_seconds": 0.01},
-        {"method": "GET", "path": "/missing", "requests": 5, "p50_seconds": 0.002,
-         "p95_seconds": 0.002, "p99_seconds": 0.002, "max_seconds": 0.002},
-        {"method": "POST", "path": "/boom", "requests": 2, "p50_seconds": 0.002,
-         "p95_seconds": 0.002, "p99_seconds": 0.002, "max_seconds": 0.002},
+        {"method": "GET", "path": "/slow", "requests": 100, "p50_ms": 500.0,
+         "p95_ms": 950.0, "p99_ms": 990.0, "max_ms": 1000.0},
+        {"method": "GET", "path": "/fast", "requests": 10, "p50_ms": 5.0,
+         "p95_ms": 10.0, "p99_ms": 10.0, "max_ms": 10.0},
+        {"method": "GET", "path": "/missing", "requests": 5, "p50_ms": 2.0,
+         "p95_ms": 2.0, "p99_ms": 2.0, "max_ms": 2.0},
+        {"method": "POST", "path": "/boom", "requests": 2, "p50_ms": 2.0,
+         "p95_ms": 2.0, "p99_ms": 2.0, "max_ms": 2.0},
     ],
     "error_paths": [
         {"path": "/boom", "http_status": 500, "requests": 2, "last_seen": "2024-01-02T00:01:41Z"},
@@ -112,13 +115,17 @@ EXPECTED = {
         {"user_agent": None, "requests": 7},
     ],
     "bandwidth_per_day": [
-        {"day": "2024-01-02", "requests": 7, "bytes_sent": 290, "bytes_received": 20},
-        {"day": "2024-01-01", "requests": 110, "bytes_sent": 101000, "bytes_received": 0},
+        {"day": "2024-01-02", "requests": 7, "bytes_sent": 290, "sent": "290 bytes",
+         "bytes_received": 20, "received": "20 bytes"},
+        {"day": "2024-01-01", "requests": 110, "bytes_sent": 101000, "sent": "98.6 KB",
+         "bytes_received": 0, "received": "0 bytes"},
     ],
     "bandwidth_by_content_type": [
-        {"content_type": "text/html", "requests": 105, "bytes_sent": 100250},
-        {"content_type": "application/json", "requests": 10, "bytes_sent": 1000},
-        {"content_type": "text/plain", "requests": 2, "bytes_sent": 40},
+        {"content_type": "text/html", "requests": 105, "bytes_sent": 100250, "sent": "97.9 KB",
+         "avg_bytes": 955},
+        {"content_type": "application/json", "requests": 10, "bytes_sent": 1000,
+         "avg_bytes": 100},
+        {"content_type": "text/plain", "requests": 2, "bytes_sent": 40, "avg_bytes": 20},
     ],
 }
 
@@ -280,3 +287,39 @@ def test_sampled_rows_count_for_the_requests_they_stand_for(tmp_path):
     assert day["bytes_sent"] == 5007
     top = dict(conn.execute(queries["top_paths"]["sql"]).fetchone())
     assert (top["path"], top["requests"], top["errors"]) == ("/", 51, 1)
+
+
+def test_canned_queries_speak_human_units(known_log):
+    """Milliseconds rounded to 0.1, integer bytes beside Datasette's sizes, ISO 8601 times."""
+    from datasette.utils import format_bytes
+
+    meta = metadata_for_file(known_log)["databases"]["log"]
+    conn = sqlite3.connect(known_log)
+    conn.row_factory = sqlite3.Row
+    for name, query in meta["queries"].items():
+        rows = [dict(row) for row in conn.execute(query["sql"])]
+        assert rows, name
+        for row in rows:
+            assert not [c for c in row if c.endswith("_seconds")], (name, row)
+            for column, value in row.items():
+                if column.endswith("_ms"):
+                    assert isinstance(value, float) and value == round(value, 1), (name, column)
+                if column.startswith("bytes_") or column == "avg_bytes":
+                    assert isinstance(value, int), (name, column, value)
+                if column in ("sent", "received"):
+                    assert value == format_bytes(row[f"bytes_{column}"]), (name, row)
+                if column in ("hour", "last_seen"):
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value), (name, value)
+                if column == "day":
+                    assert re.fullmatch(r"\d{4}-\d\d-\d\d", value), (name, value)
+
+
+def test_the_metadata_holds_the_dashboard(known_log):
+    document = metadata_for_file(known_log, "access")
+    dashboards = document["plugins"]["datasette-dashboards"]
+    assert list(dashboards) == ["traffic-access"]
+    chart = dashboards["traffic-access"]["charts"]["requests"]
+    assert chart["db"] == "access" and "'/access/requests' ||" in chart["query"]
+    metadata, config = split_for_datasette_1(document)
+    assert "plugins" not in metadata
+    assert config["plugins"] == document["plugins"]

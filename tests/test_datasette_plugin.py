@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
+import tempfile
 import time
+from pathlib import Path
 
+import click
 import pytest
 from datasette.app import Datasette
 from datasette.utils import StartupError
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from test_datasette_metadata import assert_matches, make_known_log
 
 from asgi_log_to_sqlite import datasette_plugin
@@ -163,6 +169,47 @@ def test_invalid_configuration_names_the_option(tmp_path, data_db, config, optio
         ds = Datasette([data_db], metadata=plugin(**config))
         run(ds.invoke_startup())
     assert "asgi-log-to-sqlite" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "config, option",
+    [
+        # An allow block Datasette could not compare with an actor: checked at start-up, since
+        # Datasette reads it only while answering a permission check, on every page.
+        ({"allow": {"id": {"x": 1}}}, "allow"),
+        ({"allow": {"id": [["alice"]]}}, "allow"),
+        ({"allow": {"roles": [{"staff": True}]}}, "allow"),
+        ({"allow": {1: "alice"}}, "allow"),
+        ({"allow": ["alice", 3]}, "allow"),
+        ({"allow": 2.5}, "allow"),
+        # Middleware errors name their option, even one raised from deeper down.
+        ({"visitor_hash": "\udc80" * 20}, "visitor_hash"),
+        ({"flush_interval": 10**400}, "flush_interval"),
+        ({"exclude": ["re:" + "(" * 1000]}, "exclude"),
+        ({"rotate": "daily", "keep": 2, "visitor_hash": "\udc80" * 20}, "visitor_hash"),
+        ({"keep": 2}, "keep"),
+    ],
+)
+def test_every_bad_value_is_named_at_start_up(tmp_path, data_db, config, option):
+    config = {"file": str(tmp_path / "log.db"), **config}
+    with pytest.raises(StartupError) as raised:
+        ds = Datasette([data_db], metadata=plugin(**config))
+        run(ds.invoke_startup())
+    message = str(raised.value)
+    assert message.startswith("asgi-log-to-sqlite: ")
+    assert f"option '{option}'" in message or f"option(s): '{option}'" in message, message
+    if option != "file":
+        assert "'file'" not in message
+    assert isinstance(raised.value, click.ClickException)
+
+
+def test_an_actor_datasette_cannot_compare_breaks_no_page(datasettes, data_db, tmp_path):
+    log = make_log(str(tmp_path / "log.db"))
+    ds = datasettes([data_db, log], metadata=plugin(file=log, allow={"id": ["alice"]}))
+    odd = {"ds_actor": ds.sign({"a": {"id": {"x": 1}, "roles": [["a"]]}}, "actor")}
+    for url in ("/", "/data", "/data/items.json", "/-/dashboards"):
+        assert run(ds.client.get(url, cookies=odd)).status_code == 200, url
+    assert run(ds.client.get("/log/requests.json", cookies=odd)).status_code == 403
 
 
 def test_configuration_that_is_not_an_object(data_db):
@@ -345,3 +392,74 @@ def test_datasette_configure_asgi_recipe(datasettes, data_db, log_path):
             break
         time.sleep(0.05)
     assert "/data/items.json" in paths
+
+
+# ---- any configuration: a named error at start-up, or a Datasette whose pages all answer ---------
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 10**30), st.floats(allow_nan=True),
+    st.text(max_size=12), st.sampled_from(["daily", "24h", "1MB", "re:(", "\udc80" * 16, "*"]),
+)
+_VALUES = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, max_size=3),
+    st.dictionaries(st.sampled_from(["id", "roles", "unauthenticated", "x"]),
+                    st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2),
+                              st.dictionaries(st.text(max_size=2), _SCALARS, max_size=1)),
+                    max_size=2),
+)
+_KEYS = st.sampled_from([
+    "allow", "log_actor", "flush_interval", "batch_size", "max_queue", "busy_timeout", "exclude",
+    "exclude_user_agents", "anonymize_ip", "visitor_hash", "client_ip", "sample", "methods",
+    "rotate", "keep", "retain", "max_bytes", "max_rows", "trusted_proxies", "redact_query",
+    "capture_request_headers", "allow_secret_headers", "forwarded_header", "file", "no_such_option",
+])
+_GOOD = st.sampled_from([
+    ("allow", ["alice"]), ("allow", {"roles": ["staff"], "id": "*"}), ("allow", True),
+    ("allow", {"unauthenticated": True}), ("allow", None), ("log_actor", False),
+    ("exclude", ["/health", "re:^/static/"]), ("anonymize_ip", True), ("sample", 0.5),
+    ("rotate", "daily"), ("visitor_hash", True), ("methods", ["GET"]), ("max_queue", 10),
+    ("client_ip", False), ("trusted_proxies", ["10.0.0.0/8"]), ("redact_query", ["token"]),
+])
+# Good options, then (half the time) a few arbitrary ones on top.
+_CONFIGS = st.tuples(
+    st.lists(_GOOD, max_size=3).map(dict),
+    st.one_of(st.just({}), st.dictionaries(_KEYS, _VALUES, max_size=2)),
+).map(lambda parts: {**parts[0], **parts[1]})
+_PAGES = ("/", "/data/items.json", "/log", "/log/requests.json", "/-/dashboards",
+          "/-/dashboards/traffic-log?period=24h")
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(extra=_CONFIGS)
+def test_any_configuration_fails_by_name_or_serves_every_page(extra):
+    with tempfile.TemporaryDirectory() as folder:
+        data = str(Path(folder) / "data.db")
+        conn = sqlite3.connect(data)
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.commit()
+        conn.close()
+        log = make_log(str(Path(folder) / "log.db"))
+        config = {"file": log, "flush_interval": 0.05, **extra}
+        try:
+            ds = Datasette([data, log], metadata=plugin(**config), secret=SECRET)
+            run(ds.invoke_startup())
+            ds.app()
+        except StartupError as error:
+            message = str(error)
+            assert isinstance(error, click.ClickException)
+            assert message.startswith("asgi-log-to-sqlite: ") and "\n" not in message.strip()
+            named = re.findall(r"option(?:\(s\))?:? '(\w+)'", message)
+            assert named and set(named) <= set(config), (config, message)
+            event("refused at start-up")
+            return
+        event("started")
+        try:
+            for actor in (None, "bob", "root"):
+                for page in _PAGES:
+                    response = get(ds, page, actor=actor)
+                    assert response.status_code < 500, (config, actor, page, response.text[-500:])
+        finally:
+            state = datasette_plugin._states.get(ds)
+            if state is not None and state.middleware is not None:
+                state.middleware.close(timeout=10)

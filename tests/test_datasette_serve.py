@@ -16,6 +16,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeSerializer
 from support import BIN, ROOT, Server, free_port
+from test_dashboard import make_known_log as make_dashboard_log
 from test_datasette_metadata import EXPECTED, assert_matches, make_known_log
 
 from asgi_log_to_sqlite.schema import connect, ensure_schema
@@ -199,6 +200,7 @@ def test_metadata_and_canned_queries_on_a_known_log(datasette, tmp_path):
         ({"flush_interval": -1}, "flush_interval"),
         ({"no_such_option": True}, "no_such_option"),
         ({"allow": 5}, "allow"),
+        ({"allow": {"id": {"x": 1}}}, "allow"),
         ({"file": None}, "file"),
     ],
 )
@@ -256,3 +258,40 @@ def test_the_users_choices_win_and_crossdb_stays_private(datasette, tmp_path):
         with client(server) as anonymous:
             assert anonymous.get(cross).status_code == 403
             assert anonymous.get("/data/items.json").status_code == 200
+
+
+@pytest.mark.parametrize("datasette", VERSIONS)
+def test_the_dashboard_follows_the_logs_permissions(datasette, tmp_path):
+    """The traffic dashboard of a private log: nothing of it for anonymous visitors or others.
+
+    Datasette 0.65 serves it to root and the allowed actors. Datasette 1.0 gets none:
+    datasette-dashboards 0.8 cannot serve pages there, and the plugin configures nothing."""
+    data = make_data(tmp_path)
+    log = str(tmp_path / "log.db")
+    make_dashboard_log(log)
+    config = write_config(
+        datasette, tmp_path, {"asgi-log-to-sqlite": {"file": log, "allow": ["alice"]}}
+    )
+    pages = ["/-/dashboards/traffic-log", "/-/dashboards/traffic-log?period=all",
+             "/-/dashboards/traffic-log/top_paths?period=all",
+             "/-/dashboards/traffic-log/embed?period=all"]
+    with serve(datasette, tmp_path, [data, log], config) as server:
+        for actor in (None, "bob"):
+            with client(server, actor) as http:
+                listing = http.get("/-/dashboards")
+                assert "traffic-log" not in listing.text
+                for url in pages:
+                    response = http.get(url)
+                    assert response.status_code != 200, (actor, url)
+                    if datasette != DATASETTE_1:
+                        assert response.status_code == 403, (actor, url)
+                    assert "b.example" not in response.text and "/api" not in response.text
+                assert http.get("/log.json?sql=select+1+from+requests").status_code == 403
+        if datasette == DATASETTE_1:
+            return
+        for actor in ("root", "alice"):
+            with client(server, actor) as http:
+                assert "Traffic: log" in http.get("/-/dashboards").text
+                page = http.get("/-/dashboards/traffic-log?period=all")
+                assert page.status_code == 200 and "b.example" in page.text
+                assert http.get(pages[2]).status_code == 200

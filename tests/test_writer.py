@@ -254,7 +254,7 @@ def test_a_late_exception_lands_on_its_own_row_only(make_writer, log_path):
 
 
 def test_queue_bound_through_the_middleware(log_path):
-    log = AsgiLogToSqlite(ok_app, log_path, max_queue=3, flush_interval=60)
+    log = AsgiLogToSqlite(ok_app, log_path, max_queue=3, flush_interval=60, writer="thread")
     try:
         for _ in range(10):
             assert serve(log)[0]["status"] == 200

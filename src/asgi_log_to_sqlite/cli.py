@@ -196,10 +196,10 @@ def demo(db: str, count: int, seconds: float) -> None:
     "config_part",
     is_flag=True,
     help="Datasette 1.0's configuration half (datasette.yaml): facets, sort order, labels, "
-    "canned queries. Without it: a metadata file (complete for Datasette 0.65).",
+    "canned queries, the dashboard. Without it: a metadata file (complete for Datasette 0.65).",
 )
 def metadata_command(log_db: str, as_yaml: bool, database: str | None, config_part: bool) -> None:
-    """Print Datasette metadata for a log: descriptions, facets, canned queries."""
+    """Print Datasette metadata for a log: descriptions, facets, canned queries, dashboard."""
     import json
 
     from .metadata import metadata_for_file, split_for_datasette_1

@@ -16,13 +16,20 @@ pre-releases, whose hooks differ:
 * **Metadata** for every database that is a log (detected by its schema): 0.65 through
   ``get_metadata``, 1.0 by writing it into the internal catalog and configuration at start-up,
   never over what the user configured.
+* **The traffic dashboard** of every log database, in datasette-dashboards' configuration
+  (0.65's ``get_metadata`` for the ``plugins`` key), as private as the log: see
+  :mod:`.datasette_dashboard`.
+* **The whole configuration is checked at start-up**, ``allow`` included (Datasette reads an allow
+  block only while answering a permission check, so a bad one would fail every page later).
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import http.cookies
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -35,9 +42,11 @@ import click
 from datasette import hookimpl
 from datasette.utils import StartupError
 
+from . import dashboard
+from . import datasette_dashboard as served_dashboard
 from . import metadata as log_metadata
 from .middleware import AsgiLogToSqlite
-from .options import option_names
+from .options import Options, option_names
 from .rotation import is_rotated_file
 from .schema import is_log_database
 
@@ -100,13 +109,20 @@ class PluginConfig:
 
         if self.allow is True:
             return True
-        if actor_matches_allow(actor, ROOT_ALLOW):
-            return True
-        return self.allow is not None and bool(actor_matches_allow(actor, self.allow))
+        try:
+            if actor_matches_allow(actor, ROOT_ALLOW):
+                return True
+            return self.allow is not None and bool(actor_matches_allow(actor, self.allow))
+        except Exception:  # noqa: BLE001 - an odd actor reads nothing, and breaks no page
+            return False
 
 
 def _parse_allow(value: Any) -> Any:
-    """``true`` (anyone), a list of actor ids, or a Datasette allow block; ``None``: root only."""
+    """``true`` (anyone), a list of actor ids, or a Datasette allow block; ``None``: root only.
+
+    An allow block is checked here, whole, because Datasette only reads it while answering a
+    permission check: a bad one would fail every page of the instance, not start-up.
+    """
     if value is None or value is False:
         return None
     if value is True:
@@ -115,12 +131,23 @@ def _parse_allow(value: Any) -> Any:
         return {"id": [value]}
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return {"id": list(value)}
-    if isinstance(value, dict):
+    if isinstance(value, dict) and all(
+        isinstance(key, str) and _allow_values_ok(values) for key, values in value.items()
+    ):
         return value
     raise ConfigurationError(
         f"{PLUGIN_NAME}: option 'allow' must be true, a list of actor ids such as "
-        f'["alice"], or a Datasette allow block such as {{"id": ["alice"]}}; got {value!r}'
+        f'["alice"], or a Datasette allow block such as {{"id": ["alice"]}} whose values are '
+        f"strings, numbers, true/false or lists of them; got {value!r}"
     )
+
+
+def _allow_values_ok(values: Any) -> bool:
+    """What Datasette compares with an actor's values: a scalar or a list of scalars."""
+    scalar = (str, int, float, bool, type(None))
+    if isinstance(values, list):
+        return all(isinstance(item, scalar) for item in values)
+    return isinstance(values, scalar)
 
 
 # ---- one state per Datasette instance ---------------------------------------------------------
@@ -174,11 +201,30 @@ def _load(datasette: Any, state: _State) -> None:
         options["actor"] = actor_reader(datasette)
     try:
         state.middleware = AsgiLogToSqlite(_dispatch, config.file, **options)
-    except (TypeError, ValueError, OSError) as error:
-        message = str(error)
-        if "option" not in message:
-            message = f"option 'file': {message}"
-        raise ConfigurationError(f"{PLUGIN_NAME}: {message}") from None
+    except Exception as error:  # noqa: BLE001 - every failure is a bad configuration, named
+        raise ConfigurationError(f"{PLUGIN_NAME}: {_naming_the_option(error, config)}") from None
+
+
+_NAMES_AN_OPTION = re.compile(r"\boptions?\b[^'\"]*['\"](\w+)['\"]")
+
+
+def _naming_the_option(error: Exception, config: PluginConfig) -> str:
+    """The middleware's message, sure to name the option at fault.
+
+    The middleware names the option in its messages; an error raised from deeper down that does
+    not (``UnicodeEncodeError``, ``RecursionError``...) is pinned on the option that fails the
+    same way on its own, else on ``file``.
+    """
+    message = str(error) or type(error).__name__
+    if _NAMES_AN_OPTION.search(message):
+        return message
+    for name, value in config.options.items():
+        try:
+            Options.from_kwargs({name: value})
+        except Exception as alone:  # noqa: BLE001 - compared with the first failure
+            if type(alone) is type(error) and not _NAMES_AN_OPTION.search(str(alone)):
+                return f"option {name!r}: {message}"
+    return f"option 'file': {message}"
 
 
 def actor_reader(datasette: Any) -> Callable[[Any], str | None]:
@@ -291,13 +337,26 @@ def startup(datasette: Any) -> Any:
 
 # ---- hooks: privacy ---------------------------------------------------------------------------
 @hookimpl(trylast=True)
-def permission_allowed(datasette: Any, actor: Any, action: str, resource: Any) -> bool | None:
-    """Datasette 0.65: deny every read of the log database to actors not allowed to see it."""
+def permission_allowed(datasette: Any, actor: Any, action: str, resource: Any) -> Any:
+    """Datasette 0.65: deny every read of the log database to actors not allowed to see it.
+
+    SQL on any log database also needs ``view-database`` there: datasette-dashboards asks only
+    for ``execute-sql`` before it shows a dashboard (whose filters list the log's hosts and
+    routes), so a log made private by Datasette's own ``allow`` keeps its dashboard private too.
+    """
     if action not in READ_ACTIONS_065 or resource is None:
         return None
     database = resource[0] if isinstance(resource, (tuple, list)) else resource
     if database in _denied_databases(datasette, actor):
         return False
+    if action == "execute-sql" and database in log_databases(datasette):
+        async def may_view() -> bool | None:
+            for check, on in (("view-instance", None), ("view-database", database)):
+                if not await datasette.permission_allowed(actor, check, on, default=True):
+                    return False
+            return None
+
+        return may_view
     return None
 
 
@@ -332,13 +391,29 @@ def permission_resources_sql(datasette: Any, actor: Any, action: str) -> Any:
     return PermissionSQL(sql="\nUNION ALL\n".join(selects), params=params)
 
 
+@hookimpl(tryfirst=True)
+def register_routes(datasette: Any) -> list[tuple[str, Any]]:
+    """The list of dashboards, with only those the visitor may read (before the plugin's own)."""
+    if not served_dashboard.dashboards_can_run(datasette):
+        return []
+    return [(r"^/-/dashboards$", served_dashboard.dashboard_list)]
+
+
 # ---- hooks: metadata ----------------------------------------------------------------------------
-_log_cache: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+class _Log:
+    """What the plugin knows of one log database: its tables and columns, and its metadata."""
+
+    def __init__(self, tables: dict[str, list[str]]) -> None:
+        self.tables = tables
+        self.metadata = log_metadata.log_metadata(tables)
+
+
+_log_cache: dict[tuple[str, str], tuple[float, _Log | None]] = {}
 _log_cache_lock = threading.Lock()
 
 
-def _read_log_metadata(path: str) -> dict[str, Any] | None:
-    """The metadata of the log at ``path``, or None when it is not a log database."""
+def _read_log(path: str) -> _Log | None:
+    """The log database at ``path``, or None when it is not one."""
     try:
         conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=1)
     except sqlite3.Error:
@@ -346,37 +421,70 @@ def _read_log_metadata(path: str) -> dict[str, Any] | None:
     try:
         if not is_log_database(conn):
             return None
-        return log_metadata.log_metadata(log_metadata.table_columns(conn))
+        return _Log(log_metadata.table_columns(conn))
     except sqlite3.Error:
         return None
     finally:
         conn.close()
 
 
-def _cached_log_metadata(name: str, path: str) -> dict[str, Any] | None:
+def _cached_log(name: str, path: str) -> _Log | None:
     key = (name, path)
     now = time.monotonic()
     with _log_cache_lock:
         cached = _log_cache.get(key)
     if cached is not None and (cached[1] is not None or now - cached[0] < NEGATIVE_CACHE_SECONDS):
         return cached[1]
-    found = _read_log_metadata(path)
+    found = _read_log(path)
     with _log_cache_lock:
         _log_cache[key] = (now, found)
     return found
 
 
-def log_databases_metadata(datasette: Any) -> dict[str, Any]:
-    """``{"databases": {name: metadata}}`` for every log database this Datasette serves."""
-    databases: dict[str, Any] = {}
+def log_databases(datasette: Any) -> dict[str, _Log]:
+    """Every database this Datasette serves that is a log, by name."""
+    logs: dict[str, _Log] = {}
     for name, db in list(datasette.databases.items()):
         path = getattr(db, "path", None)
         if not path or getattr(db, "is_memory", False) or name == "_internal":
             continue
-        found = _cached_log_metadata(name, path)
+        found = _cached_log(name, path)
         if found is not None:
-            databases[name] = found
+            logs[name] = found
+    return logs
+
+
+def log_databases_metadata(datasette: Any) -> dict[str, Any]:
+    """``{"databases": {name: metadata}}`` for every log database this Datasette serves."""
+    databases = {name: log.metadata for name, log in log_databases(datasette).items()}
     return {"databases": databases} if databases else {}
+
+
+_dashboards_cache: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def log_dashboards(datasette: Any) -> dict[str, Any]:
+    """datasette-dashboards' configuration: one traffic dashboard per log database.
+
+    Built again only when the log databases change: datasette-dashboards (and every other
+    plugin) reads the plugin configuration several times a request.
+    """
+    logs = log_databases(datasette)
+    key = tuple((name, id(log)) for name, log in logs.items())
+    cached = _dashboards_cache.get(datasette)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    urls = {}
+    for name in logs:
+        try:
+            urls[name] = datasette.urls.table(name, "requests")
+        except Exception:  # noqa: BLE001 - a name Datasette cannot spell: Datasette's problem
+            urls[name] = dashboard.table_path(name)
+    found = dashboard.dashboards_config({name: log.tables for name, log in logs.items()}, urls)
+    _dashboards_cache[datasette] = (key, found)
+    return found
 
 
 # Keys found anywhere in our metadata: Datasette asks for others ("allow", "plugins", "source")
@@ -396,7 +504,10 @@ def _copy_dicts(value: Any) -> Any:
 
 @hookimpl
 def get_metadata(datasette: Any, key: Any, database: Any, table: Any) -> dict[str, Any]:
-    """Datasette 0.65: the metadata of the log databases, only what the lookup can use."""
+    """Datasette 0.65: the metadata of the log databases, only what the lookup can use, and the
+    traffic dashboards in datasette-dashboards' plugin configuration."""
+    if key == "plugins":
+        return _dashboards_plugin_config(datasette)
     if key is not None and key not in _OUR_KEYS:
         return {}
     found = log_databases_metadata(datasette)
@@ -411,6 +522,15 @@ def get_metadata(datasette: Any, key: Any, database: Any, table: Any) -> dict[st
         user_tables = ((local.get("databases") or {}).get(name) or {}).get("tables") or {}
         _yield_sort_order(log_database.get("tables") or {}, user_tables)
     return found
+
+
+def _dashboards_plugin_config(datasette: Any) -> dict[str, Any]:
+    if not served_dashboard.dashboards_can_run(datasette):
+        return {}
+    ours = served_dashboard.without_users_slugs(log_dashboards(datasette), datasette)
+    if not ours:
+        return {}
+    return {"plugins": {dashboard.DASHBOARDS_PLUGIN: copy.deepcopy(ours)}}
 
 
 def _yield_sort_order(ours: dict[str, Any], users: dict[str, Any]) -> None:

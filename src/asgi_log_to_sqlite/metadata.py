@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+from .dashboard import DASHBOARDS_PLUGIN, dashboards_config
+from .sql_fragments import iso_time, milliseconds, readable_bytes, sample_weighted
 
 __all__ = [
     "COLUMN_DESCRIPTIONS",
@@ -85,24 +87,35 @@ LOOKUP_DESCRIPTIONS: dict[str, str] = {
 FACETS = ["http_status", "method", "content_type", "host"]
 
 # Reused SQL fragments. Times are UTC; "start" is unix seconds. ``COUNT_ALL`` and ``TOTAL(x)``
-# become ``count(*)`` and ``sum(x)``, or, in a log with a ``sample_rate`` column, the same scaled
-# by each row's sample rate, so that sampled logs report estimated real totals.
-_HOUR = "strftime('%Y-%m-%d %H:00', requests.start, 'unixepoch')"
+# are counted as sql_fragments.sample_weighted says. People read these results: durations are
+# milliseconds rounded to 0.1, bytes integers beside the same as Datasette writes sizes, times
+# ISO 8601; the raw numbers stay in their own columns, for sorting.
+_HOUR = "strftime('%Y-%m-%dT%H:00:00Z', requests.start, 'unixepoch')"
 _DAY = "date(requests.start, 'unixepoch')"
-_TRAFFIC_COLUMNS = """COUNT_ALL AS requests,
-  TOTAL(requests.http_status >= 400 AND requests.http_status < 500) AS client_errors,
-  TOTAL(requests.http_status >= 500) AS server_errors,
-  TOTAL(requests.body_size) AS bytes_sent,
-  round(avg(requests.duration), 4) AS avg_duration_seconds"""
+_AVG_MS = f"{milliseconds('avg(requests.duration)')} AS avg_ms"
+_TRAFFIC_COLUMNS = f"""COUNT_ALL AS requests,
+    TOTAL(requests.http_status >= 400 AND requests.http_status < 500) AS client_errors,
+    TOTAL(requests.http_status >= 500) AS server_errors,
+    TOTAL(requests.body_size) AS bytes_sent,
+    {_AVG_MS}"""
 
 
 def _traffic(period: str, label: str) -> str:
-    return f"""SELECT {period} AS {label},
-  {_TRAFFIC_COLUMNS}
-FROM requests
-GROUP BY {label}
+    return f"""SELECT {label}, requests, client_errors, server_errors,
+  bytes_sent, {readable_bytes("bytes_sent")} AS sent, avg_ms
+FROM (
+  SELECT {period} AS {label},
+    {_TRAFFIC_COLUMNS}
+  FROM requests
+  GROUP BY {label}
+)
 ORDER BY {label} DESC
 LIMIT 1000"""
+
+
+def _percentile_ms(fraction: str) -> str:
+    return milliseconds(f"min(CASE WHEN ranked.position >= {fraction} * ranked.n "
+                        "THEN ranked.duration END)")
 
 
 # name -> (columns of ``requests`` it needs, the query). Order is the order Datasette lists them.
@@ -111,8 +124,8 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
         frozenset({"start", "http_status", "body_size", "duration"}),
         {
             "title": "Traffic per hour",
-            "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
-            "for each hour, UTC, newest first; sampled rows count for the requests they stand for",
+            "description": "Requests, errors, bytes sent and mean duration (ms) for each hour, "
+            "UTC, newest first; sampled rows count for the requests they stand for",
             "sql": _traffic(_HOUR, "hour"),
         },
     ),
@@ -120,8 +133,8 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
         frozenset({"start", "http_status", "body_size", "duration"}),
         {
             "title": "Traffic per day",
-            "description": "Requests, errors, bytes sent (bytes) and mean duration (seconds) "
-            "for each day, UTC, newest first; sampled rows count for the requests they stand for",
+            "description": "Requests, errors, bytes sent and mean duration (ms) for each day, "
+            "UTC, newest first; sampled rows count for the requests they stand for",
             "sql": _traffic(_DAY, "day"),
         },
     ),
@@ -129,16 +142,21 @@ QUERIES: dict[str, tuple[frozenset[str], dict[str, Any]]] = {
         frozenset({"path", "http_status", "body_size", "duration"}),
         {
             "title": "Top paths",
-            "description": "The 100 most requested paths",
-            "sql": """SELECT paths.name AS path,
-  COUNT_ALL AS requests,
-  TOTAL(requests.http_status >= 400) AS errors,
-  TOTAL(requests.body_size) AS bytes_sent,
-  round(avg(requests.duration), 4) AS avg_duration_seconds
-FROM requests
-LEFT JOIN paths ON paths.id = requests.path
-GROUP BY requests.path
-ORDER BY requests DESC, path
+            "description": "The 100 most requested paths, with errors, bytes sent and mean "
+            "duration (ms)",
+            "sql": f"""SELECT paths.name AS path, top.requests, top.errors,
+  top.bytes_sent, {readable_bytes("top.bytes_sent")} AS sent, top.avg_ms
+FROM (
+  SELECT requests.path AS id,
+    COUNT_ALL AS requests,
+    TOTAL(requests.http_status >= 400) AS errors,
+    TOTAL(requests.body_size) AS bytes_sent,
+    {_AVG_MS}
+  FROM requests
+  GROUP BY requests.path
+) AS top
+LEFT JOIN paths ON paths.id = top.id
+ORDER BY top.requests DESC, path
 LIMIT 100""",
         },
     ),
@@ -146,9 +164,9 @@ LIMIT 100""",
         frozenset({"method", "path", "duration"}),
         {
             "title": "Slowest endpoints",
-            "description": "Duration percentiles in seconds (nearest rank) per method and path, "
-            "slowest 95th percentile first",
-            "sql": """WITH ranked AS (
+            "description": "Duration percentiles in milliseconds (nearest rank) per method and "
+            "path, slowest 95th percentile first",
+            "sql": f"""WITH ranked AS (
   SELECT requests.method, requests.path, requests.duration,
     row_number() OVER (
       PARTITION BY requests.method, requests.path ORDER BY requests.duration
@@ -159,14 +177,14 @@ LIMIT 100""",
 )
 SELECT ranked.method, paths.name AS path,
   ranked.n AS requests,
-  min(CASE WHEN ranked.position >= 0.50 * ranked.n THEN ranked.duration END) AS p50_seconds,
-  min(CASE WHEN ranked.position >= 0.95 * ranked.n THEN ranked.duration END) AS p95_seconds,
-  min(CASE WHEN ranked.position >= 0.99 * ranked.n THEN ranked.duration END) AS p99_seconds,
-  max(ranked.duration) AS max_seconds
+  {_percentile_ms("0.50")} AS p50_ms,
+  {_percentile_ms("0.95")} AS p95_ms,
+  {_percentile_ms("0.99")} AS p99_ms,
+  {milliseconds("max(ranked.duration)")} AS max_ms
 FROM ranked
 LEFT JOIN paths ON paths.id = ranked.path
 GROUP BY ranked.method, ranked.path
-ORDER BY p95_seconds DESC, requests DESC
+ORDER BY p95_ms DESC, requests DESC
 LIMIT 100""",
         },
     ),
@@ -175,9 +193,9 @@ LIMIT 100""",
         {
             "title": "Error paths",
             "description": "Paths answered with a server error (status 500 and above)",
-            "sql": """SELECT paths.name AS path, requests.http_status,
+            "sql": f"""SELECT paths.name AS path, requests.http_status,
   COUNT_ALL AS requests,
-  strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
+  {iso_time("max(requests.start)")} AS last_seen
 FROM requests
 LEFT JOIN paths ON paths.id = requests.path
 WHERE requests.http_status >= 500
@@ -191,9 +209,9 @@ LIMIT 100""",
         {
             "title": "404 paths",
             "description": "Paths answered with 404 Not Found: broken links and probes",
-            "sql": """SELECT paths.name AS path,
+            "sql": f"""SELECT paths.name AS path,
   COUNT_ALL AS requests,
-  strftime('%Y-%m-%dT%H:%M:%SZ', max(requests.start), 'unixepoch') AS last_seen
+  {iso_time("max(requests.start)")} AS last_seen
 FROM requests
 LEFT JOIN paths ON paths.id = requests.path
 WHERE requests.http_status = 404
@@ -233,13 +251,17 @@ LIMIT 100""",
         {
             "title": "Bandwidth per day",
             "description": "Bytes sent and received each day, UTC, newest first",
-            "sql": f"""SELECT {_DAY} AS day,
-  COUNT_ALL AS requests,
-  TOTAL(requests.body_size) AS bytes_sent,
-  TOTAL(requests.request_body_size) AS bytes_received,
-  round(TOTAL(requests.body_size) / 1048576.0, 2) AS mib_sent
-FROM requests
-GROUP BY day
+            "sql": f"""SELECT day, requests,
+  bytes_sent, {readable_bytes("bytes_sent")} AS sent,
+  bytes_received, {readable_bytes("bytes_received")} AS received
+FROM (
+  SELECT {_DAY} AS day,
+    COUNT_ALL AS requests,
+    TOTAL(requests.body_size) AS bytes_sent,
+    TOTAL(requests.request_body_size) AS bytes_received
+  FROM requests
+  GROUP BY day
+)
 ORDER BY day DESC
 LIMIT 1000""",
         },
@@ -249,33 +271,23 @@ LIMIT 1000""",
         {
             "title": "Bandwidth by content type",
             "description": "Bytes sent per response Content-Type, largest first",
-            "sql": """SELECT content_types.name AS content_type,
-  COUNT_ALL AS requests,
-  TOTAL(requests.body_size) AS bytes_sent,
-  round(avg(requests.body_size)) AS avg_bytes
-FROM requests
-LEFT JOIN content_types ON content_types.id = requests.content_type
-GROUP BY requests.content_type
-ORDER BY bytes_sent DESC
+            "sql": f"""SELECT content_types.name AS content_type, by_type.requests,
+  by_type.bytes_sent, {readable_bytes("by_type.bytes_sent")} AS sent,
+  by_type.avg_bytes
+FROM (
+  SELECT requests.content_type AS id,
+    COUNT_ALL AS requests,
+    TOTAL(requests.body_size) AS bytes_sent,
+    CAST(round(avg(requests.body_size)) AS INTEGER) AS avg_bytes
+  FROM requests
+  GROUP BY requests.content_type
+) AS by_type
+LEFT JOIN content_types ON content_types.id = by_type.id
+ORDER BY by_type.bytes_sent DESC
 LIMIT 100""",
         },
     ),
 }
-
-
-_WEIGHT = "coalesce(nullif(requests.sample_rate, 0), 1)"
-
-
-def _sql(template: str, sampled: bool) -> str:
-    if not sampled:
-        sql = template.replace("COUNT_ALL", "count(*)")
-        return re.sub(r"TOTAL\(([^()]*)\)", r"sum(\1)", sql)
-    sql = template.replace("COUNT_ALL", f"CAST(round(sum(1.0 / {_WEIGHT})) AS INTEGER)")
-    return re.sub(
-        r"TOTAL\(([^()]*)\)",
-        lambda m: f"CAST(round(sum(({m.group(1)}) / {_WEIGHT})) AS INTEGER)",
-        sql,
-    )
 
 
 def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -414,7 +426,7 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
             }
     sampled = "sample_rate" in request_columns
     queries = {
-        name: {**query, "sql": _sql(query["sql"], sampled)}
+        name: {**query, "sql": sample_weighted(query["sql"], sampled)}
         for name, (needs, query) in QUERIES.items()
         if request_columns and needs <= request_columns
     }
@@ -433,7 +445,8 @@ def database_name_for(path: str | os.PathLike[str]) -> str:
 
 
 def metadata_for_file(path: str | os.PathLike[str], database: str | None = None) -> dict[str, Any]:
-    """A complete Datasette metadata document for the log database at ``path``.
+    """A complete Datasette metadata document for the log database at ``path``, with its
+    traffic dashboard (datasette-dashboards' plugin configuration).
 
     Raises ``ValueError`` when the file is not a log database.
     """
@@ -462,7 +475,11 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
         raise ValueError(f"{path!r} cannot be read (a table or column name is not UTF-8)") from None
     finally:
         conn.close()
-    return {"databases": {database or database_name_for(path): log_metadata(tables)}}
+    name = database or database_name_for(path)
+    return {
+        "databases": {name: log_metadata(tables)},
+        "plugins": {DASHBOARDS_PLUGIN: dashboards_config({name: tables})},
+    }
 
 
 # Keys Datasette 1.0 reads from its configuration file (datasette.yaml), not from metadata.
@@ -472,11 +489,13 @@ _CONFIG_TABLE_KEYS = ("sort", "sort_desc", "facets", "label_column", "hidden", "
 def split_for_datasette_1(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a metadata document into Datasette 1.0's ``(metadata, configuration)`` pair.
 
-    Datasette 1.0 keeps descriptions in metadata, but table options and canned queries in its
-    configuration file; it has no column units.
+    Datasette 1.0 keeps descriptions in metadata, but table options, canned queries and plugin
+    configuration in its configuration file; it has no column units.
     """
     metadata = copy.deepcopy(metadata)
     config: dict[str, Any] = {"databases": {}}
+    if "plugins" in metadata:
+        config["plugins"] = metadata.pop("plugins")
     for name, database in (metadata.get("databases") or {}).items():
         db_config: dict[str, Any] = {}
         if "queries" in database:

@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .writer import Queue, _AmendMarker, _Flush
+from .writer import Queue, Writer, _AmendMarker, _Flush
 
 __all__ = ["ProcessWriter", "WriterProcessError", "main"]
 
@@ -449,8 +450,38 @@ class ProcessWriter(Queue):
 
 
 # ---- the writer process --------------------------------------------------------------------------
+class _SyncWriter(Writer):
+    """The writer of the writer process: no thread, no event loop; its one thread writes what
+    it read in whole batches when :func:`main` says so."""
+
+    strategy = "process"
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped
+
+    def flush(self, timeout: float | None = None) -> None:
+        flushed: list[bool] = []
+        self.queue.append(_Flush(lambda: flushed.append(True)))
+        while not flushed:
+            self.work()
+            if self._pending and not flushed:  # failing: wait, then retry (or drop, in time)
+                time.sleep(max(0.0, min(self._retry_at - time.monotonic(), 1.0)))
+
+    def stop(self, timeout: float | None = None) -> bool:
+        if not self._stopped:
+            self._stopped = True
+            self._drain_for_stop()
+        return True
+
+
 def main() -> None:
-    """``python -m asgi_log_to_sqlite.writer_process``: see the module's docstring."""
+    """``python -m asgi_log_to_sqlite.writer_process``: see the module's docstring.
+
+    One thread does everything: it reads what the app sent, and every ``flush_interval`` (or
+    when the app asks for an acknowledgement, or a batch is full) writes what it read with the
+    inline writer, synchronously. A second thread would only fight it for the GIL.
+    """
     # Ends when its input ends, not on the signals its process group gets.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -458,10 +489,28 @@ def main() -> None:
         level=logging.WARNING, stream=sys.stderr,
         format="%(levelname)s: [asgi-log-to-sqlite writer %(process)d] %(message)s",
     )
-    source, out = sys.stdin.buffer, sys.stdout.buffer
-    settings = _read(source)
-    if settings is None:
-        return
+    out = sys.stdout.buffer
+    fd = sys.stdin.fileno()  # read raw: a buffered reader would hide bytes from select()
+    pending = bytearray()
+
+    def next_frame() -> Any:
+        """The next whole frame in ``pending`` (removed from it), or None."""
+        if len(pending) < 4:
+            return None
+        size = int.from_bytes(pending[:4], "big")
+        if len(pending) < 4 + size:
+            return None
+        frame = pickle.loads(pending[4 : 4 + size])
+        del pending[: 4 + size]
+        return frame
+
+    settings = None
+    while settings is None:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return
+        pending += chunk
+        settings = next_frame()
     try:
         os.nice(NICENESS)
     except OSError:
@@ -471,44 +520,61 @@ def main() -> None:
     from .prepare import Prepare
     from .sinks import open_sink
     from .wire import decode
-    from .writer import ThreadWriter
 
     target, given = settings
     options = Options.from_kwargs(given)
-    sink = open_sink(target, options)
-    writer = ThreadWriter(sink, Prepare(options), options)
-    lock = threading.Lock()
+    writer = _SyncWriter(open_sink(target, options), Prepare(options), options)
 
     def answer(kind: str, seq: int) -> None:
-        with lock:
-            try:
-                out.write(_frame((kind, seq, writer.stats())))
-                out.flush()
-            except (OSError, ValueError):
-                pass  # the app is gone: nobody to tell
+        try:
+            out.write(_frame((kind, seq, writer.stats())))
+            out.flush()
+        except (OSError, ValueError):
+            pass  # the app is gone: nobody to tell
+
+    def commit(seq: int | None) -> None:
+        writer.flush(None)
+        if seq is not None:
+            answer("ack", seq)
 
     answer("ready", 0)
-    last_ack = time.monotonic()
+    unacknowledged: int | None = None  # the last frame read and not yet acknowledged
+    next_commit = time.monotonic() + options.flush_interval
+    next_ack = time.monotonic() + ACK_EVERY
+    ended = False
     try:
-        while True:
-            message = _read(source)
-            if message is None:
-                break
-            ack, seq, items, queue_full, encode_errors = message
-            # The app side's own drops, stored with the rows.
-            writer.dropped_elsewhere = {"queue_full": queue_full, "bad_record": encode_errors}
-            for item in items:
-                if item[0] == "a":
-                    writer.amend(Amend(*item[1]))
-                else:
-                    writer.put(decode(item))
+        while not ended:
+            timeout = max(0.0, next_commit - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                ended = not chunk
+                pending += chunk
+            asked = False
+            while (message := next_frame()) is not None:
+                ack, seq, items, queue_full, encode_errors = message
+                # The app side's own drops, stored with the rows.
+                writer.dropped_elsewhere = {"queue_full": queue_full, "bad_record": encode_errors}
+                for item in items:
+                    if item[0] == "a":
+                        writer.amend(Amend(*item[1]))
+                    else:
+                        writer.put(decode(item))
+                unacknowledged = seq
+                asked = asked or ack
             now = time.monotonic()
-            if ack or now - last_ack >= ACK_EVERY:
-                last_ack = now
-                writer.request_flush(lambda seq=seq: answer("ack", seq))
+            if asked or ended or now >= next_commit or len(writer.queue) >= options.batch_size:
+                due = asked or ended or now >= next_ack
+                commit(unacknowledged if due else None)
+                if due:
+                    unacknowledged, next_ack = None, now + ACK_EVERY
+                next_commit = time.monotonic() + options.flush_interval
+                if not writer.queue:
+                    writer.sink.idle()
     finally:
         writer.stop(None)
-        out.flush()
+        if unacknowledged is not None:
+            answer("ack", unacknowledged)
         os._exit(0)
 
 
