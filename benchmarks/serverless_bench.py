@@ -163,7 +163,7 @@ log.close(30)
 def cold_start(folder: str, runs: int) -> dict[str, float]:
     results = {}
     baseline = []
-    for i in range(runs):
+    for _ in range(runs):
         began = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         baseline.append(time.perf_counter() - began)

@@ -8,6 +8,8 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -183,19 +185,27 @@ def row(path: str, size: int = 0, exception: str | None = None) -> tuple:
     return tuple(values.values())
 
 
-def test_a_full_pipe_never_blocks_and_no_line_is_cut_or_repeated():
+def small_pipe() -> tuple[int, int]:
     read, write = os.pipe()
     fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: one page
     os.set_blocking(read, False)
+    return read, write
 
-    def drain() -> bytes:
-        try:
-            return os.read(read, 1 << 16)
-        except BlockingIOError:
-            return b""
+
+def drain(read: int) -> bytes:
     try:
+        return os.read(read, 1 << 16)
+    except BlockingIOError:
+        return b""
+
+
+def test_a_full_pipe_never_blocks_the_event_loop_and_no_line_is_cut_or_repeated():
+    read, write = small_pipe()
+    rows = [row(f"/r{i}", size=900) for i in range(12)] + [row("/long", size=9000)]
+
+    async def inline_writer() -> tuple[bytes, int]:
+        # On the event loop, as the inline writer writes: a full pipe is never waited for.
         sink = JSONLinesSink(Options(), fd=write, name="<pipe>")
-        rows = [row(f"/r{i}", size=900) for i in range(12)] + [row("/long", size=9000)]
         batch = Batch(rows=rows, keys=list(range(len(rows))))
         received = b""
         attempts = 0
@@ -203,17 +213,65 @@ def test_a_full_pipe_never_blocks_and_no_line_is_cut_or_repeated():
             attempts += 1
             assert attempts < 1000
             try:
-                sink.write(batch)  # never blocks: raises StdoutFull when the pipe is full
+                sink.write(batch)
             except StdoutFull:
                 pass
-            received += drain()  # the reader catches up a little
-        received += drain()
+            received += drain(read)  # the reader catches up a little
+        return received + drain(read), attempts
+
+    try:
+        received, attempts = asyncio.run(inline_writer())
     finally:
         os.close(read)
         os.close(write)
     assert attempts > 1
     lines = received.decode("ascii").splitlines()
     assert [jsonlines.decode(line)[2] for line in lines] == [r[2] for r in rows]
+
+
+def test_off_the_loop_a_slow_reader_is_waited_for():
+    read, write = small_pipe()
+    rows = [row(f"/r{i}", size=900) for i in range(40)]
+    received = bytearray()
+    stop = threading.Event()
+
+    def slow_reader():
+        while not stop.is_set():
+            received.extend(drain(read))
+            time.sleep(0.005)
+
+    reader = threading.Thread(target=slow_reader)
+    reader.start()
+    try:
+        sink = JSONLinesSink(Options(), fd=write, name="<pipe>")
+        batch = Batch(rows=rows, keys=list(range(len(rows))))
+        sink.write(batch)  # the writer thread's way: waits for the reader, no error
+        assert batch.done == len(rows)
+        deadline = time.monotonic() + 10
+        while received.count(b"\n") < len(rows) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        reader.join(10)
+        os.close(read)
+        os.close(write)
+    assert [jsonlines.decode(line)[2] for line in bytes(received).splitlines()] == [
+        r[2] for r in rows]
+
+
+def test_off_the_loop_a_reader_that_never_reads_is_waited_for_busy_timeout():
+    read, write = small_pipe()
+    try:
+        sink = JSONLinesSink(Options(busy_timeout=0.2), fd=write, name="<pipe>")
+        batch = Batch(rows=[row(f"/r{i}", size=900) for i in range(20)], keys=list(range(20)))
+        began = time.monotonic()
+        with pytest.raises(StdoutFull):
+            sink.write(batch)
+        assert time.monotonic() - began >= 0.2
+        assert 0 < batch.done < 20
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 def test_late_exceptions_reach_rows_not_printed_yet(capfd):

@@ -7,12 +7,13 @@ value the SQLite log would store (redaction applied by the prepare step, as for 
 ``asgi-log-to-sqlite import`` reads back into a log database.
 
 The sink writes to file descriptor 1 itself, in whole lines, never through ``sys.stdout``'s
-buffer (which may end a write in the middle of the app's own line). It never waits for the
-reader: before each write of at most ``PIPE_BUF`` bytes it asks ``select`` whether the descriptor
-takes it now, and when it does not (a log shipper that fell behind filled the pipe), the write
-fails like any storage that is unavailable: the writer keeps the rows and retries them, and past
-``retry_for`` counts them as dropped. So even the inline writer, which runs on the event loop,
-never blocks on standard output.
+buffer (which may end a write in the middle of the app's own line). Before each write of at most
+``PIPE_BUF`` bytes it asks ``select`` whether the descriptor takes it. Off the event loop (the
+writer thread or process) it waits for the reader up to ``busy_timeout`` seconds, as a SQLite
+write waits for a lock; on an event loop (the inline writer) it never waits. A reader that
+stays behind (a log shipper that fell behind filled the pipe) makes the write fail like any
+storage that is unavailable: the writer keeps the rows and retries them, and past ``retry_for``
+counts them as dropped. So standard output never blocks an event loop.
 
 What only a SQLite log can hold is refused when the middleware is built: rotation and
 retention, captured headers and captures for replay. Late exceptions reach a row that has not
@@ -22,6 +23,7 @@ warnings (the ``asgi_log_to_sqlite`` logger, on standard error).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
@@ -74,6 +76,7 @@ class JSONLinesSink:
                 )
         self.fd = fd
         self.name = name
+        self.wait_for = options.busy_timeout
         self._partial = b""  # the rest of a line the descriptor took only part of
         self._can_poll = True
 
@@ -123,7 +126,12 @@ class JSONLinesSink:
         if not self._can_poll:
             return True
         try:
-            return bool(select.select([], [self.fd], [], 0)[1])
+            asyncio.get_running_loop()
+            wait = 0.0  # on the event loop (the inline writer): never wait for the reader
+        except RuntimeError:
+            wait = self.wait_for
+        try:
+            return bool(select.select([], [self.fd], [], wait)[1])
         except (OSError, ValueError):
             self._can_poll = False  # a descriptor select cannot watch: plain writes
             return True
