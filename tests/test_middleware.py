@@ -1006,3 +1006,52 @@ def test_one_bad_request_among_2000_costs_no_other_row(make_log, log_path, name,
     stats = log.stats()
     assert stats["dropped_write_failed"] == 0
     assert stats["dropped_bad_record"] + len(found) == 2000
+
+
+# ---- callables that raise or answer junk never cost a row -------------------------------------
+class _Junk:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@pytest.mark.parametrize("strategy", ["thread", "process"])
+@pytest.mark.parametrize(
+    "hooks",
+    [
+        {"route": lambda scope: _Junk(), "actor": lambda scope: _Junk()},
+        {"route": lambda scope: 1 / 0, "actor": lambda scope: {}.missing},
+        {"route": lambda scope: b"/bytes", "actor": lambda scope: ["a", "list"]},
+    ],
+)
+def test_route_and_actor_callables_that_fail_leave_those_fields_empty(
+    make_log, log_path, hooks, strategy
+):
+    log = make_log(responder(), writer=strategy, **hooks)
+
+    async def main():
+        for i in range(5):
+            await get(log, f"/hooks/{i}")
+        await log.aflush(30)
+
+    asyncio.run(main())
+    found = rows(log_path)
+    assert [r["path"] for r in found] == [f"/hooks/{i}" for i in range(5)]
+    assert all(r["route"] is None for r in found)
+    assert log.stats()["route_errors"] >= 5 or hooks["route"](None) == b"/bytes"
+
+
+@pytest.mark.parametrize("clock", [lambda: 1 / 0, lambda: "noon", lambda: float("nan"),
+                                   lambda: None])
+def test_a_clock_that_fails_falls_back_to_the_system_clock(make_log, log_path, clock, caplog):
+    log = make_log(responder(), rotate="daily", clock=clock, flush_interval=0.05)
+
+    async def main():
+        for i in range(3):
+            await get(log, f"/clock/{i}")
+        await log.aflush(30)
+
+    with caplog.at_level(logging.WARNING, logger="asgi_log_to_sqlite"):
+        asyncio.run(main())
+    assert [r["path"] for r in rows(log_path)] == ["/clock/0", "/clock/1", "/clock/2"]
+    assert log.stats()["dropped_write_failed"] == 0
+    assert any("clock option failed" in r.getMessage() for r in caplog.records)

@@ -436,3 +436,147 @@ def replay(log: str, target: str | None, app_spec: str | None, since: float | No
         sys.exit(1)
     if report["interrupted"]:
         sys.exit(130)
+
+
+# --- mock and record ----------------------------------------------------------------------
+def _run_server(app: object, host: str, port: int, log_level: str) -> None:
+    """``app`` under uvicorn until Ctrl-C or SIGTERM; a server that cannot start is one line.
+
+    Without uvicorn's access log: it would print the secrets in query strings that the log
+    itself redacts.
+    """
+    import uvicorn
+    from uvicorn.main import STARTUP_FAILURE
+
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
+                    proxy_headers=False, access_log=False)
+    except SystemExit as stop:  # an address in use: uvicorn logged why
+        if stop.code != STARTUP_FAILURE:
+            raise
+        raise click.ClickException("the server did not start (uvicorn's error is above)") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _needs_httpx(what: str) -> None:
+    try:
+        import httpx  # noqa: F401  (in the replay extra)
+    except ImportError as error:
+        raise click.ClickException(
+            f"{what} needs httpx ({error}): pip install 'asgi-log-to-sqlite[replay]'"
+        ) from None
+
+
+def _body_limit(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from .validators import body_limit
+
+    try:
+        return body_limit("--body-limit", value)
+    except (TypeError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--cycle/--last", default=True, show_default=True,
+              help="Several recordings of one request answer in turn, or always the latest.")
+@click.option("--timing", is_flag=True,
+              help="Answer at the recorded pace: time to first byte, then each chunk.")
+@click.option("--fallback", metavar="URL", help="Proxy unmatched requests to this URL, and "
+              "record them into LOG (instead of answering 404).")
+@click.option("--set", "settings", multiple=True, callback=_pairs("parse_setting"),
+              metavar="NAME=VALUE", help="Fill the {{NAME}} placeholder in recorded responses "
+              "(repeatable).")
+@click.option("--body-limit", default="1MB", show_default=True, callback=_body_limit,
+              help="With --fallback: bodies kept whole up to this size (larger ones are "
+              "recorded but cannot be served).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="With --fallback: seconds the upstream may take.")
+@click.option("--list", "listing", is_flag=True,
+              help="Print the recorded requests and the placeholders, and exit.")
+@click.option("--log-level", default="info", show_default=True, type=_LOG_LEVELS)
+def mock(log: str, host: str, port: int, cycle: bool, timing: bool, fallback: str | None,
+         settings: list, body_limit: int, timeout: float, listing: bool, log_level: str) -> None:
+    """Serve the responses recorded in a log: a mock of the logged service, for tests."""
+    if fallback is not None:
+        _needs_httpx("mock --fallback")
+    from .mock import MockError, mock_app, placeholders
+    from .mock.summary import listing_lines, placeholder_lines, serving_line
+
+    values = dict(settings)
+    try:
+        if listing:
+            from .mock import load
+
+            for line in listing_lines(load(log)):
+                click.echo(line)
+            for line in placeholder_lines(placeholders(log), values):
+                click.echo(line)
+            return
+        app = mock_app(log, repeat="cycle" if cycle else "last", timing=timing,
+                       fallback=fallback, values=values, body_limit=body_limit, timeout=timeout)
+        found = placeholders(log)
+    except MockError as error:
+        raise _failure(error) from None
+    if not app.servable and fallback is None:
+        raise click.ClickException(
+            f"{log}: no recorded response to serve (log with capture_requests=True and "
+            "capture_responses=True, or record with 'asgi-log-to-sqlite record')"
+        )
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("mock: %(message)s"))
+    requests_log = logging.getLogger("asgi_log_to_sqlite.mock")
+    requests_log.addHandler(handler)
+    requests_log.setLevel(log_level.upper())
+    requests_log.propagate = False
+    click.echo(_shown(serving_line(list(app.index), log)), err=True)
+    if fallback is not None:
+        click.echo(f"Unmatched requests go to {fallback}, and are recorded.", err=True)
+    if found:
+        for line in placeholder_lines(found, values):
+            click.echo(line, err=True)
+    _run_server(app, host, port, log_level)
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--upstream", required=True, metavar="URL",
+              help="The service to record: https://api.example.com.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--body-limit", default="1MB", show_default=True, callback=_body_limit,
+              help="Bodies kept whole up to this size (a mock serves only those).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds the upstream may take to answer (and between chunks).")
+@click.option("--option", "-O", "extra", multiple=True, callback=_option_pair,
+              metavar="NAME=VALUE", help="Any other middleware option, e.g. -O redact_query=sig.")
+@click.option("--log-level", default="info", show_default=True, type=_LOG_LEVELS)
+def record(log: str, upstream: str, host: str, port: int, body_limit: int, timeout: float,
+           extra: dict, log_level: str) -> None:
+    """Record a remote service through a logging reverse proxy, for a mock or a replay."""
+    _needs_httpx("record")
+    from .record import count_captures, recorder_app, summary
+
+    before: list[int] = []
+
+    def say_what_was_recorded() -> None:
+        for line in summary(log, before[0] if before else 0):
+            click.echo(_shown(line), err=True)
+
+    try:
+        app = recorder_app(upstream, log, body_limit=body_limit, timeout=timeout, options=extra,
+                           on_shutdown=say_what_was_recorded)
+    except (TypeError, ValueError, OSError) as error:
+        raise _failure(error) from None
+    before.append(count_captures(log))
+    click.echo(_shown(f"Recording {upstream} into {log}: send requests to "
+                      f"http://{host}:{port}"), err=True)
+    _run_server(app, host, port, log_level)

@@ -98,4 +98,6 @@ def serve(
         # Forwarding headers are the middleware's to read, and only from ``trusted_proxies``:
         # uvicorn's own handling would trust X-Forwarded-For from any local client.
         proxy_headers=False,
+        # The log is the access log: uvicorn's own would print query strings, secrets and all.
+        access_log=False,
     )

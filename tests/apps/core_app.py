@@ -52,3 +52,13 @@ _LOG = os.environ.get("ASGI_LOG_DB", "core-e2e.db")
 _INTERVAL = float(os.environ.get("ASGI_LOG_FLUSH_INTERVAL", "0.2"))
 app = AsgiLogToSqlite(_with_lifespan, _LOG, flush_interval=_INTERVAL)
 no_lifespan_app = AsgiLogToSqlite(_without_lifespan, _LOG, flush_interval=_INTERVAL)
+
+
+async def _failing_startup(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        raise RuntimeError("the database is down")  # a startup that fails
+    await _http(scope, receive, send)
+
+
+failing_startup_app = AsgiLogToSqlite(_failing_startup, _LOG, flush_interval=_INTERVAL)

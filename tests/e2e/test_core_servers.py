@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from support import Server, free_port
+from support import ROOT, Server, free_port
 
 REQUESTS = 300
 
@@ -122,3 +122,28 @@ def test_hypercorn_two_workers_signalled_as_a_group(tmp_path):
 @pytest.mark.timeout(180)
 def test_uvicorn_three_workers_signalled_as_a_group(tmp_path):
     run_and_check(tmp_path, uvicorn("apps.core_app:app", "--workers", "3"), group=True)
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_uvicorn_refuses_to_start_when_startup_fails(tmp_path, wrapped):
+    """``--lifespan on`` and an app whose startup raises: uvicorn must refuse to start, with the
+    middleware as without it (a failed startup is never answered as a success)."""
+    import subprocess
+
+    code = (
+        "import core_app\n"
+        "async def bare(scope, receive, send):\n"
+        "    await core_app._failing_startup(scope, receive, send)\n"
+    )
+    (tmp_path / "bare_app.py").write_text(code)
+    target = "core_app:failing_startup_app" if wrapped else "bare_app:bare"
+    port = free_port()
+    env = {**__import__("os").environ, "ASGI_LOG_DB": str(tmp_path / "log.db"),
+           "PYTHONPATH": f"{ROOT / 'tests' / 'apps'}:{tmp_path}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--lifespan", "on"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode != 0
+    assert "Application startup failed" in result.stderr
+    assert "the database is down" in result.stderr

@@ -5,7 +5,7 @@ The client adds nothing of its own: httpx's default headers are removed, redirec
 followed (a 302 is compared as a 302), and the body is read as it came off the wire (still
 compressed, if it was) and hashed as it streams, like the log hashed what the app sent.
 ``log_to`` logs the replayed exchanges into a second log database, through the middleware
-itself: around the app, or around a small forwarding app in front of the target.
+itself: around the app, or around the reverse proxy of :mod:`..proxy` in front of the target.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
-from .plan import NOT_RESENT, Outgoing
+from ..proxy import ReverseProxy, new_client
+from .plan import Outgoing
 from .select import ReplayError
 
-__all__ = ["Forwarder", "Outcome", "Sender", "load_app"]
+__all__ = ["Outcome", "Sender", "load_app"]
 
 #: Seconds an ``--app``'s lifespan startup may take.
 LIFESPAN_TIMEOUT = 30.0
@@ -63,53 +63,6 @@ def load_app(spec: str) -> Any:
     return found
 
 
-def _response_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers.raw if k.decode("latin-1").lower() not in NOT_RESENT]
-
-
-class Forwarder:
-    """An ASGI app that sends each request on to ``base`` and streams the answer back: what
-    ``log_to`` wraps in the middleware when the replay goes to a server."""
-
-    def __init__(self, base: str, client: Any) -> None:
-        self.base = base.rstrip("/")
-        self.client = client
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        target = scope.get("raw_path") or scope["path"].encode("utf-8")
-        if scope.get("query_string"):
-            target += b"?" + scope["query_string"]
-        headers = [
-            (k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in NOT_RESENT
-        ]
-        request = self.client.build_request(
-            scope["method"], self.base + target.decode("latin-1"), headers=headers, content=body
-        )
-        response = await self.client.send(request, stream=True)
-        try:
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": _response_headers(response.headers)})
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            await response.aclose()
-
-
 class Sender:
     """``async with Sender(target=...) as sender: outcome = await sender.send(outgoing)``."""
 
@@ -135,19 +88,9 @@ class Sender:
         self._log: Any = None
 
     def _new_client(self, transport: Any) -> Any:
-        import httpx
-
-        client = httpx.AsyncClient(
-            transport=transport,
-            timeout=self.timeout,
-            follow_redirects=False,
-            # A replay sends the cookies of each logged request, never ones a response set.
-            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
-        )
-        # Only what the logged request carried: no Accept-Encoding or User-Agent of httpx's own.
-        for name in list(client.headers):
-            del client.headers[name]
-        return client
+        # Only what the logged request carried: no Accept-Encoding or User-Agent of httpx's own,
+        # and never a cookie that a response set.
+        return new_client(self.timeout, transport)
 
     async def __aenter__(self) -> Sender:
         import httpx
@@ -158,7 +101,10 @@ class Sender:
                 limits = httpx.Limits(max_connections=self.concurrency)
                 upstream = self._new_client(httpx.AsyncHTTPTransport(limits=limits))
                 await self._stack.enter_async_context(upstream)
-                app = Forwarder(self.target or "", upstream)
+                try:
+                    app = ReverseProxy(self.target or "", client=upstream)
+                except ValueError as error:
+                    raise ReplayError(f"--target: {error}") from None
             if self.log_to is not None:
                 from ..middleware import AsgiLogToSqlite
 
