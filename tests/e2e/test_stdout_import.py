@@ -49,7 +49,7 @@ def send_traffic(base_url: str) -> int:
     sent = 0
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for i in range(40):
-            headers = {"user-agent": f"agent/{i % 4} \u00e9", "accept-language": "fr-CH"}
+            headers = {"user-agent": f"agent/{i % 4} \u00e9".encode(), "accept-language": "fr-CH"}
             if i % 3 == 0:
                 headers["referer"] = f"https://example.org/from/{i}?session=secret{i}"
             if i % 5 == 0:
