@@ -711,3 +711,20 @@ def test_merge_keeps_captures_with_their_rows(tmp_path):
         for tag, p in (("o", "/already-there"), ("a", "/a1"), ("a", "/a2"), ("b", "/b1"),
                        ("b", "/b2"))
     ]
+
+
+def test_a_damaged_schema_whose_message_does_not_decode_is_one_line(tmp_path):
+    """SQLite's message quotes the damaged schema text, which Python may fail to decode."""
+    from asgi_log_to_sqlite import maintenance
+    from asgi_log_to_sqlite.schema import connect, ensure_schema
+
+    path = str(tmp_path / "log.db")
+    conn = connect(path)
+    ensure_schema(conn)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    data = bytearray(Path(path).read_bytes())
+    data[data.find(b"(", data.find(b"CREATE TABLE excluded_requests"))] = 0xA9
+    Path(path).write_bytes(data)
+    with pytest.raises(maintenance.MaintenanceError, match=r"cannot be read .*near"):
+        maintenance.prune(path, 1.0)

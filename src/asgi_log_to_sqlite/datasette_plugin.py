@@ -35,7 +35,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -48,7 +47,7 @@ from . import metadata as log_metadata
 from .middleware import AsgiLogToSqlite
 from .options import Options, option_names
 from .rotation import is_rotated_file
-from .schema import is_log_database
+from .schema import is_log_database, open_readonly
 
 PLUGIN_NAME = "asgi-log-to-sqlite"
 # Options of the plugin itself; every other key is passed to the middleware.
@@ -415,7 +414,7 @@ _log_cache_lock = threading.Lock()
 def _read_log(path: str) -> _Log | None:
     """The log database at ``path``, or None when it is not one."""
     try:
-        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=1)
+        conn = open_readonly(path, timeout=1)
     except sqlite3.Error:
         return None
     try:

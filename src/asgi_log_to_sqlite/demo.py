@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .schema import connect, ensure_schema
+from .schema import connect, ensure_schema, transaction
 
 __all__ = ["USER_AGENTS", "demo_app", "run_demo", "synthetic_log"]
 
@@ -333,14 +333,13 @@ def synthetic_log(
             "hosts": HOSTS,
             "query_strings": ["?page=2", "?q=sqlite", "?sort=new", "?utm_source=news"],
         }
-        conn.execute("BEGIN")
-        for table, names in values.items():
-            conn.executemany(
-                f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", [(n,) for n in names]
-            )
-            ids = dict(conn.execute(f"SELECT name, id FROM [{table}]").fetchall())
-            lookups[table] = [ids[n] for n in names]
-        conn.execute("COMMIT")
+        with transaction(conn):
+            for table, names in values.items():
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO [{table}] (name) VALUES (?)", [(n,) for n in names]
+                )
+                ids = dict(conn.execute(f"SELECT name, id FROM [{table}]").fetchall())
+                lookups[table] = [ids[n] for n in names]
         paths, agents = lookups["paths"], lookups["user_agents"]
         path_weights = [1.0 / (i + 1) for i in range(len(paths))]
         agent_weights = [w for _, w, _ in USER_AGENTS]
@@ -383,9 +382,8 @@ def synthetic_log(
                     duration * 0.8,
                     "http",
                 ))
-            conn.execute("BEGIN")
-            conn.executemany(sql, chunk)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                conn.executemany(sql, chunk)
             written += n
     finally:
         conn.close()

@@ -32,6 +32,7 @@ from .rotation import (
     rotate_file,
 )
 from .schema import (
+    MERGED_FILES_SQL,
     SchemaError,
     connect,
     ensure_schema,
@@ -89,6 +90,9 @@ def check_regular_file(path: str) -> None:
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
+    if isinstance(error, UnicodeDecodeError) and isinstance(error.object, bytes):
+        # Python could not decode SQLite's own message (it quotes damaged bytes): show it anyway.
+        return error.object.decode("utf-8", "replace")
     return str(error)
 
 
@@ -113,10 +117,11 @@ def _check_connection(path: str, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA schema_version").fetchone()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         log = is_log_database(conn)
-    except sqlite3.DatabaseError as error:
+    except (sqlite3.DatabaseError, UnicodeError) as error:
+        # SQLite's message quotes the damaged bytes, which may not even decode.
         if "not a database" in str(error):
-            raise MaintenanceError(f"{path}: not a SQLite database ({error})") from None
-        raise MaintenanceError(f"{path}: cannot be read ({error})") from None
+            raise MaintenanceError(f"{path}: not a SQLite database ({_describe(error)})") from None
+        raise MaintenanceError(f"{path}: cannot be read ({_describe(error)})") from None
     if not log:
         raise NotALogError(f"{path}: not a log database (it has no 'requests' table)")
     if version > latest_version():
@@ -284,16 +289,6 @@ class MergeResult:
     merged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     rows: int = 0
-
-
-MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
-    fingerprint TEXT PRIMARY KEY,
-    name TEXT,
-    rows INTEGER,
-    first_start FLOAT,
-    last_start FLOAT,
-    merged_at TEXT
-)"""
 
 
 def _inspect(path: str) -> _Source:

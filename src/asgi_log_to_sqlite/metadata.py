@@ -451,7 +451,7 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
     Raises ``ValueError`` when the file is not a log database.
     """
     from .filekind import special_file_kind
-    from .schema import is_log_database
+    from .schema import is_log_database, open_readonly
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -460,7 +460,7 @@ def metadata_for_file(path: str | os.PathLike[str], database: str | None = None)
     if kind is not None:
         raise ValueError(f"{path!r} is not a regular file ({kind})")
     try:
-        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+        conn = open_readonly(path)
     except sqlite3.Error as error:
         raise ValueError(f"{path!r} cannot be opened ({error})") from None
     try:

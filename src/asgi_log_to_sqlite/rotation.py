@@ -42,6 +42,7 @@ from typing import Any
 
 from .schema import (
     FILE_SUFFIXES,
+    LOG_META_SQL,
     connect,
     ensure_schema,
     open_readonly,
@@ -141,7 +142,7 @@ def _read_meta(conn: sqlite3.Connection, key: str) -> str | None:
 def _write_meta(conn: sqlite3.Connection, key: str, value: str, replace: bool) -> None:
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
     with transaction(conn):
-        conn.execute("CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute(LOG_META_SQL)
         conn.execute(f"{verb} INTO log_meta (key, value) VALUES (?, ?)", (key, value))
 
 

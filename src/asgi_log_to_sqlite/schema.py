@@ -34,6 +34,18 @@ __all__ = [
 #: The files SQLite may keep beside a database: a log is all of them, under one name.
 FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
+#: What a file knows about itself (when it was started, rotated): made by rotation as needed.
+LOG_META_SQL = "CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: The inputs ``merge`` copied into a file, so that merging them again adds nothing.
+MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
+    fingerprint TEXT PRIMARY KEY,
+    name TEXT,
+    rows INTEGER,
+    first_start FLOAT,
+    last_start FLOAT,
+    merged_at TEXT
+)"""
+
 # column name in ``requests`` -> lookup table holding its text (None: stored as is).
 # The order is the order of the tuple the writer inserts.
 REQUEST_COLUMNS: dict[str, str | None] = {

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..schema import open_readonly
 
 __all__ = ["Recorded", "ReplayError", "Selection", "count_rows", "open_log", "read_rows"]
 
@@ -71,10 +72,6 @@ class Recorded:
         return self.route or self.path or "(no path)"
 
 
-def _uri(path: str) -> str:
-    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-
-
 def open_log(path: str) -> tuple[sqlite3.Connection, set[str], set[str]]:
     """A read-only connection, the columns of ``requests`` and the tables of the file."""
     if not os.path.exists(path):
@@ -82,7 +79,7 @@ def open_log(path: str) -> tuple[sqlite3.Connection, set[str], set[str]]:
     if os.path.isdir(path):
         raise ReplayError(f"{path}: is a folder, not a log database")
     try:
-        conn = sqlite3.connect(_uri(path), uri=True, check_same_thread=False)
+        conn = open_readonly(path)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
