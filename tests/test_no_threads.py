@@ -135,3 +135,40 @@ def test_the_datasette_plugin_in_no_thread_mode(no_threads, data_db, log_path, f
     assert served.json() == [{"n": 2}]
     middleware.close()
     assert count(log_path) == 3  # the query of the log is a request too
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_datasette_serve_in_no_thread_mode(tmp_path, data_db, log_path):
+    """A real ``datasette serve --setting num_sql_threads 0`` over HTTP: each response's row is
+    in the log when the client has it (flush="response")."""
+    import json
+
+    import httpx
+    from support import BIN, Server, free_port
+
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text(json.dumps(
+        {"plugins": {"asgi-log-to-sqlite": {"file": log_path, "flush": "response"}}}))
+    port = free_port()
+    server = Server(
+        [str(BIN / "datasette"), "serve", data_db, "-m", str(metadata), "--host", "127.0.0.1",
+         "--port", str(port), "--setting", "num_sql_threads", "0"],
+        port, cwd=tmp_path, log=tmp_path / "datasette.out",
+    )
+    with server, httpx.Client(base_url=server.url, timeout=30) as client:
+        seen = []
+        for path in ("/data/items.json?_shape=array", "/data/nope.json", "/-/versions.json"):
+            response = client.get(path)
+            conn = sqlite3.connect(f"file:{log_path}?mode=ro", uri=True)
+            try:
+                seen.append(conn.execute(
+                    "SELECT path, http_status FROM requests_view ORDER BY id DESC LIMIT 1"
+                ).fetchone())
+            finally:
+                conn.close()
+            assert seen[-1][1] == response.status_code
+        settings = client.get("/-/settings.json").json()
+    assert settings["num_sql_threads"] == 0
+    assert seen == [("/data/items.json", 200), ("/data/nope.json", 404),
+                    ("/-/versions.json", 200)]
