@@ -551,10 +551,8 @@ class InlineWriter(Writer):
 
 def start_writer(kind: str, sink: Sink, prepare: Prepare, options: Any) -> Writer:
     """The writer of strategy ``kind``: "thread", "inline", or "auto" (a thread where one can
-    start: not under Pyodide, nor where ``Thread.start`` raises)."""
-    import sys
-
-    if kind == "inline" or (kind == "auto" and sys.platform == "emscripten"):
+    start, else inline; the hosts that need inline are told apart in hosts.py)."""
+    if kind == "inline":
         return InlineWriter(sink, prepare, options)
     try:
         return ThreadWriter(sink, prepare, options)
