@@ -86,7 +86,8 @@ class AsgiLogToSqlite:
                 "use writer='thread', 'inline' or 'auto'"
             )
         self.sink.prepare()
-        #: flush="response" (or "auto" on AWS Lambda): each row committed before the call returns.
+        #: flush="response" (or "auto" on AWS Lambda): each row committed before the response's
+        #: last message goes out (observers.py), and whatever came later before the call returns.
         self.commit_each = hosts.commits_each_response(self.options.flush)
         self._writer: Queue | None = None
         self._writer_lock = threading.Lock()

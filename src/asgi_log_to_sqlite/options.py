@@ -57,9 +57,10 @@ class Options:
     #: and Pyodide, see hosts.py).
     writer: str = _field("auto", v.choice(*WRITERS))
     #: When a request's row is committed: "batch" (by the writer, every ``flush_interval``),
-    #: "response" (before the ASGI call returns to the server or adapter, for hosts that freeze
-    #: or discard the process between requests), or "auto" ("response" on AWS Lambda, else
-    #: "batch"). See docs/serverless.md.
+    #: "response" (before the response's last message reaches the server, and so before the
+    #: ASGI call returns to the server or adapter: for hosts that freeze, throttle or discard the
+    #: process between requests), or "auto" ("response" on AWS Lambda, else "batch"). See
+    #: docs/serverless.md.
     flush: str = _field("auto", v.choice(*FLUSHES))
     #: Records waiting for the writer at most; past it records are dropped and counted.
     max_queue: int = _field(100_000, v.positive_int)
