@@ -18,6 +18,7 @@ SLOW_TESTS = {
     "test_report_as_a_process_over_several_files",
     "test_the_real_program",
     "test_cli_bad_input",
+    "test_any_exchange_passes_through_and_is_accounted_for",
     "test_commands_on_odd_files",
     "test_merge_of_odd_files_is_all_or_nothing",
     "test_the_real_program_on_special_files_and_names",

@@ -198,14 +198,17 @@ def test_close_before_any_request(make_log, log_path, caplog):
     assert rows(log_path) == []
 
 
-def test_aclose_commits_everything(make_log, log_path):
-    log = make_log(responder(), flush_interval=30)
+@pytest.mark.parametrize("strategy", ["process", "thread", "inline"])
+def test_aclose_commits_everything(make_log, log_path, strategy):
+    log = make_log(responder(), flush_interval=30, writer=strategy)
 
     async def main():
         for _ in range(10):
             await get(log)
         await log.aclose()
-        await log.aclose()
+        await asyncio.wait_for(log.aclose(), 5)  # closed already: at once
+        await asyncio.wait_for(log.aflush(), 5)
+        log.flush(5)
 
     asyncio.run(main())
     assert len(rows(log_path)) == 10

@@ -324,6 +324,9 @@ class ProcessWriter(Queue):
 
     # ---- flushing and stopping (any thread) ----------------------------------------------------
     def request_flush(self, done: Callable[[], None]) -> None:
+        if self._stopped:  # stopped: everything was committed, nothing more is taken
+            done()
+            return
         self.queue.append(_Flush(done))
         if self._loop is not None:
             try:
@@ -347,6 +350,8 @@ class ProcessWriter(Queue):
             time.sleep(0.001)
 
     def flush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
         done = threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done.set))
@@ -356,6 +361,8 @@ class ProcessWriter(Queue):
             raise TimeoutError(f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s")
 
     async def aflush(self, timeout: float | None = None) -> None:
+        if self._stopped:
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
