@@ -7,7 +7,8 @@ mix (mix.py) and a trivial app, one request at a time (the way a Lambda process 
   (flush "batch" or "response"; writer inline, thread or process; SQLite on local disk, or JSON
   lines into a pipe that a separate ``cat`` process drains, standing for a platform's log agent).
   "batch" returns before its row is committed: its figure is what the middleware costs a call,
-  "response" adds the commit.
+  "response" adds the commit. With the PostgreSQL sink installed (and PostgreSQL's ``initdb``),
+  also into PostgreSQL over TCP on 127.0.0.1: a throwaway cluster started here, fsync on.
 * ``mangum``: one Mangum handler invocation (an HTTP API 2.0 event, ``lifespan="off"``) with
   ``AWS_LAMBDA_FUNCTION_NAME`` set, so flush and writer are chosen as on Lambda; for each writer.
 * ``cold_start``: a fresh interpreter imports the package, builds the middleware and serves its
@@ -19,8 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import glob
+import importlib.util
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -80,6 +86,64 @@ def per_request(folder: str, n: int) -> dict[str, float]:
             results[f"sqlite {flush} {writer}"] = median_us(asyncio.run(run()))
             log.close(60)
     results.update(stdout_per_request(scopes))
+    results.update(postgresql_per_request(scopes))
+    return results
+
+
+def postgresql_bin() -> str | None:
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(found)
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    return folders[-1] if folders else None
+
+
+@contextlib.contextmanager
+def postgresql_server():
+    """A throwaway PostgreSQL listening on 127.0.0.1 (fsync on, as a real server); its URL."""
+    folder = tempfile.mkdtemp(prefix="serverless-bench-pg-")
+    os.chmod(folder, 0o755)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bin_folder = postgresql_bin()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    data = os.path.join(folder, "data")
+
+    def run(program, *args):
+        subprocess.run([*as_postgres, os.path.join(bin_folder, program), *args], check=True,
+                       cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+    try:
+        run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C")
+        run("pg_ctl", "-D", data, "-l", os.path.join(folder, "server.log"), "-w", "-t", "60",
+            "-o", f"-k {folder} -p {port} -c listen_addresses=127.0.0.1", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        with contextlib.suppress(Exception):
+            run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def postgresql_per_request(scopes) -> dict[str, float | str]:
+    if importlib.util.find_spec("asgi_log_to_sqlite.sinks.postgresql") is None:
+        return {"postgresql": "no PostgreSQL sink in this version"}
+    if postgresql_bin() is None:
+        return {"postgresql": "PostgreSQL's initdb is not installed"}
+    results: dict[str, float | str] = {}
+    with postgresql_server() as url:
+        for flush in ("batch", "response"):
+            for writer in WRITERS:
+                log = AsgiLogToSqlite(app, url, flush=flush, writer=writer)
+
+                async def run(log=log):
+                    await timed_calls(log, scopes[:50])
+                    return await timed_calls(log, scopes)
+
+                results[f"postgresql {flush} {writer}"] = median_us(asyncio.run(run()))
+                log.close(60)
     return results
 
 
