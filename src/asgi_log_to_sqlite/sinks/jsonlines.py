@@ -66,6 +66,8 @@ class JSONLinesSink:
 
     #: Writes to this process's own standard output: a writer process could not.
     shippable = False
+    #: What ``open_sink`` opens this sink from again (in a forked child).
+    target = "-"
 
     def __init__(self, options: Any, fd: int = 1, name: str = "<stdout>") -> None:
         for option, default in _SQLITE_ONLY:
