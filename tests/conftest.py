@@ -1,10 +1,12 @@
+import os
+import tempfile
+
 import pytest
 
 #: Modules whose tests start real servers, browsers or other virtualenvs: ``make test`` runs
 #: them, ``make check`` (the quick edit-test loop) leaves them out.
-INTEGRATION_MODULES = {
-    "test_benchmarks", "test_datasette_serve", "test_html_report", "test_pyodide",
-}
+INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_report",
+                       "test_goaccess", "test_rollups_datasette", "test_pyodide"}
 #: Tests that take seconds on their own (subprocesses, real servers, large inputs).
 SLOW_TESTS = {
     "test_delete_older_than_in_small_transactions",
@@ -19,12 +21,20 @@ SLOW_TESTS = {
     "test_the_real_program",
     "test_cli_bad_input",
     "test_any_exchange_passes_through_and_is_accounted_for",
+    "test_every_request_was_a_row_a_drop_or_an_exclusion_and_the_writer_lives",
     "test_commands_on_odd_files",
     "test_merge_of_odd_files_is_all_or_nothing",
     "test_the_real_program_on_special_files_and_names",
     "test_serve_on_an_address_in_use_exits_1",
     "test_any_configuration_fails_by_name_or_serves_every_page",
 }
+
+
+def pytest_configure(config):
+    # The command line keeps ua-parser's answers in a cache folder: the run's own, not ~/.cache.
+    os.environ.setdefault(
+        "ASGI_LOG_TO_SQLITE_CACHE_DIR", tempfile.mkdtemp(prefix="asgi-log-to-sqlite-cache-")
+    )
 
 
 def pytest_collection_modifyitems(config, items):

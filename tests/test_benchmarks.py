@@ -94,3 +94,19 @@ def test_serverless_bench_measures_each_variant(tmp_path):
                                               "sqlite batch process", "stdout response inline"}
     assert all(value > 0 for value in result["mangum_us"].values())
     assert len(result["cold_start_ms"]) == 4
+
+
+@pytest.mark.timeout(300)
+def test_report_bench_measures_each_part(tmp_path):
+    out = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "report_benchmark.py", "--rows", "3000", "--repeat", "1", "--routes",
+         "2", "--writer-rows", "500", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    )
+    result = json.loads(out.read_text())
+    for key in ("report_whole", "report_24h", "report_5xx", "report_rollups_year", "cli_help",
+                "cli_report_tiny", "writer_rollups"):
+        assert key in result, key
+    assert result["report_rollups_year"]["hourly_rows"] == 2 * 365 * 24
+    assert result["writer_rollups"]["with"] > 0 and result["writer_rollups"]["without"] > 0

@@ -426,6 +426,9 @@ WITHOUT = (
     [
         ({"click"}, ["report", "x.db"], "pip install 'asgi-log-to-sqlite[cli]'"),
         ({"uvicorn"}, ["serve", "app:app"], "serve needs uvicorn"),
+        # click installed, ua-parser or Jinja2 not: a report used to end in a traceback.
+        ({"ua_parser"}, ["report", "x.db"], "report needs ua_parser"),
+        ({"jinja2"}, ["report", "x.db", "-f", "html"], "needs jinja2"),
     ],
 )
 def test_missing_extras_are_a_message_not_a_traceback(tmp_path, blocked, argv, expected):
@@ -435,3 +438,24 @@ def test_missing_extras_are_a_message_not_a_traceback(tmp_path, blocked, argv, e
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_report_keeps_user_agent_answers_so_a_second_run_needs_no_parser(log, tmp_path,
+                                                                       monkeypatch):
+    import sys
+
+    from asgi_log_to_sqlite.report import agents
+
+    monkeypatch.setenv("ASGI_LOG_TO_SQLITE_CACHE_DIR", str(tmp_path / "cache"))
+    first = CliRunner().invoke(cli, ["report", log, "-f", "json"])
+    assert first.exit_code == 0
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.name.startswith("user-agents-") and json.loads(cached.read_text())
+    agents.classify.cache_clear()
+    monkeypatch.delitem(sys.modules, "ua_parser", raising=False)
+    second = CliRunner().invoke(cli, ["report", log, "-f", "json"])
+    assert "ua_parser" not in sys.modules
+    assert json.loads(second.output)["user_agents"] == json.loads(first.output)["user_agents"]
+    # A damaged cache file is a cache that is empty.
+    cached.write_text("{not json")
+    assert CliRunner().invoke(cli, ["report", log]).exit_code == 0

@@ -555,8 +555,47 @@ print("ok")
 def test_percent_escapes_that_are_not_utf8_are_kept_as_escapes():
     # Servers decode /caf%E9 to "/caf\ufffd"; the raw path still says which byte it was.
     lossy = http_scope(path="/caf\ufffd/\ufffd", raw_path=b"/caf%E9/%FF")
-    assert row_of(lossy)["path"] == "/caf\\xe9/\\xff"
+    assert row_of(lossy)["path"] == "/caf%E9/%FF"
+    # The same for a server that decodes with surrogateescape.
+    assert row_of(http_scope(path="/caf\udce9", raw_path=b"/caf%e9"))["path"] == "/caf%E9"
     # A real U+FFFD (valid UTF-8, percent-encoded) stays what it is.
     real = http_scope(path="/x\ufffd", raw_path=b"/x%EF%BF%BD")
     assert row_of(real)["path"] == "/x\ufffd"
     assert row_of(http_scope(path="/x\ufffd", raw_path=None))["path"] == "/x\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "path", "stored"),
+    [
+        # The server decodes both to "/a/b": only the raw path tells them apart.
+        (b"/a%2Fb", "/a/b", "/a%2Fb"),
+        (b"/a/b", "/a/b", "/a/b"),
+        (b"/a%2fb", "/a/b", "/a%2Fb"),
+        # A literal % stays an escape, so every % in a stored path starts one.
+        (b"/100%25", "/100%", "/100%25"),
+        (b"/q%3Fx%23y", "/q?x#y", "/q%3Fx%23y"),
+        (b"/nul%00", "/nul\x00", "/nul%00"),
+        # The common case stays readable: other escapes are decoded.
+        (b"/caf%C3%A9/%E6%97%A5", "/caf\u00e9/\u65e5", "/caf\u00e9/\u65e5"),
+        (b"/a%20b", "/a b", "/a b"),
+        (b"/%7Euser", "/~user", "/~user"),
+        # A % that starts no escape is escaped itself.
+        (b"/a%zz", "/a%zz", "/a%25zz"),
+    ],
+)
+def test_stored_path_keeps_what_decoding_loses(raw_path, path, stored):
+    assert row_of(http_scope(path=path, raw_path=raw_path))["path"] == stored
+
+
+def test_stored_path_follows_the_app_when_the_raw_path_is_another_path():
+    # uvicorn --root-path: the mount point is in path, not in raw_path.
+    mounted = http_scope(path="/api/a/b", raw_path=b"/a%2Fb", root_path="/api")
+    assert row_of(mounted)["path"] == "/api/a%2Fb"
+    # A middleware rewrote the path: what the app saw is what is stored.
+    rewritten = http_scope(path="/v2/items", raw_path=b"/items%2F1")
+    assert row_of(rewritten)["path"] == "/v2/items"
+    # Odd raw paths never break the row.
+    for raw in (None, "/a%2Fb", bytearray(b"/a%2Fb"), b"%", b"\xff\xfe%"):
+        row = row_of(http_scope(path="/a/b", raw_path=raw))
+        assert row["path"] == "/a/b"
+        assert_valid_text(row)

@@ -19,6 +19,7 @@ from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.options import Options
 from asgi_log_to_sqlite.privacy import REDACTED, anonymize, framework_actor, parse_ip
 from asgi_log_to_sqlite.privacy.addresses import VisitorHash
+from asgi_log_to_sqlite.privacy.redaction import Redactor
 
 SECRET = "Zq7-SECRET-VALUE"
 
@@ -122,6 +123,11 @@ SENSITIVE_KEYS = [
     "accessKey",
     "OSSAccessKeyId",  # Alibaba OSS signed URLs
     "passphrase",
+    "sign",  # Yandex, Alipay, WeChat Pay
+    "paySign",  # WeChat Pay JSAPI
+    "verify_sign",  # PayPal IPN
+    "merchantSig",  # Adyen
+    "CHECKSUMHASH",  # Paytm
 ]
 
 
@@ -227,6 +233,32 @@ def test_referer_loses_userinfo_and_sensitive_query_values(log_path):
         [{"url": "/", "headers": {"Referer": "https://bob:pw@example.com/cb?code=abc&ref=home"}}],
     ).close()
     assert rows(log_path)[0]["referer"] == f"https://example.com/cb?code={REDACTED}&ref=home"
+
+
+def test_a_sign_parameter_is_redacted_by_default():
+    policy = Redactor()
+    assert policy.query("sign=9f86d081884c7d65&page=2") == f"sign={REDACTED}&page=2"
+    assert policy.query("sign_type=RSA2&design=flat") == "sign_type=RSA2&design=flat"
+
+
+@pytest.mark.parametrize(
+    ("referer", "stored"),
+    [
+        # A page anchor holds no secret: kept (it was cut to a bare "#").
+        ("https://ex.com/docs#install", "https://ex.com/docs#install"),
+        ("https://ex.com/a?page=2#section-3.1", "https://ex.com/a?page=2#section-3.1"),
+        ("https://ex.com/#", "https://ex.com/#"),
+        # OAuth implicit flow: tokens in key=value pairs of the fragment.
+        (f"https://ex.com/cb#access_token={SECRET}&expires_in=3600&state=x",
+         f"https://ex.com/cb#access_token={REDACTED}&expires_in=3600&state={REDACTED}"),
+        # A hash route with its own query string.
+        (f"https://ex.com/#/login?sign={SECRET}&next=/home",
+         f"https://ex.com/#/login?sign={REDACTED}&next=/home"),
+        ("https://ex.com/#/items?page=2", "https://ex.com/#/items?page=2"),
+    ],
+)
+def test_referer_fragments_keep_anchors_and_lose_secrets(referer, stored):
+    assert Redactor().url(referer) == stored
 
 
 # ---- captured headers --------------------------------------------------------------------------

@@ -30,6 +30,17 @@ NOW = 1_750_000_000.0
 ROWS = 4000
 
 
+@pytest.fixture(autouse=True, params=["ln", "tree", "group-by"])
+def query_variant(request, monkeypatch):
+    """Every test three times: latency buckets found with SQLite's math functions, and
+    without; and rows grouped with GROUP BY, as a dialect for a database that hashes does."""
+    from asgi_log_to_sqlite.dialect import SQLITE
+    from asgi_log_to_sqlite.report import queries
+
+    monkeypatch.setattr(queries, "USE_MATH_FUNCTIONS", request.param == "ln")
+    monkeypatch.setattr(SQLITE, "groups_by_upsert", request.param != "group-by")
+
+
 @pytest.fixture(scope="module")
 def log(tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "log.db"
@@ -166,19 +177,18 @@ def test_several_files_are_one_log(tmp_path, log):
     assert report["summary"]["requests"] == ROWS + 12 + 1500
 
 
-@pytest.mark.parametrize("sample", [50, 400, 5000])
-def test_sampled_percentiles_are_exact(log, monkeypatch, sample):
-    """Big logs take the sample-and-bracket route to percentiles; it must give the same values."""
-    from asgi_log_to_sqlite.report import queries
-
-    monkeypatch.setattr(queries, "SAMPLED_PERCENTILES_FROM", 0)
-    monkeypatch.setattr(queries, "PERCENTILE_SAMPLE", sample)
+@pytest.mark.parametrize("since", [None, NOW - 86400, NOW - 3600, NOW - 60])
+def test_percentiles_are_exact_for_every_window(log, since):
+    """Percentiles come from the durations of the latency buckets holding each rank only; they
+    must be the exact nearest-rank values all the same, overall and per path."""
     conn = sqlite3.connect(log)
-    for since in (None, NOW - 86400):
-        report = build_report([log], since=since)
-        source = _view(conn, f"start >= {since}" if since else "1")
+    report = build_report([log], since=since)
+    source = _view(conn, f"start >= {since}" if since else "1")
+    for p in (50, 95, 99):
+        assert report["summary"]["latency"][f"p{p}"] == _percentile(conn, p, source)
+    for row in report["slowest_paths"]:
         for p in (50, 95, 99):
-            assert report["summary"]["latency"][f"p{p}"] == _percentile(conn, p, source)
+            assert row[f"p{p}"] == _percentile(conn, p, source, f"path = '{row['path']}'")
 
 
 def test_empty_window_gives_zeros(log):
@@ -281,16 +291,24 @@ def test_json_shape_is_stable(log):
     import json
 
     report = json.loads(render_json(build_report([log])))
+    # Keys are only ever added within a report_version: the first ones keep their order.
     assert list(report) == [
-        "report_version", "generated_at", "files", "range", "summary", "timeline",
-        "status_classes", "statuses", "methods", "hosts", "top_paths", "slowest_paths",
-        "not_found", "referrers", "user_agents",
+        "report_version", "generated_at", "files", "source", "filters", "range", "summary",
+        "timeline", "hours_of_day", "visitors_per_day", "status_classes", "statuses",
+        "methods", "http_versions", "hosts", "top_paths", "slowest_paths", "routes",
+        "not_found", "referrers", "referring_domains", "clients", "user_agents",
     ]
     assert report["report_version"] == 1
     assert set(report["summary"]) == {
-        "requests", "visitors", "visitor_column", "estimated_from_sample", "bytes_sent",
-        "bytes_received", "server_errors", "client_errors", "error_rate", "client_error_rate",
-        "latency",
+        "requests", "visitors", "visitor_column", "visitors_counted_by",
+        "unique_client_addresses", "unique_user_agents", "unique_referrers",
+        "estimated_from_sample", "bytes_sent", "bytes_received", "server_errors",
+        "client_errors", "error_rate", "client_error_rate", "static_requests",
+        "dynamic_requests", "latency",
+    }
+    assert set(report["source"]) == {"rows", "note", "raw_rows_from", "percentiles"}
+    assert set(report["routes"][0]) == {
+        "route", "requests", "server_errors", "error_rate", "avg_duration", "p50", "p95", "p99"
     }
     assert set(report["summary"]["latency"]) == {"avg", "p50", "p95", "p99", "max"}
     assert set(report["timeline"]) == {"bucket_seconds", "points"}
@@ -308,7 +326,11 @@ def test_visitor_hash_is_preferred_when_recorded(tmp_path):
     if "visitor" not in {r[1] for r in conn.execute("PRAGMA table_info(requests)")}:
         pytest.skip("this schema has no visitor column")
     with conn:
+        # Rows replaced by hand, rollups too (else the report would read the rollups of the
+        # rows deleted here).
         conn.execute("DELETE FROM requests")
+        conn.execute("DELETE FROM rollup_latency")
+        conn.execute("DELETE FROM rollups")
         conn.executemany(
             "INSERT INTO requests (start, path, http_status, duration, client_ip, visitor) "
             "VALUES (?, NULL, 200, 0.1, ?, ?)",
@@ -424,3 +446,109 @@ def test_sampled_parts_add_up_and_need_no_count_of_what_was_left_out(tmp_path):
     assert sum(s["requests"] for s in report["statuses"]) == total
     assert sum(p["requests"] for p in report["timeline"]["points"]) == total
     assert report["summary"]["bytes_sent"] == 1000
+
+
+# ---- what log analysers show ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def routed_log(tmp_path_factory):
+    """The synthetic log with route templates on /products/*, as a framework records them."""
+    path = tmp_path_factory.mktemp("routed") / "log.db"
+    synthetic_log(path, 6000, end=NOW, days=3, seed=21)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO routes (name) VALUES ('/products/{id}')")
+        conn.execute("UPDATE requests SET route = 1 WHERE path IN "
+                     "(SELECT id FROM paths WHERE name LIKE '/products/%')")
+    conn.close()
+    return str(path)
+
+
+def test_sections_log_analysers_show_match_sql(routed_log):
+    report = build_report([routed_log], limit=50)
+    conn = sqlite3.connect(routed_log)
+    q = lambda sql, *args: conn.execute(sql, args).fetchall()
+    s = report["summary"]
+    total = s["requests"]
+    assert s["unique_user_agents"] == q("SELECT COUNT(DISTINCT user_agent) FROM requests")[0][0]
+    assert s["unique_referrers"] == q("SELECT COUNT(DISTINCT referer) FROM requests")[0][0]
+    assert s["unique_client_addresses"] == q("SELECT COUNT(DISTINCT client_ip) FROM requests")[0][0]
+    assert s["visitors_counted_by"] == "distinct client addresses"
+    # Requests by hour of day (UTC), every hour listed.
+    hours = dict(q("SELECT CAST(strftime('%H', start, 'unixepoch') AS INTEGER), COUNT(*) "
+                   "FROM requests GROUP BY 1"))
+    assert [h["hour"] for h in report["hours_of_day"]] == list(range(24))
+    assert {h["hour"]: h["requests"] for h in report["hours_of_day"]} == {
+        h: hours.get(h, 0) for h in range(24)}
+    # Visitors (distinct addresses) and requests per UTC day.
+    days = q("SELECT date(start, 'unixepoch'), COUNT(DISTINCT client_ip), COUNT(*) "
+             "FROM requests GROUP BY 1 ORDER BY 1")
+    assert [(d["day"], d["visitors"], d["requests"]) for d in report["visitors_per_day"]] == days
+    # HTTP versions, top client addresses, referring domains.
+    assert [(v["version"], v["requests"]) for v in report["http_versions"]] == q(
+        "SELECT http_version, COUNT(*) FROM requests GROUP BY 1 ORDER BY 2 DESC, 1")
+    assert [(c["client"], c["requests"]) for c in report["clients"]] == q(
+        "SELECT client_ip, COUNT(*) FROM requests GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50")
+    domains = q("SELECT replace(replace(substr(r.name, instr(r.name, '://') + 3), '/r/Python/', ''), "
+                "'/', ''), COUNT(*) FROM requests JOIN referers r ON r.id = requests.referer "
+                "GROUP BY 1 ORDER BY 2 DESC, 1")
+    assert [(d["domain"], d["requests"]) for d in report["referring_domains"]] == domains
+    # Static files by extension; the rest are other requests.
+    static = q("SELECT COUNT(*) FROM requests JOIN paths p ON p.id = requests.path "
+               "WHERE p.name LIKE '%.css' OR p.name LIKE '%.js' OR p.name LIKE '%.png'")[0][0]
+    assert (s["static_requests"], s["dynamic_requests"]) == (static, total - static)
+    # Routes: the template where there is one, else the path; error rate and exact percentiles.
+    view = "(SELECT *, COALESCE(route, path) AS key FROM requests_view)"
+    routes = q(f"SELECT key, COUNT(*), SUM(http_status >= 500) FROM {view} WHERE key IS NOT NULL "
+               "GROUP BY key ORDER BY 2 DESC, 1 LIMIT 50")
+    assert [(r["route"], r["requests"], r["server_errors"]) for r in report["routes"]] == routes
+    assert report["routes"][0]["route"] == "/products/{id}"
+    for row in report["routes"]:
+        assert row["error_rate"] == pytest.approx(row["server_errors"] / row["requests"], abs=1e-6)
+        for p in (50, 95, 99):
+            assert row[f"p{p}"] == _percentile(conn, p, view, f"key = '{row['route']}'")
+    conn.close()
+
+
+def test_visitors_say_what_they_count(log):
+    report = build_report([log])
+    text = render_text(report)
+    assert "Visitors (IPs)" in text and "distinct client addresses" in text
+    assert "visitors (distinct client addresses)" in render_html(report)
+
+
+def test_text_report_never_prints_two_paths_alike(tmp_path):
+    """Long paths that differ only at their end were cut to the same text."""
+    path = tmp_path / "long.db"
+    synthetic_log(path, 50, end=NOW, days=1, seed=2)
+    names = [f"/images/web/2009/{'banner-' * 12}{n}.png" for n in ("spring", "summer", "autumn")]
+    names.append("/x/" + "y" * 900 + "/end-one")  # longer than the lines it may take
+    names.append("/x/" + "y" * 900 + "/end-two")
+    conn = sqlite3.connect(path)
+    with conn:
+        for i, name in enumerate(names):
+            conn.execute("INSERT INTO paths (name) VALUES (?)", (name,))
+            pid = conn.execute("SELECT max(id) FROM paths").fetchone()[0]
+            conn.executemany("INSERT INTO requests (start, method, path, http_status, duration) "
+                             "VALUES (?, 'GET', ?, 404, 0.01)", [(NOW - j, pid) for j in range(90 - i)])
+    conn.close()
+    text = render_text(build_report([str(path)]))
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    start = lines.index("Top paths")
+    block = lines[start:lines.index("", start)]
+    # Continuation lines are the rest of the value above them: joined, every path is whole
+    # (or, past six lines, shortened in the middle, and still unlike the others).
+    labels, current = [], None
+    for line in block[2:]:
+        if line.startswith("    "):
+            current += line.strip()
+        else:
+            if current is not None:
+                labels.append(current)
+            current = line[2:].split("  ")[0]
+    labels.append(current)
+    for name in names[:3]:
+        assert name in labels
+    long_ones = [label for label in labels if label.startswith("/x/")]
+    assert len(long_ones) == 2 and long_ones[0] != long_ones[1]
+    assert long_ones[0].endswith("/end-two") or long_ones[0].endswith("/end-one")

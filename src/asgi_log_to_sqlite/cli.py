@@ -99,25 +99,125 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
         raise click.BadParameter(str(error)) from None
 
 
+def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    from .report import parse_status
+
+    try:
+        return tuple(parse_status(part) for value in values for part in value.split(",") if part)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _methods(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    from .report import parse_methods
+
+    try:
+        return parse_methods(values)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    for value in values:
+        if not value or "\x00" in value:
+            raise click.BadParameter("needs a non-empty value")
+    return values
+
+
+def _compare(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    """``previous``, or ``SINCE..UNTIL`` (each like --since)."""
+    from .report import parse_when
+
+    if value is None or value.strip().lower() == "previous":
+        return None if value is None else "previous"
+    since, sep, until = value.partition("..")
+    if not sep or not since.strip() or not until.strip():
+        raise click.BadParameter(f"{value!r} is neither 'previous' nor SINCE..UNTIL")
+    try:
+        window = (parse_when(since), parse_when(until))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if window[0] >= window[1]:
+        raise click.BadParameter(f"{value!r}: SINCE must be earlier than UNTIL")
+    return window
+
+
+def filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--path, --route, --status, --host and --method, shared by report and tail."""
+    for decorator in reversed((
+        click.option("--path", "paths", multiple=True, callback=_names, metavar="PATH",
+                     help="Only this path and below (/api), or a glob (/blog/*); repeatable."),
+        click.option("--route", "routes", multiple=True, callback=_names, metavar="ROUTE",
+                     help="Only this route template (/items/{id}), or a glob; repeatable."),
+        click.option("--status", "statuses", multiple=True, callback=_statuses,
+                     help="Only these statuses: 404, 5xx, or a list 401,403 (repeatable)."),
+        click.option("--host", "hosts", multiple=True, callback=_names, metavar="HOST",
+                     help="Only this Host header, or a glob (*.example.com); repeatable."),
+        click.option("--method", "methods", multiple=True, callback=_methods,
+                     help="Only these methods: GET, or a list GET,HEAD (repeatable)."),
+    )):
+        command = decorator(command)
+    return command
+
+
+def _needs(module: str, what: str) -> None:
+    """A clear message, not a traceback, when part of the cli extra is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise click.ClickException(
+            f"{what} needs {module} (in the cli extra): pip install 'asgi-log-to-sqlite[cli]'"
+        )
+
+
 @cli.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
 @click.option("--until", callback=_when, help="Only requests before: 24h, 7d or an ISO date.")
+@filter_options
+@click.option("--compare", callback=_compare, metavar="previous|SINCE..UNTIL",
+              help="Show each figure beside the previous window of the same length, or beside "
+              "SINCE..UNTIL, with its change.")
 @click.option("--format", "-f", "fmt", default="text", show_default=True,
               type=click.Choice(["text", "json", "html"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file instead of standard output.")
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1),
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100_000),
               help="Rows in each top-N table.")
-def report(logs: tuple[str, ...], since: float | None, until: float | None, fmt: str,
-           output: str | None, limit: int) -> None:
+def report(logs: tuple[str, ...], since: float | None, until: float | None,
+           paths: tuple[str, ...], routes: tuple[str, ...], statuses: tuple, hosts: tuple[str, ...],
+           methods: tuple[str, ...], compare: object, fmt: str, output: str | None,
+           limit: int) -> None:
     """Summarise one or more logs (rotated files read as one) as text, JSON or HTML."""
-    from .report import ReportError, build_report, render_html, render_json, render_text
+    _needs("ua_parser", "report")
+    if fmt == "html":
+        _needs("jinja2", "report --format html")
+    from .report import (
+        Filters,
+        ReportError,
+        agents,
+        build_report,
+        render_html,
+        render_json,
+        render_text,
+    )
+    from .report.files import display
 
+    filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
+                      methods=methods)
+    agents.cache = agents.AgentCache.default()  # ua-parser's answers, kept between runs
     try:
-        data = build_report(list(logs), since=since, until=until, limit=limit)
+        data = build_report(list(logs), since=since, until=until, limit=limit, filters=filters,
+                            compare=compare)  # type: ignore[arg-type]
     except ReportError as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
+    finally:
+        agents.cache.save()
+        agents.cache = None
     render = {"text": render_text, "json": render_json, "html": render_html}[fmt]
     content = render(data)
     if output:
@@ -125,43 +225,34 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None, fmt:
             with open(output, "w", encoding="utf-8") as file:
                 file.write(content)
         except OSError as error:
-            raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
-        click.echo(f"Wrote {fmt} report to {output}", err=True)
+            raise click.ClickException(
+                f"cannot write {display(output)}: {error.strerror}") from None
+        click.echo(f"Wrote {fmt} report to {display(output)}", err=True)
     else:
         click.echo(content, nl=False)
 
 
-def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
-    from .report.tail import parse_status
-
-    try:
-        return [parse_status(part) for value in values for part in value.split(",") if part]
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
 @cli.command()
 @click.argument("log", type=click.Path(dir_okay=False))
-@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(min=0),
+@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(0, 10**9),
               help="How many recent requests to show first.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing requests as they arrive.")
-@click.option("--status", "statuses", multiple=True, callback=_statuses,
-              help="Only these statuses: 404, 5xx, or a list 401,403 (repeatable).")
-@click.option("--path", "path_filter",
-              help="Only this path and below (/api), or a glob pattern (/blog/*).")
-@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+@filter_options
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.01, 3600),
               help="Seconds between polls with --follow.")
-def tail(log: str, lines: int, follow: bool, statuses: list, path_filter: str | None,
+def tail(log: str, lines: int, follow: bool, paths: tuple[str, ...], routes: tuple[str, ...],
+         statuses: tuple, hosts: tuple[str, ...], methods: tuple[str, ...],
          interval: float) -> None:
     """Print recent requests as access-log lines; -f follows new ones."""
-    from .report import ReportError
+    from .report import Filters, ReportError
     from .report.tail import tail as run
 
+    filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
+                      methods=methods)
     try:
-        run(log, lines=lines, follow=follow, statuses=statuses, path_filter=path_filter,
-            interval=interval, emit=click.echo)
+        run(log, lines=lines, follow=follow, filters=filters, interval=interval, emit=click.echo)
     except ReportError as error:
-        raise click.ClickException(str(error)) from None
+        raise _failure(error) from None
     except KeyboardInterrupt:
         pass
 
@@ -258,13 +349,16 @@ def rotate(path: str, keep: int | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--older-than", required=True, callback=_duration,
               help="Delete rows older than this: 30d, 12h, 90m, 45s, 2w.")
-def prune(path: str, older_than: float) -> None:
+@click.option("--keep-rollups/--no-keep-rollups", default=True, show_default=True,
+              help="Keep the hourly and daily rollups of the deleted rows (reports over those "
+              "times read them); --no-keep-rollups deletes them too.")
+def prune(path: str, older_than: float, keep_rollups: bool) -> None:
     """Delete old rows from a log, in small transactions, and give the space back."""
     from .maintenance import MaintenanceError
     from .maintenance import prune as prune_rows
 
     try:
-        result = prune_rows(path, older_than)
+        result = prune_rows(path, older_than, keep_rollups=keep_rollups)
     except MaintenanceError as error:
         raise _failure(error) from None
     click.echo(_shown(f"Deleted {result.deleted} row(s) from {path}; {result.remaining} remain"))

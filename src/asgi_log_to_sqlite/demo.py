@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import rollups
 from .schema import connect, ensure_schema, transaction
 
 __all__ = ["USER_AGENTS", "demo_app", "run_demo", "synthetic_log"]
@@ -318,7 +319,8 @@ def synthetic_log(
     batch: int = 50_000,
 ) -> None:
     """Append ``rows`` plausible requests spread over ``days`` up to ``end`` to a log, directly
-    with ``executemany`` (no middleware): for benchmarks and tests of the reports."""
+    with ``executemany`` (no middleware), and add them to the rollups as the writer does: for
+    benchmarks and tests of the reports."""
     rng = random.Random(seed)
     end = time.time() if end is None else end
     conn = connect(os.fspath(db))
@@ -384,6 +386,8 @@ def synthetic_log(
                 ))
             with transaction(conn):
                 conn.executemany(sql, chunk)
+                last = conn.execute("SELECT max(rowid) FROM requests").fetchone()[0]
+                rollups.add_rows(conn, last - len(chunk) + 1, last)  # as the writer keeps them
             written += n
     finally:
         conn.close()

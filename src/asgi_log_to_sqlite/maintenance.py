@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from . import rollups
 from .filekind import special_file_kind
 from .rotation import (
     FileLock,
@@ -214,11 +215,15 @@ def prune(
     now: float | None = None,
     progress: Callable[[int], Any] | None = None,
     timeout: float = 10.0,
+    keep_rollups: bool = True,
 ) -> PruneResult:
     """Delete rows that started more than ``older_than`` seconds before ``now``.
 
     Rows go in small transactions, so servers writing the file and readers barely notice; free
-    pages are then given back (files made by this version use incremental auto-vacuum).
+    pages are then given back (files made by this version use incremental auto-vacuum). The
+    hourly and daily rollups are kept (reports over those times read them), unless
+    ``keep_rollups`` is false: then the rollups of hours and days that ended before the cutoff
+    go too.
     """
     check_log_file(path)
     cutoff = (time.time() if now is None else now) - older_than
@@ -236,6 +241,8 @@ def prune(
             try:
                 _check_requests_table(path, conn)
                 delete_older_than(conn, cutoff, progress=count)
+                if not keep_rollups:
+                    _delete_rollups(conn, cutoff)
                 released = reclaim_space(conn, max_steps=100_000)
                 remaining = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
             finally:
@@ -245,6 +252,20 @@ def prune(
             raise MaintenanceError(f"{error}; {deleted} row(s) were deleted before") from None
         raise
     return PruneResult(deleted, remaining, released)
+
+
+def _delete_rollups(conn: sqlite3.Connection, cutoff: float) -> None:
+    """``prune --no-keep-rollups``: the rollups of the hours and days over before the cutoff."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if not rollups.has_rollups(tables):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rollups.delete_before(conn, cutoff)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @dataclass
@@ -399,6 +420,15 @@ def _copy(
                 _copy_captured_headers(src, out, new_rowid)
             if "captures" in src_tables:
                 _copy_captures(src, out, new_rowid)
+        # Rollups: the source's own (they count rows it may have pruned), else made from the
+        # rows just copied (a file from before rollups).
+        if rollups.has_rollups(src_tables):
+            for table in ("routes", "paths"):
+                if table not in maps and table in src_tables:
+                    maps[table] = _map_lookup(src, out, table)
+            rollups.copy_rollups(src, out, maps.get("routes", {}), maps.get("paths", {}))
+        elif copied:
+            rollups.add_rows(out, base + 1, base + copied)
         for table in ("dropped", "excluded_requests"):
             if table in src_tables:
                 out.executemany(

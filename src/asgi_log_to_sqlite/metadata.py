@@ -290,6 +290,123 @@ LIMIT 100""",
 }
 
 
+# ---- rollups (rollups.py): hourly and daily figures per route that outlive pruned rows ------------
+ROLLUP_TABLES: dict[str, dict[str, Any]] = {
+    "rollups": {
+        "description": "Requests per hour (period 3600) and per UTC day (86400), per route "
+        "template, or per path for requests without one; kept when old rows are pruned. "
+        "Sampled rows count for the requests they stand for.",
+        "sort_desc": "start",
+        "facets": ["period"],
+        "columns": {
+            "id": "Key rollup_latency refers to",
+            "period": "3600 (an hour) or 86400 (a UTC day)",
+            "start": "Start of the hour or day: unix time, in seconds (UTC)",
+            "route": "Route template, when the framework named one",
+            "path": "Path, for requests without a route template",
+            "rows": "Rows recorded",
+            "requests": "Requests they stand for (more than rows when sampled)",
+            "status_1xx": "Requests answered 1xx",
+            "status_2xx": "Requests answered 2xx",
+            "status_3xx": "Requests answered 3xx",
+            "status_4xx": "Requests answered 4xx",
+            "status_5xx": "Requests answered 5xx (server errors)",
+            "not_found": "Requests answered 404",
+            "bytes_sent": "Response body bytes",
+            "bytes_received": "Request body bytes",
+            "timed": "Rows with a duration",
+            "duration_total": "Sum of their durations, in seconds",
+            "duration_max": "Longest duration, in seconds",
+        },
+        "units": {"bytes_sent": "B", "bytes_received": "B", "duration_total": "s",
+                  "duration_max": "s"},
+    },
+    "rollup_latency": {
+        "description": "Latency histogram of each rollup: how many durations fell in each "
+        "fixed bucket (percentiles read from it are within 5%)",
+        "columns": {
+            "rollup": "The rollup (hour or day, route) counted",
+            "bucket": "The latency bucket",
+            "count": "Durations in that bucket",
+        },
+    },
+    "latency_buckets": {
+        "description": "The fixed latency buckets: each 10% wider than the one before, from "
+        "10 µs; a percentile that falls in a bucket is shown as its middle value",
+        "label_column": "label",
+        "columns": {
+            "bucket": "Bucket number",
+            "low": "Shortest duration in the bucket, in seconds",
+            "high": "Duration where the next bucket starts, in seconds",
+            "mid": "The value a percentile in this bucket is shown as, in seconds",
+            "label": "The bucket's range, for people",
+        },
+    },
+    "rollups_state": {
+        "description": "How far the rollups have got: folded_until is the start (unix time) "
+        "of the first hour not yet added to the daily rollups",
+        "columns": {"name": "What is recorded", "value": "Its value"},
+    },
+}
+
+_ROLLUP_PERCENTILE = milliseconds("min(b{p}.mid, r.duration_max)") + " AS p{p}_ms"
+ROLLUP_QUERIES: dict[str, dict[str, Any]] = {
+    "route_latency_over_time": {
+        "title": "Route latency over time",
+        "description": "Requests, server errors and mean and p50/p95/p99 duration "
+        "(milliseconds; percentiles within 5%) per hour and route, newest first, from the "
+        "hourly rollups: complete even where old rows were pruned. Leave route empty for "
+        "every route",
+        "sql": f"""WITH rolled AS (
+  SELECT u.id, u.start, COALESCE(routes.name, paths.name) AS route, u.requests,
+    u.status_5xx, u.timed, u.duration_total, u.duration_max
+  FROM rollups AS u
+  LEFT JOIN routes ON routes.id = u.route
+  LEFT JOIN paths ON paths.id = u.path
+  WHERE u.period = 3600
+    AND (:route = '' OR COALESCE(routes.name, paths.name) = :route)
+),
+running AS (
+  SELECT l.rollup, l.bucket,
+    sum(l.count) OVER (PARTITION BY l.rollup ORDER BY l.bucket) AS seen,
+    sum(l.count) OVER (PARTITION BY l.rollup) AS n
+  FROM rollup_latency AS l
+  WHERE l.rollup IN (SELECT id FROM rolled)
+),
+ranked AS (
+  SELECT rollup,
+    min(CASE WHEN seen * 100 >= 50 * n THEN bucket END) AS b50,
+    min(CASE WHEN seen * 100 >= 95 * n THEN bucket END) AS b95,
+    min(CASE WHEN seen * 100 >= 99 * n THEN bucket END) AS b99
+  FROM running
+  GROUP BY rollup
+)
+SELECT {iso_time("r.start")} AS hour, r.route,
+  r.requests, r.status_5xx AS server_errors,
+  round(1.0 * r.status_5xx / r.requests, 4) AS error_rate,
+  {milliseconds("r.duration_total / r.timed")} AS avg_ms,
+  {_ROLLUP_PERCENTILE.format(p=50)},
+  {_ROLLUP_PERCENTILE.format(p=95)},
+  {_ROLLUP_PERCENTILE.format(p=99)}
+FROM rolled AS r
+LEFT JOIN ranked AS k ON k.rollup = r.id
+LEFT JOIN latency_buckets AS b50 ON b50.bucket = k.b50
+LEFT JOIN latency_buckets AS b95 ON b95.bucket = k.b95
+LEFT JOIN latency_buckets AS b99 ON b99.bucket = k.b99
+ORDER BY r.start DESC, r.requests DESC
+LIMIT 1000""",
+    },
+}
+
+
+def _rollup_metadata(tables: dict[str, list[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(table metadata, canned queries) for the rollup tables the file has."""
+    described = {name: copy.deepcopy(meta) for name, meta in ROLLUP_TABLES.items() if name in tables}
+    needed = {"rollups", "rollup_latency", "latency_buckets", "routes", "paths"}
+    queries = copy.deepcopy(ROLLUP_QUERIES) if needed <= set(tables) else {}
+    return described, queries
+
+
 def table_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
     """Every table and view of the database, with its column names in order."""
     names = [
@@ -417,6 +534,8 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
                     "response_chunks": "JSON [[seconds after the response started, bytes], ...]",
                 },
             }
+    rollup_tables, rollup_queries = _rollup_metadata(tables)
+    meta_tables.update(rollup_tables)
     for name, columns in tables.items():
         if name not in meta_tables and _is_lookup(columns):
             meta_tables[name] = {
@@ -434,6 +553,7 @@ def log_metadata(tables: dict[str, list[str]]) -> dict[str, Any]:
         "description": "An access log written by asgi-log-to-sqlite: one row per request.",
         "tables": meta_tables,
     }
+    queries.update(rollup_queries)
     if queries:
         meta["queries"] = queries
     return meta

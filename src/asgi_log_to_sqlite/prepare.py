@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from .batch import Batch, Row
 from .capture import CaptureBuilder
@@ -29,6 +28,7 @@ from .privacy.addresses import ClientAddresses, VisitorHash, parse_ip
 from .privacy.filters import RecordingFilter
 from .privacy.frameworks import Detectors
 from .privacy.redaction import Redactor
+from .raw_path import readable_path
 
 __all__ = ["Prepare", "hour_of", "text"]
 
@@ -197,13 +197,6 @@ def _sent_file_size(exchange: Exchange) -> int:
         return 0  # gone, and no Content-Length said how big it was
 
 
-def _lossless_path(raw_path: Any, path: str, cap: int) -> str:
-    """Servers decode ``%E9`` (not UTF-8) to U+FFFD: decode ``raw_path`` again, with escapes."""
-    if type(raw_path) is not bytes or b"%" not in raw_path:
-        return path
-    return text(unquote_to_bytes(raw_path), cap) or path
-
-
 def _peer_text(client: Any) -> str | None:
     if client:
         try:
@@ -285,6 +278,7 @@ class RowBuilder:
         # content hash alike, and comparing them fails under ``python -bb``.
         self._text = memo(lambda value: text(value, cap))
         self._path = memo(lambda value: text(value, cap))
+        self._raw_path = memo(readable_path)
         self._route = memo(lambda value: text(value, cap))
         self._short = memo(lambda value: text(value, 16))
         self._query = memo(self._query_text)
@@ -301,6 +295,26 @@ class RowBuilder:
         if found is None and value is not None:
             self.nulled[field] += 1
         return found
+
+    def _stored_path(self, raw_path: bytes, path: Any, path_text: str) -> str:
+        """The path from the bytes the client sent, keeping the escapes the server's decoding
+        loses (``%2F``, ``%25``, bytes that are not UTF-8: see raw_path.py), when they are the
+        path the app saw; else the app's path as it is (a middleware rewrote it)."""
+        stored, decoded = self._raw_path[raw_path]
+        if isinstance(path, str) and path != decoded and not path.isascii():
+            # A server that decodes with surrogateescape: its "\udce9" is our U+FFFD.
+            try:
+                path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            except UnicodeEncodeError:
+                return path_text
+        if not isinstance(path, str) or path == decoded:
+            return text(stored, self.cap) or path_text
+        # Servers that put the mount point in ``path`` (uvicorn's --root-path) leave it out of
+        # ``raw_path``: keep that prefix as the app saw it.
+        prefix = path[: len(path) - len(decoded)]
+        if path.endswith(decoded) and prefix.startswith("/") and decoded.startswith("/"):
+            return text(prefix + stored, self.cap) or path_text
+        return path_text
 
     def _query_text(self, query: Any) -> str | None:
         # Redact before capping: a cut could otherwise leave a secret's first characters behind.
@@ -333,11 +347,12 @@ class RowBuilder:
         path = get("path")
         path_verdict = self._path_verdict[path if type(path) is str else ""]
         websocket = get("type") == "websocket"
+        raw_path = get("raw_path")
         if type(path) is not str or not path:
-            path = get("raw_path") or path
+            path = raw_path or path
         path_text = self._path[path]
-        if path_text is not None and "\ufffd" in path_text:
-            path_text = _lossless_path(get("raw_path"), path_text, self.cap)
+        if type(raw_path) is bytes and path_text and (b"%" in raw_path or not raw_path.isascii()):
+            path_text = self._stored_path(raw_path, path, path_text)
         method = self._method[get("method")] if not websocket else "GET"
         query = get("query_string")
         query_text = self._query[query] if query else None

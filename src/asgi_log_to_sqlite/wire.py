@@ -77,8 +77,12 @@ class Encoder:
             except Exception:
                 response_kept = None
         path = get("path")
-        lossy = type(path) is not str or not path or "\ufffd" in path
-        raw_path = get("raw_path") if lossy else None  # only where the row building needs it
+        raw_path = get("raw_path")
+        # Only where the row building needs it: a path the server could not decode, or one
+        # whose escapes decoding loses (%2F, %25: see raw_path.py).
+        if not (type(path) is not str or not path or "\ufffd" in path or (
+                type(raw_path) is bytes and (b"%" in raw_path or not raw_path.isascii()))):
+            raw_path = None
         captured = None
         if exchange.capture is not None:
             # Capture stores every header (secret ones as placeholders, in the writer) and

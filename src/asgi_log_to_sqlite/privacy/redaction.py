@@ -47,9 +47,15 @@ DEFAULT_REDACT_QUERY: tuple[str, ...] = (
     "pwd",
     "pass",
     "*credential*",
-    # signatures
-    "sig",
+    # signatures: Azure SAS ``sig``, Adyen ``merchantSig``; ``sign`` (Yandex, Alipay, WeChat
+    # Pay ``sign``/``paySign``, PayPal ``verify_sign``); payment checksums (Paytm)
+    "*sig",
     "*signature*",
+    "sign",
+    "*_sign",
+    "*-sign",
+    "paysign",
+    "*checksum*",
     "hmac",
     # OAuth 2.0 / OpenID Connect authorization responses
     "code",
@@ -142,6 +148,16 @@ class Redactor:
         if question:
             head = base + "?" + redact_query(query, self.sensitive)
         if hash_:
-            # Fragments carry tokens too (OAuth implicit flow): keep only that there was one.
-            head += "#" + redact_query(fragment, self.sensitive) if "=" in fragment else "#"
+            head += "#" + self._fragment(fragment)
         return head
+
+    def _fragment(self, fragment: str) -> str:
+        """A page anchor (``#install``) as it is; key=value pairs (the OAuth implicit flow's
+        ``#access_token=...``) and a hash route's query (``#/cb?token=...``) redacted like a
+        query string."""
+        route, question, query = fragment.partition("?")
+        if question:
+            return route + "?" + redact_query(query, self.sensitive)
+        if "=" in fragment:
+            return redact_query(fragment, self.sensitive)
+        return fragment

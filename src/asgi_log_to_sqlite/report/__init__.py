@@ -1,18 +1,22 @@
 """Reports over one or more log databases: SQL aggregates, rendered as text, JSON or HTML.
 
-``build_report(paths, since, until)`` returns a JSON-ready dict; ``render_text``,
-``render_json`` and ``render_html`` turn it into the three output formats.
+``build_report(paths, since, until, filters=..., compare=...)`` returns a JSON-ready dict;
+``render_text``, ``render_json`` and ``render_html`` turn it into the three output formats.
 """
 
 from __future__ import annotations
 
 from .build import REPORT_VERSION, build_report, parse_when
-from .queries import ReportError
+from .files import ReportError
+from .filters import Filters, parse_methods, parse_status
 
 __all__ = [
     "REPORT_VERSION",
+    "Filters",
     "ReportError",
     "build_report",
+    "parse_methods",
+    "parse_status",
     "parse_when",
     "render_html",
     "render_json",

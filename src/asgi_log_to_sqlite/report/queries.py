@@ -1,61 +1,88 @@
-"""The SQL behind a report: every aggregate is computed inside SQLite, never row by row in Python.
+"""The SQL behind a report: every aggregate is computed inside the database, never row by row.
 
-Several log files (a live log and its rotated predecessors) are read as one: each file is
-attached read-only to an in-memory connection, and temporary views put their ``requests`` rows
-(``temp.r``) and their lookup tables (``temp.n_paths``...) side by side with a ``src`` column.
-Lookup ids are only meaningful inside their own file, so queries group by ``(src, id)`` first,
-which is cheap integer work, then join the names and group again by name: a path logged in two
-files is counted once, with both files' requests.
+Several log files (a live log and its rotated predecessors) are read as one: each is attached
+read-only to an in-memory connection, and a temporary view per file (``temp.r0``, ``temp.r1``...)
+gives its ``requests`` rows in the report's window and filters, every value made safe to add up
+(text in a number column, an infinity, an out-of-range time read as NULL: a damaged file gives
+a report, not an error). Queries run once per file, joined by ``UNION ALL`` (SQLite cannot push
+an aggregate into a compound view and would copy every row first).
 
-Percentiles use the nearest-rank definition: for ``n`` durations sorted ascending, the p-th
-percentile is the value at rank ``ceil(p / 100 * n)`` (1-based). One window-function query sorts
-the durations once for p50, p95 and p99.
+Grouping is the costly part: SQLite sorts rows to group them, and sorts one integer key about
+twice as fast as several columns. So the big scans group on a packed integer (time bucket and
+status; lookup id, "has a route" and latency bucket) and Python takes the few thousand groups
+apart. Lookup ids only mean something inside their own file: groups carry their file's number,
+and names are looked up per file for the ids found, so a path logged in two files is counted
+once with both files' requests.
+
+Percentiles are exact, nearest rank (the p-th percentile of n durations sorted ascending is the
+one at rank ceil(p * n / 100)), without sorting every duration: the grouped scans count the
+durations per fixed latency bucket (histogram.py); the bucket holding each wanted rank is found
+from those counts, and one more scan fetches only the durations of those buckets.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import math
 import sqlite3
-import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PERCENTILES", "LogSet", "ReportError", "Window", "rank"]
+from ..dialect import END_SECOND, FIRST_SECOND, SQLITE, Dialect
+from ..histogram import BUCKETS, LOWER, RATIO, bounds, bucket_of, bucket_sql
+from .files import SQL_ERRORS, ReportError, Snapshot, display, read_uri, reason
+from .filters import Filters
 
-PERCENTILES = (50, 95, 99)
-# Above this many timed requests, percentiles are found from a sample's brackets (still exact).
-SAMPLED_PERCENTILES_FROM = 200_000
-PERCENTILE_SAMPLE = 20_000
+__all__ = ["LogSet", "ReportError", "Window", "as_text"]
 
 # Columns a report reads from ``requests``; a column a file lacks (older schema) reads as NULL.
-_COLUMNS = (
-    "start",
-    "method",
-    "path",
-    "user_agent",
-    "referer",
-    "http_status",
-    "client_ip",
-    "duration",
-    "body_size",
-    "host",
-    "request_body_size",
-)
-# Lookup columns -> lookup table.
-LOOKUPS = {"path": "paths", "user_agent": "user_agents", "referer": "referers", "host": "hosts"}
+_REQUIRED = {"start", "path", "http_status", "duration"}
 # A pseudonymous visitor column, if the schema has one, is preferred to the client address.
 _VISITOR_COLUMNS = ("visitor", "visitor_hash", "visitor_id")
-_REQUIRED = {"start", "path", "http_status", "duration"}
+# Packed keys (see the module's docstring).
+STATUS_UNITS = 1024
+STATUS_NONE = 1000  # no status, or one outside 0-999
+BUCKET_UNITS = 256
+UNTIMED = 255
+_ID_MAX = 2**40
+MAX_FILES = 16  # packed into integer keys beside the file's number (SQLite attaches 10)
+# The latency bucket of a row in a report view (UNTIMED without a duration): the tree of
+# comparisons reads the stored value, once the cleaned one said it is a finite number. Where
+# SQLite has its math functions, a logarithm finds the same buckets in a third of the time
+# (the bounds may differ by a rounding, which does not matter: within one report every query
+# uses the same expression, and the bucket found is returned with the rows).
+USE_MATH_FUNCTIONS = True  # tests turn it off to check the other way
+_BUCKET_TREE = (
+    f"(CASE WHEN duration IS NULL THEN {UNTIMED} ELSE {bucket_sql('duration_raw')} END)"
+)
+_BUCKET_LN = (
+    f"(CASE WHEN duration IS NULL THEN {UNTIMED} WHEN duration_raw < {LOWER[1]!r} THEN 0 "
+    f"ELSE MIN({BUCKETS - 1}, CAST((ln(duration_raw) - {math.log(LOWER[1])!r}) "
+    f"/ {math.log(RATIO)!r} AS INTEGER) + 1) END)"
+)
+# A row's path and route ids packed in one integer (ids from 2**27 up read as none).
+ID_UNITS = 2**27
+_PATH_ROUTE = (
+    f"((CASE WHEN path_raw >= 1 AND path_raw < {ID_UNITS} THEN CAST(path_raw AS INTEGER) "
+    f"ELSE 0 END) * {ID_UNITS} + (CASE WHEN route_raw >= 1 AND route_raw < {ID_UNITS} "
+    f"THEN CAST(route_raw AS INTEGER) ELSE 0 END))"
+)
 
 
-def rank(p: int, n: int) -> int:
-    """The nearest rank of the p-th percentile among n values: ceil(p * n / 100), exactly."""
-    return max(1, (p * n + 99) // 100)
+def as_text(value: Any) -> str | None:
+    """A value read from a text column, as text (a blob or a number in it is shown, not
+    fatal)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
-class ReportError(Exception):
-    """A log cannot be reported on (missing, not a log database...); the message says why."""
+def _text_factory(data: bytes) -> str:
+    # Text that is not UTF-8 (written by hand, or damaged) would make sqlite3 raise.
+    return data.decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -65,17 +92,24 @@ class Window:
     since: float | None = None
     until: float | None = None
 
-    def sql(self) -> str:
+    def sql(self, column: str = "start", dialect: Dialect = SQLITE) -> str:
         parts = []
         if self.since is not None:
-            parts.append(f"start >= {float(self.since)!r}")
+            parts.append(f"{column} >= {dialect.literal(float(self.since))}")
         if self.until is not None:
-            parts.append(f"start < {float(self.until)!r}")
+            parts.append(f"{column} < {dialect.literal(float(self.until))}")
         return " AND ".join(parts) or "1"
 
 
-def _uri(path: str) -> str:
-    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+@dataclass
+class LogFile:
+    """One attached log: its position, name and what its schema has."""
+
+    index: int
+    path: str
+    columns: set[str] = field(default_factory=set)
+    tables: set[str] = field(default_factory=set)
+    snapshot: Snapshot | None = None
 
 
 class LogSet:
@@ -83,94 +117,151 @@ class LogSet:
 
     def __init__(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: Sequence[str],
         window: Window | None = None,
+        filters: Filters | None = None,
         weighted: bool = True,
-    ):
-        """``weighted=False`` counts rows as they are, for a window the summary found unsampled:
-        weighting every row by its sample rate costs about a fifth of a report's time."""
+        quiet: bool = True,
+        dialect: Dialect = SQLITE,
+        visitor_column: str | None = None,
+    ) -> None:
+        """``weighted=False`` counts rows as they are, for a window found unsampled: weighting
+        every row by its sample rate costs about a fifth of a report's time. ``quiet=False``
+        opens every file the ordinary read-only way (see files.py). ``visitor_column``: what
+        another LogSet on the same files found (looking costs a scan when no row has one)."""
         if not paths:
             raise ReportError("no log database given")
-        self.paths = [os.fspath(p) for p in paths]
+        self.paths = [str(p) for p in paths]
         self.window = window or Window()
+        self.filters = filters or Filters()
         self.weighted = weighted
-        self._count = "TOTAL(w)" if weighted else "COUNT(*)"
-        self._times_w = " * w" if weighted else ""
-        self.conn = sqlite3.connect(":memory:", uri=True)
-        # Sorting and grouping a million rows: in memory, with SQLite's helper threads.
-        self.conn.execute("PRAGMA temp_store=MEMORY")
-        self.conn.execute("PRAGMA threads=4")
+        self.dialect = dialect
+        self.count = dialect.total("w") if weighted else "COUNT(*)"
+        self.files: list[LogFile] = []
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.text_factory = _text_factory
+        self.bucket, self.bucket_in_sql = _BUCKET_TREE, False
+        if USE_MATH_FUNCTIONS:
+            try:
+                self.conn.execute("SELECT ln(2)")
+                self.bucket, self.bucket_in_sql = _BUCKET_LN, True
+            except sqlite3.OperationalError:  # built without its math functions
+                pass
         try:
-            self._attach()
+            self._attach(quiet, visitor_column)
         except BaseException:
             self.conn.close()
             raise
 
     # ---- opening ---------------------------------------------------------------------------
-    def _attach(self) -> None:
-        columns_per_file: list[set[str]] = []
-        tables_per_file: list[set[str]] = []
+    def _attach(self, quiet: bool, visitor_column: str | None) -> None:
         for i, path in enumerate(self.paths):
-            if not os.path.exists(path):
-                raise ReportError(f"{path}: no such file")
-            if os.path.isdir(path):
-                raise ReportError(f"{path}: is a folder, not a log database")
+            uri, snapshot = read_uri(path, quiet)
+            log = LogFile(i, path, snapshot=snapshot)
             try:
-                self.conn.execute(f"ATTACH DATABASE ? AS db{i}", (_uri(path),))
-                self.conn.execute(f"PRAGMA db{i}.cache_size=-65536")
-                tables = {
-                    row[0]
-                    for row in self.conn.execute(
+                self.dialect.attach(self.conn, i, uri)
+                log.tables = {
+                    row[0] for row in self.conn.execute(
                         f"SELECT name FROM db{i}.sqlite_master WHERE type IN ('table', 'view')"
                     )
                 }
-                columns = {row[1] for row in self.conn.execute(f"PRAGMA db{i}.table_info(requests)")}
+                log.columns = {
+                    row[1] for row in self.conn.execute(f"PRAGMA db{i}.table_info(requests)")
+                }
             except sqlite3.OperationalError as error:
                 if "too many attached" in str(error):
                     raise ReportError(
                         f"too many log files at once ({len(self.paths)}); "
                         f"this SQLite reads at most {i} together"
                     ) from None
-                raise ReportError(f"{path}: cannot be read as a SQLite database ({error})") from None
-            except sqlite3.DatabaseError as error:
-                raise ReportError(f"{path}: not a SQLite database ({error})") from None
-            if not _REQUIRED <= columns:
                 raise ReportError(
-                    f"{path}: not an asgi-log-to-sqlite log (no 'requests' table with "
+                    f"{display(path)}: cannot be read as a SQLite database ({error})"
+                ) from None
+            except SQL_ERRORS as error:
+                raise ReportError(f"{display(path)}: not a SQLite database ({reason(error)})") from None
+            if not _REQUIRED <= log.columns:
+                raise ReportError(
+                    f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table with "
                     "start, path, http_status and duration columns)"
                 )
-            columns_per_file.append(columns)
-            tables_per_file.append(tables)
-        # A visitor hash (privacy option) counts visitors where it was recorded; rows without
-        # one (the option off, older rows) fall back to the client address.
-        hashed = next((c for c in _VISITOR_COLUMNS if any(c in cols for cols in columns_per_file)), None)
-        for i, columns in enumerate(columns_per_file):
-            exprs = [f"{i} AS src", "rowid AS rid"] + [
-                (c if c in columns else f"NULL AS {c}") for c in _COLUMNS
-            ]
-            if hashed and hashed in columns:
-                exprs.append(f"COALESCE({hashed}, client_ip) AS visitor")
-            else:
-                exprs.append("client_ip AS visitor" if "client_ip" in columns else "NULL AS visitor")
-            # A row recorded with ``sample`` stands for 1/sample_rate requests: counts and
-            # bytes are scaled by it (as Datasette's canned queries are), durations are not.
-            if self.weighted and "sample_rate" in columns:
-                exprs.append("1.0 / COALESCE(NULLIF(sample_rate, 0), 1) AS w")
-            else:
-                exprs.append("1 AS w")
-            self.conn.execute(
-                f"CREATE TEMP VIEW r{i} AS SELECT {', '.join(exprs)} "
-                f"FROM db{i}.requests WHERE {self.window.sql()}"
+            self.files.append(log)
+        # A visitor column counts where some row has a value in it (the privacy option on);
+        # else every row falls back to its address and the column is left out.
+        if visitor_column is not None:
+            hashed = None if visitor_column == "client_ip" else visitor_column
+        else:
+            hashed = next(
+                (c for c in _VISITOR_COLUMNS if any(self._has_values(f, c) for f in self.files)),
+                None,
             )
-        for table in LOOKUPS.values():
-            parts = [
-                f"SELECT {i} AS src, id, name FROM db{i}.[{table}]"
-                if table in tables
-                else "SELECT NULL AS src, NULL AS id, NULL AS name WHERE 0"
-                for i, tables in enumerate(tables_per_file)
-            ]
-            self.conn.execute(f"CREATE TEMP VIEW n_{table} AS " + " UNION ALL ".join(parts))
         self.visitor_column = hashed or "client_ip"
+        for log in self.files:
+            self._view(log, hashed)
+
+    def _view(self, log: LogFile, hashed: str | None) -> None:
+        d = self.dialect
+        cols = log.columns
+
+        def col(name: str) -> str:
+            return name if name in cols else "NULL"
+
+        def ident(name: str) -> str:
+            c = col(name)
+            return f"(CASE WHEN {c} >= 1 AND {c} < {_ID_MAX} THEN {c} END)"
+
+        def number(name: str, low: str | None = None) -> str:
+            return d.finite(col(name), low)
+
+        start = f"(CASE WHEN start >= {FIRST_SECOND} AND start < {END_SECOND} THEN start END)"
+        if hashed and hashed in cols:
+            visitor = f"COALESCE({hashed}, {col('client_ip')})"
+        else:
+            visitor = col("client_ip")
+        rate = col("sample_rate")
+        weight = f"(CASE WHEN {rate} > 0 AND {rate} < 1 THEN 1.0 / {rate} ELSE 1 END)"
+        fields = {
+            "src": str(log.index),
+            "rid": "rowid",
+            "start": start,
+            "method": col("method"),
+            "path": ident("path"),
+            "route": ident("route"),
+            "user_agent": ident("user_agent"),
+            "referer": ident("referer"),
+            "host": ident("host"),
+            "http_status": number("http_status"),
+            "client_ip": col("client_ip"),
+            "visitor": visitor,
+            "duration": number("duration"),
+            "body_size": number("body_size", "-1"),
+            "request_body_size": number("request_body_size", "-1"),
+            "http_version": col("http_version"),
+            "w": weight if self.weighted else "1",
+            # The stored values as they are, for expressions that test them once cleaned:
+            # a view column is an expression repeated wherever it is used.
+            "start_raw": col("start"),
+            "path_raw": col("path"),
+            "route_raw": col("route"),
+            "status_raw": col("http_status"),
+            "duration_raw": col("duration"),
+        }
+        window = " AND ".join(
+            part for part in (self.window.sql("start", d), self.window.sql(start, d)) if part != "1"
+        ) or "1"
+        where = f"({window}) AND ({self.filters.raw_sql(log.index, cols, log.tables, d)})"
+        self.conn.execute(
+            f"CREATE TEMP VIEW r{log.index} AS SELECT "
+            + ", ".join(f"{expr} AS {name}" for name, expr in fields.items())
+            + f" FROM {d.table(log.index, 'requests')} WHERE {where}"
+        )
+
+    def _has_values(self, log: LogFile, column: str) -> bool:
+        if column not in log.columns:
+            return False
+        return bool(self.all(
+            f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(log.index, 'requests')} "
+            f"WHERE {column} IS NOT NULL)"
+        )[0][0])
 
     def close(self) -> None:
         self.conn.close()
@@ -181,239 +272,303 @@ class LogSet:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def each(self, template: str) -> str:
-        """``template`` (which reads ``{r}``, ``{src}``) once per file, joined by UNION ALL.
+    def changed(self) -> bool:
+        """A file opened without locks was written to meanwhile: read it again, with them."""
+        return any(f.snapshot is not None and f.snapshot.changed() for f in self.files)
 
-        SQLite cannot flatten a compound view into an aggregate query and would copy every
-        row first; aggregating inside each file's branch keeps the work a plain scan.
-        """
+    # ---- running queries -------------------------------------------------------------------
+    def each(self, template: str, files: Iterable[LogFile] | None = None) -> str:
+        """``template`` (which reads ``{r}``, ``{src}``) once per file, joined by UNION ALL."""
+        chosen = list(self.files if files is None else files)
+        if not chosen:
+            return "SELECT NULL WHERE 0"
         return "\nUNION ALL\n".join(
-            template.format(r=f"r{i}", src=i) for i in range(len(self.paths))
+            template.format(r=f"r{f.index}", src=f.index) for f in chosen
         )
 
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as error:
-            raise ReportError(f"cannot read {', '.join(self.paths)}: {error}") from None
+        except SQL_ERRORS as error:
+            raise ReportError(
+                f"cannot read {', '.join(display(p) for p in self.paths)}: {reason(error)}"
+            ) from None
 
-    # ---- whole-log figures -----------------------------------------------------------------
+    # ---- the window's extent ---------------------------------------------------------------
+    def extent(self) -> tuple[float | None, float | None]:
+        """First and last plausible ``start`` in the window, through the ``start`` index."""
+        firsts, lasts = [], []
+        d = self.dialect
+        for f in self.files:
+            table = d.table(f.index, "requests")
+            low = self.window.sql("start", d)
+            firsts += [r[0] for r in self.all(
+                f"SELECT MIN(start) FROM {table} WHERE start >= {FIRST_SECOND} AND {low}")]
+            lasts += [r[0] for r in self.all(
+                f"SELECT MAX(start) FROM {table} WHERE start < {END_SECOND} AND {low}")]
+        firsts = [v for v in firsts if isinstance(v, (int, float))]
+        lasts = [v for v in lasts if isinstance(v, (int, float))]
+        return (min(firsts) if firsts else None, max(lasts) if lasts else None)
+
     def total_rows(self) -> int:
-        """Rows in all files, ignoring the time window (an empty log is an error for reports)."""
-        return sum(self._all(f"SELECT COUNT(*) FROM db{i}.requests")[0][0] for i in range(len(self.paths)))
-
-    def summary(self) -> dict[str, Any]:
-        """Figures that need the whole window at once: distinct visitors, first and last."""
-        parts = self.each(
-            f"SELECT {self._count} AS n, MIN(start) AS first, MAX(start) AS last, "
-            "TOTAL(duration) AS d, MAX(duration) AS dmax, COUNT(duration) AS dn, MAX(w) AS wmax "
-            "FROM {r}"
-        )
-        row = self._all(
-            "SELECT CAST(ROUND(TOTAL(n)) AS INTEGER), MIN(first), MAX(last), SUM(d), MAX(dmax), "
-            f"SUM(dn), MAX(wmax) FROM ({parts})"
-        )[0]
-        sampled = row[6] is not None and row[6] > 1
-        visitors = self._all(
-            "SELECT COUNT(DISTINCT visitor) FROM ("
-            + self.each("SELECT DISTINCT visitor FROM {r}")
-            + ")"
-        )[0][0]
-        row = (row[0], visitors, row[1], row[2], (row[3] / row[5]) if row[5] else None, row[4], row[5])
-        return {
-            "requests": row[0],
-            "visitors": row[1],
-            "first": row[2],
-            "last": row[3],
-            "avg_duration": row[4],
-            "max_duration": row[5],
-            "timed": row[6],
-            "visitor_column": self.visitor_column,
-            "sampled": sampled,
-        }
-
-    def percentiles(self, timed: int) -> dict[str, float | None]:
-        """Exact nearest-rank p50/p95/p99 of ``duration`` over the window.
-
-        Sorting every duration is the costliest step of a report on a big log, so a large log
-        takes a detour that is still exact: a sorted 1-in-N sample brackets each rank between
-        two durations ``lo`` and ``hi``; one scan counts the durations below each ``lo``; one
-        more sorts only the durations inside the brackets and picks the rank. If a bracket
-        missed its rank (an unlucky sample), the full sort answers.
-        """
-        if not timed:
-            return {f"p{p}": None for p in PERCENTILES}
-        ranks = {p: rank(p, timed) for p in PERCENTILES}
-        durations = self.each("SELECT duration FROM {r} WHERE duration IS NOT NULL")
-        if timed > SAMPLED_PERCENTILES_FROM:
-            found = self._bracketed(ranks, timed)
-            if found is not None:
-                return found
-        rows = dict(
-            self._all(
-                f"""SELECT rn, duration FROM (
-                       SELECT duration, ROW_NUMBER() OVER (ORDER BY duration) AS rn
-                       FROM ({durations}))
-                   WHERE rn IN (?, ?, ?)""",
-                [ranks[p] for p in PERCENTILES],
-            )
-        )
-        return {f"p{p}": rows.get(ranks[p]) for p in PERCENTILES}
-
-    def _bracketed(self, ranks: dict[int, int], timed: int) -> dict[str, float | None] | None:
-        step = max(1, timed // PERCENTILE_SAMPLE)
-        sample = [
-            row[0]
-            for row in self._all(
-                "SELECT duration FROM ("
-                + self.each(f"SELECT duration FROM {{r}} WHERE duration IS NOT NULL AND rid % {step} = 0")
-                + ") ORDER BY duration"
-            )
-        ]
-        m = len(sample)
-        if m < 20:
-            return None
-        brackets = []
-        for p in PERCENTILES:
-            share = ranks[p] / timed
-            # Six standard deviations of the sample's rank, plus slack: misses are very rare.
-            margin = int(6 * (m * share * (1 - share)) ** 0.5) + 5
-            at = int(share * m)
-            lo = sample[at - margin] if at - margin >= 0 else None
-            hi = sample[at + margin] if at + margin < m else None
-            brackets.append((p, lo, hi))
-        durations = self.each("SELECT duration FROM {r} WHERE duration IS NOT NULL")
-        below = self._all(
-            "SELECT "
-            + ", ".join(
-                "0" if lo is None else f"COALESCE(SUM(duration < {float(lo)!r}), 0)"
-                for _, lo, _ in brackets
-            )
-            + f" FROM ({durations})"
-        )[0]
-        bounds = ", ".join(
-            f"({i}, {float(lo) if lo is not None else float('-inf')!r}, "
-            f"{float(hi) if hi is not None else float('inf')!r}, {ranks[p] - below[i]})"
-            for i, (p, lo, hi) in enumerate(brackets)
-        ).replace("inf", "9e999")
-        rows = self._all(
-            f"""WITH b(w, lo, hi, want) AS (VALUES {bounds}),
-                    inside AS (SELECT b.w AS w, b.want AS want, d.duration AS duration,
-                                      COUNT(*) OVER (PARTITION BY b.w) AS n,
-                                      ROW_NUMBER() OVER (PARTITION BY b.w ORDER BY d.duration) AS rn
-                               FROM ({durations}) AS d
-                               JOIN b ON d.duration >= b.lo AND d.duration <= b.hi)
-                SELECT w, duration, n, want FROM inside WHERE rn = want"""
-        )
-        found = {w: duration for w, duration, n, want in rows if 1 <= want <= n}
-        if len(found) != len(brackets):
-            return None
-        return {f"p{p}": found[i] for i, (p, _, _) in enumerate(brackets)}
-
-    def breakdown(self, width: int) -> list[tuple[Any, ...]]:
-        """Requests and bytes per (time bucket of ``width`` s, status, method), in one scan.
-
-        Timeline, status classes, statuses and methods are all sums over these groups (a few
-        thousand at most), so the rows are read once for the four of them.
-        """
-        return self._all(
-            self.each(
-                f"SELECT CAST(start / {int(width)} AS INTEGER) * {int(width)} AS bucket, "
-                f"http_status, method, {self._count}, TOTAL(body_size{self._times_w}), "
-                f"TOTAL(request_body_size{self._times_w}) "
-                "FROM {r} GROUP BY bucket, http_status, method"
-            )
+        """Rows in all files, ignoring window and filters (an empty log is an error)."""
+        return sum(
+            self.all(f"SELECT COUNT(*) FROM {self.dialect.table(f.index, 'requests')}")[0][0]
+            for f in self.files
         )
 
-    # ---- lookup columns --------------------------------------------------------------------
-    def by_name(
+    def sampled(self) -> bool:
+        """Any row in the window recorded with a sample rate below 1."""
+        for f in self.files:
+            if "sample_rate" in f.columns and self.all(
+                f"SELECT EXISTS (SELECT 1 FROM {self.dialect.table(f.index, 'requests')} "
+                f"WHERE sample_rate > 0 AND sample_rate < 1 AND {self.window.sql()})"
+            )[0][0]:
+                return True
+        return False
+
+    # ---- the grouped scans -----------------------------------------------------------------
+    def accumulate(
         self,
-        column: str,
+        name: str,
+        keys: Sequence[tuple[str, str]],
+        measures: Sequence[tuple[str, str, str]],
         where: str = "1",
-        limit: int | None = 10,
-        order: str = "requests DESC",
-        having: str = "1",
-        skip_null: bool = True,
-        detail: bool = True,
-    ) -> list[dict[str, Any]]:
-        """Requests, bytes and time per name of a lookup column, across every file.
+        files: Iterable[LogFile] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Per distinct key, sums (``"sum"``) and extremes (``"min"``, ``"max"``) of the rows of
+        every file: rows of ``(src, *keys, *measures)``.
 
-        Grouping by ``(src, id)`` first keeps the heavy part to integers; names are joined on
-        the (few) groups, then grouped again so that one name from several files adds up.
+        ``keys`` are ``(kind, expression)``, kind ``"int"`` or ``"text"``; a key must not be
+        NULL (COALESCE it). SQLite groups by sorting every row; adding each row into a small
+        temporary table keyed by the group instead (an upsert) costs about a third less when
+        the groups are few, and grouping is most of a report's time.
         """
-        table = LOOKUPS[column]
-        null_filter = f" AND {column} IS NOT NULL" if skip_null else ""
-        tail = f" LIMIT {int(limit)}" if limit else ""
-        # Only what is asked for: SQLite sorts the rows to group them, and narrower rows sort
-        # faster.
-        measures = (
-            f"TOTAL(body_size{self._times_w}) AS b, TOTAL(duration) AS d, "
-            f"COUNT(duration) AS dc, TOTAL((http_status = 404){self._times_w}) AS nf"
-            if detail
-            else "0 AS b, 0 AS d, 0 AS dc, 0 AS nf"
+        chosen = list(self.files if files is None else files)
+        names = [f"k{i}" for i in range(len(keys))]
+        columns = [m for m, _, _ in measures]
+        packed = len(keys) == 1 and keys[0][0] == "int"
+        if keys[0][0] != "int":
+            raise ValueError("the first key must be an integer (the file's number joins it)")
+        d = self.dialect
+        self.conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        if not d.groups_by_upsert:  # a database that groups by hashing: plain GROUP BY
+            aggregates = ", ".join(
+                f"{d.total(expr) if how == 'sum' else f'{how.upper()}({expr})'} AS {m}"
+                for m, expr, how in measures
+            )
+            key = ", ".join([f"({keys[0][1]}) * {MAX_FILES} + {{src}} AS k0",
+                             *(f"{expr} AS {n}" for (_, expr), n in zip(keys[1:], names[1:],
+                                                                          strict=True))])
+            group = ", ".join(str(i + 1) for i in range(len(keys)))
+            select = self.each(
+                f"SELECT {key}, {aggregates} FROM {{r}} WHERE {where} GROUP BY {group}", chosen)
+            try:
+                self.conn.execute(f"CREATE TEMP TABLE {name} AS {select}")
+            except SQL_ERRORS as error:
+                raise ReportError(
+                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
+            rows = self.all(f"SELECT * FROM temp.{name}")
+            return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
+        # The file's number is packed into the first (integer) key: one column less to compare.
+        if packed:  # one integer key: the fastest table there is
+            self.conn.execute(
+                f"CREATE TEMP TABLE {name} (k0 INTEGER PRIMARY KEY, {', '.join(columns)})"
+            )
+        else:
+            self.conn.execute(
+                f"CREATE TEMP TABLE {name} ("
+                + ", ".join(f"{n} NOT NULL" for n in names) + f", {', '.join(columns)}, "
+                f"PRIMARY KEY ({', '.join(names)})) WITHOUT ROWID"
+            )
+        updates = ", ".join(
+            f"{m} = {m} + excluded.{m}" if how == "sum"
+            else f"{m} = {d.greatest(m, f'excluded.{m}')}" if how == "max"
+            else f"{m} = {d.least(m, f'excluded.{m}')}"
+            for m, _, how in measures
         )
-        inner = (
-            f"SELECT {{src}} AS src, {column} AS k, {self._count} AS c, {measures} "
-            f"FROM {{r}} WHERE ({where}){null_filter} GROUP BY k"
+        # A NULL in a sum would stay NULL through every addition after it.
+        values = ", ".join(f"COALESCE({expr}, 0)" if how == "sum" else expr
+                           for _, expr, how in measures)
+        for f in chosen:
+            key = ", ".join(
+                [f"({keys[0][1]}) * {MAX_FILES} + {f.index}", *(expr for _, expr in keys[1:])]
+            )
+            sql = (f"INSERT INTO temp.{name} SELECT {key}, {values} FROM r{f.index} "
+                   f"WHERE {where} ON CONFLICT DO UPDATE SET {updates}")
+            try:
+                self.conn.execute(sql)
+            except SQL_ERRORS as error:
+                raise ReportError(
+                    f"cannot read {', '.join(map(display, self.paths))}: {reason(error)}") from None
+        rows = self.all(f"SELECT * FROM temp.{name}")
+        return [(k % MAX_FILES, k // MAX_FILES, *rest) for k, *rest in rows]
+
+    def _counted(self) -> tuple[str, str]:
+        """The expression one row counts for, and the weight to multiply sums by."""
+        return ("w", " * w") if self.weighted else ("1", "")
+
+    def time_groups(self, unit: int) -> list[tuple[Any, ...]]:
+        """Per (``unit``-second bucket, status, host id, method, HTTP version): (src, key,
+        host, method, version, requests, bytes sent, bytes received, first start, last start,
+        longest duration), key = bucket * 1024 + status.
+
+        The few hosts, methods and versions ride along (groups multiply by a handful) rather
+        than cost a scan of their own.
+        """
+        one, w = self._counted()
+        # Text sorts after numbers: "status_raw < 1000" is false for it, as for NULL.
+        status = (
+            f"(CASE WHEN status_raw >= 0 AND status_raw < {STATUS_NONE} "
+            f"THEN CAST(status_raw AS INTEGER) ELSE {STATUS_NONE} END)"
         )
-        rows = self._all(
-            f"""SELECT n.name AS name, CAST(ROUND(SUM(g.c)) AS INTEGER) AS requests,
-                       SUM(g.b) AS bytes, SUM(g.d) AS total_duration, SUM(g.dc) AS timed,
-                       CAST(ROUND(SUM(g.nf)) AS INTEGER) AS not_found
-                FROM ({self.each(inner)}) AS g
-                LEFT JOIN n_{table} AS n ON n.src = g.src AND n.id = g.k
-                GROUP BY n.name
-                HAVING {having}
-                ORDER BY {order}, n.name{tail}"""
-        )
-        return [
-            {
-                "name": name,
-                "requests": requests,
-                "bytes": round(b or 0),
-                "avg_duration": (d / dc) if dc else None,
-                "timed": dc,
-                "not_found": nf,
-            }
-            for name, requests, b, d, dc, nf in rows
+        bucket = (f"(CASE WHEN start IS NULL THEN -1 "
+                  f"ELSE {self.dialect.bucket('start_raw', unit)} END)")
+        return self.accumulate("t", [
+            ("int", f"{bucket} * {STATUS_UNITS} + {status}"), ("int", "COALESCE(host, 0)"),
+            ("text", "COALESCE(method, '')"), ("text", "COALESCE(http_version, '')"),
+        ], [
+            ("n", one, "sum"),
+            ("sent", f"COALESCE(body_size{w}, 0)", "sum"),
+            ("received", f"COALESCE(request_body_size{w}, 0)", "sum"),
+            ("first", "start_raw", "min"),
+            ("last", "start_raw", "max"),
+            ("longest", "duration", "max"),
+        ])
+
+    def key_groups(self) -> list[tuple[Any, ...]]:
+        """Per (path id, route id, latency bucket): (src, key, requests, bytes, timed rows,
+        duration total, 404s, 5xx), key = (path * 2**27 + route) * 256 + bucket.
+
+        Ids from 2**27 up read as 0 (none); bucket 255 means no duration (its duration
+        figures mean nothing). Timed rows are 0 where rows are not weighted (then they are
+        the requests).
+        """
+        one, w = self._counted()
+        key = f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket}"
+        measures = [("n", one, "sum"), ("sent", f"COALESCE(body_size{w}, 0)", "sum")]
+        if self.weighted:
+            measures.append(("timed", "1", "sum"))
+        measures += [
+            ("total", "COALESCE(duration_raw, 0)", "sum"),
+            ("nf", f"{self.dialect.flag('status_raw = 404')}{w}", "sum"),
+            ("err", f"{self.dialect.flag('status_raw >= 500 AND status_raw < 600')}{w}", "sum"),
         ]
+        rows = self.accumulate("keys", [("int", key)], measures)
+        if self.weighted:
+            return rows
+        return [(src, k, n, sent, 0, total, nf, err) for src, k, n, sent, total, nf, err in rows]
 
-    def path_percentiles(self, names: Sequence[str]) -> dict[str, dict[str, float | None]]:
-        """Nearest-rank p50/p95/p99 per path name (a few names: the slowest endpoints)."""
-        if not names:
-            return {}
-        marks = ", ".join("?" for _ in names)
-        ids = self._all(f"SELECT src, id, name FROM n_paths WHERE name IN ({marks})", list(names))
-        if not ids:
-            return {}
-        # Each file's branch picks its rows by integer id and tags them with the name's
-        # position in ``names`` (a CASE over a few ids), so no join runs over the rows.
-        position = {name: i for i, name in enumerate(names)}
-        per_file: dict[int, list[str]] = {}
-        for src, id_, name in ids:
-            per_file.setdefault(src, []).append(f"WHEN {int(id_)} THEN {position[name]}")
-        branches = "\nUNION ALL\n".join(
-            f"SELECT CASE path {' '.join(whens)} END AS k, duration FROM r{src} "
-            f"WHERE k IS NOT NULL AND duration IS NOT NULL"
-            for src, whens in sorted(per_file.items())
-        )
-        # ceil(p * n / 100) in integer arithmetic: SQLite may lack its math functions.
-        ranks = " OR ".join(f"rn = MAX(1, ({p} * n + 99) / 100)" for p in PERCENTILES)
-        found = self._all(
-            f"""SELECT k, rn, n, duration FROM (
-                    SELECT k, duration,
-                           ROW_NUMBER() OVER (PARTITION BY k ORDER BY duration) AS rn,
-                           COUNT(*) OVER (PARTITION BY k) AS n
-                    FROM ({branches}))
-                WHERE {ranks}"""
-        )
-        rows = [(names[k], rn, n, duration) for k, rn, n, duration in found]
-        out: dict[str, dict[str, float | None]] = {
-            name: {f"p{p}": None for p in PERCENTILES} for name in names
-        }
-        for name, rn, n, duration in rows:
-            for p in PERCENTILES:
-                if rn == rank(p, n):
-                    out[name][f"p{p}"] = duration
-        return out
+    def grouped(self, *columns: str) -> list[tuple[Any, ...]]:
+        """(src, lookup id or None per column, requests) per combination of the ids of one
+        or two lookup columns (two packed in one integer key; ids from 2**27 up read as
+        None then)."""
+        one, _ = self._counted()
+        if len(columns) == 1:
+            key = f"COALESCE({columns[0]}, 0)"
+        else:
+            a, b = columns
+            key = (f"COALESCE(CASE WHEN {a} < {ID_UNITS} THEN {a} END, 0) * {ID_UNITS} + "
+                   f"COALESCE(CASE WHEN {b} < {ID_UNITS} THEN {b} END, 0)")
+        rows = self.accumulate(f"g_{'_'.join(columns)}", [("int", key)], [("n", one, "sum")])
+        if len(columns) == 1:
+            return [(src, ident or None, n) for src, ident, n in rows]
+        return [(src, *(v or None for v in divmod(k, ID_UNITS)), n) for src, k, n in rows]
 
+    def visitor_groups(self, unit: int) -> None:
+        """Requests per (``unit`` bucket, client address, visitor) into ``temp.v``, which
+        :meth:`visitors` and :meth:`clients` read."""
+        one, _ = self._counted()
+        keys = [("int", f"(CASE WHEN start IS NULL THEN -1 "
+                        f"ELSE {self.dialect.bucket('start_raw', unit)} END)"),
+                ("text", "COALESCE(client_ip, '')")]
+        if self.visitor_column != "client_ip":
+            keys.append(("text", "COALESCE(visitor, '')"))
+        self.accumulate("v", keys, [("n", one, "sum")])
+        visitor = "k1" if self.visitor_column == "client_ip" else "k2"
+        self.conn.execute("DROP VIEW IF EXISTS temp.visits")
+        self.conn.execute(
+            # Floor division: the bucket of rows without a time is -1.
+            f"CREATE TEMP VIEW visits AS SELECT (k0 - ((k0 % {MAX_FILES}) + {MAX_FILES}) "
+            f"% {MAX_FILES}) / {MAX_FILES} AS k, "
+            f"NULLIF({visitor}, '') AS visitor, NULLIF(k1, '') AS client_ip, n FROM temp.v"
+        )
+
+    def visitors(self) -> tuple[int, list[tuple[Any, int]]]:
+        """Distinct visitors in the window, and (bucket, visitors) per bucket."""
+        total = self.all("SELECT COUNT(DISTINCT visitor) FROM temp.visits")[0][0]
+        per = self.all(
+            "SELECT k, COUNT(DISTINCT visitor) FROM temp.visits WHERE k <> -1 "
+            "GROUP BY k ORDER BY k"
+        )
+        return total, per
+
+    def clients(self, limit: int) -> tuple[int, list[tuple[Any, float]]]:
+        """Distinct client addresses, and the ``limit`` sending the most requests."""
+        count = self.all("SELECT COUNT(DISTINCT client_ip) FROM temp.visits")[0][0]
+        top = self.all(
+            f"SELECT client_ip, {self.dialect.total('n')} AS c FROM temp.visits "
+            "WHERE client_ip IS NOT NULL "
+            "GROUP BY client_ip ORDER BY c DESC, client_ip LIMIT ?", (int(limit),)
+        )
+        return count, top
+
+    def durations_in(
+        self, buckets: Iterable[int], keyed: Iterable[tuple[int, int]]
+    ) -> list[tuple[Any, ...]]:
+        """(src, path id, route id, duration, bucket) of the rows whose latency bucket is one
+        of ``buckets`` (any row), or whose ``(src, key)`` is in ``keyed``, key as in
+        :meth:`key_groups`."""
+        wanted = sorted({int(b) for b in buckets})
+        per_file: dict[int, set[int]] = {}
+        for src, key in keyed:
+            per_file.setdefault(int(src), set()).add(int(key))
+        parts = []
+        for f in self.files:
+            conditions = []
+            if wanted:
+                if self.bucket_in_sql:
+                    conditions.append(f"{self.bucket} IN ({', '.join(map(str, wanted))})")
+                else:  # the tree is costly: the buckets' bounds are the same literals
+                    for bucket in wanted:
+                        low, high = bounds(bucket)
+                        conditions.append(f"(duration_raw >= {low!r}" + (
+                            f" AND duration_raw < {high!r})" if high is not None else ")"))
+            keys = per_file.get(f.index)
+            if keys:
+                conditions.append(f"{_PATH_ROUTE} * {BUCKET_UNITS} + {self.bucket} IN "
+                                  f"({', '.join(map(str, sorted(keys)))})")
+            if conditions:
+                bucket = self.bucket if self.bucket_in_sql else "NULL"
+                parts.append(
+                    f"SELECT {f.index}, path, route, duration, {bucket} FROM r{f.index} "
+                    f"WHERE duration IS NOT NULL AND (" + " OR ".join(conditions) + ")"
+                )
+        if not parts:
+            return []
+        rows = self.all("\nUNION ALL\n".join(parts))
+        if self.bucket_in_sql:
+            return rows
+        return [(src, p, r, d, bucket_of(d)) for src, p, r, d, _ in rows]
+
+    # ---- names -----------------------------------------------------------------------------
+    def names(self, table: str, ids: Iterable[tuple[int, Any]]) -> dict[tuple[int, Any], str | None]:
+        """``(src, id) -> name`` in lookup ``table`` for the ids given; a missing table or id
+        (a damaged file) gives None."""
+        wanted: dict[int, set[int]] = {}
+        for src, ident in ids:
+            if isinstance(ident, int):
+                wanted.setdefault(src, set()).add(ident)
+        found: dict[tuple[int, Any], str | None] = {}
+        for f in self.files:
+            chosen = wanted.get(f.index)
+            if not chosen or table not in f.tables:
+                continue
+            rows = self.all(
+                f"SELECT id, name FROM {self.dialect.table(f.index, table)} "
+                f"WHERE id IN {self.dialect.id_list()}",
+                (json.dumps(sorted(chosen)),),
+            )
+            for ident, name in rows:
+                found[(f.index, ident)] = as_text(name)
+        return found

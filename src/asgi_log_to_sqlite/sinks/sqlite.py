@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import rollups
 from ..batch import Batch
 from ..bulk import insert_columns, lookup_ids
 from ..rotation import (
@@ -224,6 +225,7 @@ class SQLiteSink:
                 if room is not None:
                     stop = min(stop, start + max(room, 0))
                 first = self._insert(conn, batch, start, stop, new_ids)
+                rollups.add_rows(conn, first, first + stop - start - 1)  # committed together
                 if batch.amends:
                     self._amend(conn, batch, first, start, stop)
                 if start == 0:  # counts ride with the first part only

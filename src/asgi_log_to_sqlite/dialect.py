@@ -1,0 +1,161 @@
+"""Where the SQL of reports and rollups differs between databases: generated here, once.
+
+Report and rollup queries are written once, in SQL that SQLite and PostgreSQL share (``CASE``,
+``COALESCE``, window functions, ``INSERT ... ON CONFLICT``), and call a :class:`Dialect` for the
+few things the two spell differently: turning unix seconds into a time bucket, a total that is 0
+rather than NULL, the larger of two values, matching a glob, reading values of any stored type as
+numbers, naming the tables of one of several log files, and passing a list of ids.
+
+Only SQLite is implemented. A PostgreSQL dialect fills in the same methods (``floor()``,
+``GREATEST``, ``LIKE`` with a translated pattern, ``schema.table`` for several logs,
+``= ANY(%s)``): no report query is copied to do it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["SQLITE", "Dialect", "SQLiteDialect"]
+
+# Unix seconds of 0001-01-01 and of the end of 9999-12-31: the times Python's datetime shows.
+FIRST_SECOND = -62135596800
+END_SECOND = 253402300800
+
+
+class Dialect:
+    """SQL fragments that differ between databases; each method returns SQL text."""
+
+    name = "generic"
+    #: Group many rows into few groups by adding each into a small keyed table (SQLite, which
+    #: groups by sorting) rather than with GROUP BY (PostgreSQL's hash aggregation is faster).
+    groups_by_upsert = False
+
+    def attach(self, conn: Any, index: int, location: str) -> None:
+        """Make log ``location`` readable as log number ``index`` on ``conn``."""
+        raise NotImplementedError
+
+    def finite(self, expr: str, low: str | None = None) -> str:
+        """``expr`` where it holds a finite number (above ``low`` if given), else NULL; text,
+        blobs and infinities read as NULL."""
+        raise NotImplementedError
+
+    def flag(self, condition: str) -> str:
+        """1 where ``condition`` holds, 0 where it does not (NULL stays NULL)."""
+        raise NotImplementedError
+
+    def is_integer(self, expr: str) -> str:
+        """``expr`` holds an integer (not a float, text or blob)."""
+        raise NotImplementedError
+
+    def bucket(self, seconds: str, width: int) -> str:
+        """The index of the ``width``-second bucket holding ``seconds`` (floor division)."""
+        raise NotImplementedError
+
+    def total(self, expr: str) -> str:
+        """A sum that is 0.0 for no rows, never NULL, and never overflows."""
+        raise NotImplementedError
+
+    def greatest(self, a: str, b: str) -> str:
+        """The larger of two values, ignoring a NULL one."""
+        raise NotImplementedError
+
+    def least(self, a: str, b: str) -> str:
+        """The smaller of two values, ignoring a NULL one."""
+        raise NotImplementedError
+
+    def glob(self, expr: str, pattern_literal: str) -> str:
+        """``expr`` matches a shell glob (``*``, ``?``, ``[...]``), case-sensitively."""
+        raise NotImplementedError
+
+    def number(self, expr: str) -> str:
+        """``expr`` where it holds a finite number; NULL for text, blobs and infinities."""
+        raise NotImplementedError
+
+    def integer(self, expr: str, low: int, high: int) -> str:
+        """``expr`` where it holds an integer in [low, high]; NULL otherwise."""
+        raise NotImplementedError
+
+    def table(self, source: int | None, name: str) -> str:
+        """The table ``name`` of log number ``source`` (None: the only one, on its own
+        connection)."""
+        raise NotImplementedError
+
+    def id_list(self) -> str:
+        """A parameter standing for a list of integers, as the right side of ``IN``."""
+        raise NotImplementedError
+
+    def literal(self, value: str | float | None) -> str:
+        """A constant inlined in SQL (views cannot take parameters)."""
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return str(int(value))
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{value!r} cannot be used in a query")
+            return repr(value)
+        if "\x00" in value:
+            raise ValueError("text with a NUL character cannot be used in a query")
+        return "'" + value.replace("'", "''") + "'"
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    groups_by_upsert = True
+
+    def attach(self, conn: Any, index: int, location: str) -> None:
+        conn.execute(f"ATTACH DATABASE ? AS db{int(index)}", (location,))
+
+    def finite(self, expr: str, low: str | None = None) -> str:
+        # Text and blobs sort after every number and 9e999 reads as infinity: two comparisons
+        # keep finite numbers only, cheaper than typeof().
+        return f"(CASE WHEN {expr} > {low or '-9e999'} AND {expr} < 9e999 THEN {expr} END)"
+
+    def flag(self, condition: str) -> str:
+        return f"({condition})"
+
+    def is_integer(self, expr: str) -> str:
+        return f"(typeof({expr}) = 'integer')"
+
+    def bucket(self, seconds: str, width: int) -> str:
+        # CAST truncates toward zero: step down once for negative times between two buckets.
+        q = f"CAST(({seconds}) / {int(width)} AS INTEGER)"
+        return f"({q} - (({seconds}) < {q} * {int(width)}))"
+
+    def total(self, expr: str) -> str:
+        return f"TOTAL({expr})"
+
+    def greatest(self, a: str, b: str) -> str:
+        # SQLite's two-argument MAX() is NULL when either is.
+        return f"MAX(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+    def least(self, a: str, b: str) -> str:
+        return f"MIN(COALESCE({a}, {b}), COALESCE({b}, {a}))"
+
+    def glob(self, expr: str, pattern_literal: str) -> str:
+        return f"({expr} GLOB {pattern_literal})"
+
+    def number(self, expr: str) -> str:
+        # 9e999 reads as infinity: finite numbers are strictly inside.
+        return (
+            f"(CASE WHEN typeof({expr}) IN ('integer', 'real') "
+            f"AND {expr} > -9e999 AND {expr} < 9e999 THEN {expr} END)"
+        )
+
+    def integer(self, expr: str, low: int, high: int) -> str:
+        return (
+            f"(CASE WHEN typeof({expr}) = 'integer' AND {expr} BETWEEN {int(low)} AND {int(high)} "
+            f"THEN {expr} END)"
+        )
+
+    def table(self, source: int | None, name: str) -> str:
+        return f"[{name}]" if source is None else f"db{int(source)}.[{name}]"
+
+    def id_list(self) -> str:
+        return "(SELECT value FROM json_each(?))"
+
+
+SQLITE = SQLiteDialect()
