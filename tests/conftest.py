@@ -6,7 +6,10 @@ import pytest
 #: Modules whose tests start real servers, browsers or other virtualenvs: ``make test`` runs
 #: them, ``make check`` (the quick edit-test loop) leaves them out.
 INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_report",
-                       "test_goaccess", "test_rollups_datasette", "test_pyodide"}
+                       "test_goaccess", "test_rollups_datasette", "test_pyodide",
+                       # These start a PostgreSQL server (tests/pg_support.py).
+                       "test_postgresql_sink", "test_postgresql_schema", "test_spill",
+                       "test_pull", "test_central", "test_load", "test_dialect"}
 #: Tests that take seconds on their own (subprocesses, real servers, large inputs).
 SLOW_TESTS = {
     "test_delete_older_than_in_small_transactions",
@@ -49,3 +52,30 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def log_path(tmp_path):
     return str(tmp_path / "log.db")
+
+
+# ---- PostgreSQL (tests/pg_support.py) -----------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL server for the session: a throwaway cluster, or the one the environment
+    names (ASGI_LOG_TO_SQLITE_TEST_POSTGRESQL)."""
+    pytest.importorskip("psycopg")
+    from pg_support import open_cluster
+
+    cluster = open_cluster()
+    if cluster is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """The URL of a new, empty database, dropped after the test."""
+    name = pg_cluster.create_database()
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        pg_cluster.drop_database(name)

@@ -110,3 +110,15 @@ def test_report_bench_measures_each_part(tmp_path):
         assert key in result, key
     assert result["report_rollups_year"]["hourly_rows"] == 2 * 365 * 24
     assert result["writer_rollups"]["with"] > 0 and result["writer_rollups"]["without"] > 0
+
+
+def test_postgresql_bench_ingests_into_both_sinks(pg_cluster):
+    """The ingest half of postgresql_bench.py (the uvicorn half is server_bench's, above)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import postgresql_bench
+    finally:
+        sys.path.remove(BENCHMARKS)
+    target = postgresql_bench.postgresql_target(pg_cluster.url("postgres"), "bench_smoke")
+    assert postgresql_bench.ingest(target, 500)["rows_per_s"] > 0
+    assert postgresql_bench.four_at_once(target, 200) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,15 @@ def test_plain_request():
         "actor": None,
         "sample_rate": 1.0,
         "visitor": None,
+        "instance": socket.gethostname(),
     }
+
+
+def test_instance_is_the_option_or_the_host_name():
+    assert row_of(http_scope())["instance"] == socket.gethostname()
+    exchange = Exchange(http_scope(), 1_700_000_000.5, 0.0)
+    row = to_row(exchange, 4096, Options.from_kwargs({"instance": "web-3"}))
+    assert dict(zip(COLUMNS, row, strict=True))["instance"] == "web-3"
 
 
 def test_empty_values_are_null():

@@ -296,7 +296,7 @@ def test_json_shape_is_stable(log):
         "report_version", "generated_at", "files", "source", "filters", "range", "summary",
         "timeline", "hours_of_day", "visitors_per_day", "status_classes", "statuses",
         "methods", "http_versions", "hosts", "top_paths", "slowest_paths", "routes",
-        "not_found", "referrers", "referring_domains", "clients", "user_agents",
+        "not_found", "referrers", "referring_domains", "clients", "user_agents", "instances",
     ]
     assert report["report_version"] == 1
     assert set(report["summary"]) == {

@@ -99,6 +99,16 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
         raise click.BadParameter(str(error)) from None
 
 
+def _central(logs: tuple[str, ...]) -> str | None:
+    """The PostgreSQL URL among ``logs`` (then it must be alone), or None for files."""
+    from .postgresql_schema import is_postgresql_url
+
+    urls = [log for log in logs if is_postgresql_url(log)]
+    if urls and len(logs) > 1:
+        raise click.UsageError("a PostgreSQL URL is a whole log: give it alone")
+    return urls[0] if urls else None
+
+
 def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
     from .report import parse_status
 
@@ -143,7 +153,7 @@ def _compare(ctx: click.Context, param: click.Parameter, value: str | None) -> o
 
 
 def filter_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--path, --route, --status, --host and --method, shared by report and tail."""
+    """--path, --route, --status, --host, --method and --instance, shared by report and tail."""
     for decorator in reversed((
         click.option("--path", "paths", multiple=True, callback=_names, metavar="PATH",
                      help="Only this path and below (/api), or a glob (/blog/*); repeatable."),
@@ -155,6 +165,9 @@ def filter_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="Only this Host header, or a glob (*.example.com); repeatable."),
         click.option("--method", "methods", multiple=True, callback=_methods,
                      help="Only these methods: GET, or a list GET,HEAD (repeatable)."),
+        click.option("--instance", "instances", multiple=True, callback=_names,
+                     metavar="NAME", help="Only this host or container (the instance column), "
+                     "or a glob (web-*); repeatable."),
     )):
         command = decorator(command)
     return command
@@ -190,8 +203,8 @@ def _needs(module: str, what: str) -> None:
               help="Rows in each top-N table.")
 def report(logs: tuple[str, ...], since: float | None, until: float | None,
            paths: tuple[str, ...], routes: tuple[str, ...], statuses: tuple, hosts: tuple[str, ...],
-           methods: tuple[str, ...], compare: object, fmt: str, output: str | None,
-           limit: int) -> None:
+           methods: tuple[str, ...], instances: tuple[str, ...], compare: object, fmt: str,
+           output: str | None, limit: int) -> None:
     """Summarise one or more logs (rotated files read as one) as text, JSON or HTML."""
     _needs("ua_parser", "report")
     if fmt == "html":
@@ -208,11 +221,22 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
     from .report.files import display
 
     filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
-                      methods=methods)
+                      methods=methods, instances=instances)
     agents.cache = agents.AgentCache.default()  # ua-parser's answers, kept between runs
     try:
-        data = build_report(list(logs), since=since, until=until, limit=limit, filters=filters,
-                            compare=compare)  # type: ignore[arg-type]
+        url = _central(logs)
+        if url is not None:
+            from .central import CentralError
+            from .central import report as central_report
+
+            try:
+                data = central_report(url, since=since, until=until, limit=limit,
+                                      filters=filters, compare=compare)  # type: ignore[arg-type]
+            except CentralError as error:
+                raise _failure(error) from None
+        else:
+            data = build_report(list(logs), since=since, until=until, limit=limit,
+                                filters=filters, compare=compare)  # type: ignore[arg-type]
     except ReportError as error:
         raise _failure(error) from None
     finally:
@@ -242,15 +266,26 @@ def report(logs: tuple[str, ...], since: float | None, until: float | None,
               help="Seconds between polls with --follow.")
 def tail(log: str, lines: int, follow: bool, paths: tuple[str, ...], routes: tuple[str, ...],
          statuses: tuple, hosts: tuple[str, ...], methods: tuple[str, ...],
-         interval: float) -> None:
+         instances: tuple[str, ...], interval: float) -> None:
     """Print recent requests as access-log lines; -f follows new ones."""
     from .report import Filters, ReportError
     from .report.tail import tail as run
 
     filters = Filters(paths=paths, routes=routes, statuses=statuses, hosts=hosts,
-                      methods=methods)
+                      methods=methods, instances=instances)
     try:
-        run(log, lines=lines, follow=follow, filters=filters, interval=interval, emit=click.echo)
+        if _central((log,)) is not None:
+            from .central import CentralError
+            from .central import tail as run_central
+
+            try:
+                run_central(log, lines=lines, follow=follow, filters=filters, interval=interval,
+                            emit=click.echo)
+            except CentralError as error:
+                raise _failure(error) from None
+        else:
+            run(log, lines=lines, follow=follow, filters=filters, interval=interval,
+                emit=click.echo)
     except ReportError as error:
         raise _failure(error) from None
     except KeyboardInterrupt:
@@ -357,6 +392,16 @@ def prune(path: str, older_than: float, keep_rollups: bool) -> None:
     from .maintenance import MaintenanceError
     from .maintenance import prune as prune_rows
 
+    if _central((path,)) is not None:
+        from .central import CentralError
+        from .central import prune as prune_central
+
+        try:
+            found = prune_central(path, older_than)
+        except CentralError as error:
+            raise _failure(error) from None
+        click.echo(f"Deleted {found.deleted} row(s) from {found.name}; {found.remaining} remain")
+        return
     try:
         result = prune_rows(path, older_than, keep_rollups=keep_rollups)
     except MaintenanceError as error:
@@ -386,6 +431,19 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
     import contextlib
     import sys
 
+    if _central((out,)) is not None:  # into a PostgreSQL log
+        from .load import LoadError, load_files
+
+        try:
+            loaded = load_files(out, list(inputs))
+        except LoadError as error:
+            raise _failure(error) from None
+        for path in loaded.skipped:
+            click.echo(_shown(f"Skipped {path}: already loaded"))
+        click.echo(_shown(f"Loaded {len(loaded.loaded)} file(s), "
+                          f"{sum(loaded.loaded.values())} row(s) into the PostgreSQL log"))
+        return
+
     from .maintenance import MaintenanceError
     from .maintenance import merge as merge_files
 
@@ -406,6 +464,40 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
     for path in result.skipped:
         click.echo(_shown(f"Skipped {path}: already merged"))
     click.echo(_shown(f"Merged {len(result.merged)} file(s), {result.rows} row(s) into {out}"))
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("log_db", type=click.Path(dir_okay=False))
+@click.option("--since", callback=_when,
+              help="Only requests after: 7d, 24h, 30m or an ISO date (default: all).")
+@click.option("--instance", help="Only the requests of this instance (host or container).")
+@click.option("--schema", help="The PostgreSQL schema holding the log (or ?schema= in the URL).")
+def pull(url: str, log_db: str, since: float | None, instance: str | None,
+         schema: str | None) -> None:
+    """Copy a window of a PostgreSQL log into a SQLite log file; run again, only new rows."""
+    import contextlib
+    import sys
+
+    from .pull import PullError
+    from .pull import pull as pull_rows
+
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(rows: int) -> None:
+            if not bars and sys.stderr.isatty():
+                bars.append(stack.enter_context(
+                    click.progressbar(length=None, label="Pulling rows", file=sys.stderr)))
+            if bars:
+                bars[0].update(rows)
+
+        try:
+            result = pull_rows(url, log_db, since=since, instance=instance, schema=schema,
+                               progress=progress)
+        except PullError as error:
+            raise _failure(error) from None
+    click.echo(_shown(f"Pulled {result.rows} new row(s) into {log_db}; it holds {result.total}"))
 
 
 # --- replay -------------------------------------------------------------------------------

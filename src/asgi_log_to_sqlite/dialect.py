@@ -6,17 +6,20 @@ few things the two spell differently: turning unix seconds into a time bucket, a
 rather than NULL, the larger of two values, matching a glob, reading values of any stored type as
 numbers, naming the tables of one of several log files, and passing a list of ids.
 
-Only SQLite is implemented. A PostgreSQL dialect fills in the same methods (``floor()``,
-``GREATEST``, ``LIKE`` with a translated pattern, ``schema.table`` for several logs,
-``= ANY(%s)``): no report query is copied to do it.
+:class:`SQLiteDialect` serves files; :class:`PostgreSQLDialect` a PostgreSQL log (``floor()``,
+``GREATEST``, ``SIMILAR TO`` with a translated glob, ``unnest(%s)``): no report query is copied
+to do it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-__all__ = ["SQLITE", "Dialect", "SQLiteDialect"]
+__all__ = [
+    "POSTGRESQL", "SQLITE", "Dialect", "PostgreSQLDialect", "SQLiteDialect", "glob_as_similar",
+]
 
 # Unix seconds of 0001-01-01 and of the end of 9999-12-31: the times Python's datetime shows.
 FIRST_SECOND = -62135596800
@@ -159,3 +162,85 @@ class SQLiteDialect(Dialect):
 
 
 SQLITE = SQLiteDialect()
+
+
+def glob_as_similar(pattern: str) -> str:
+    """A shell glob as a ``SIMILAR TO`` pattern with ``\\`` as its escape: ``*``, ``?`` and
+    ``[...]`` kept, everything else literal (what SQLite's ``GLOB`` matches)."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            body = "^" + body[1:] if body.startswith("^") else body
+            out.append("[" + re.sub(r"([\\\]])", r"\\\1", body) + "]")
+            i = end
+        else:
+            out.append(re.sub(r"([%_|*+?{}()\[\]\\^$.])", r"\\\1", char))
+        i += 1
+    return "".join(out)
+
+
+class PostgreSQLDialect(Dialect):
+    """A PostgreSQL log (postgresql_schema.py): typed columns, so a value is never text in a
+    number column; one log per connection, its tables on the ``search_path``."""
+
+    name = "postgresql"
+    groups_by_upsert = False
+
+    def attach(self, conn: Any, index: int, location: str) -> None:
+        raise NotImplementedError("a PostgreSQL log is read on a connection of its own")
+
+    def finite(self, expr: str, low: str | None = None) -> str:
+        # NaN sorts above infinity in PostgreSQL: both comparisons leave it out.
+        return (f"(CASE WHEN {expr} > {low or INFINITY_LOW} AND {expr} < {INFINITY_HIGH} "
+                f"THEN {expr} END)")
+
+    def flag(self, condition: str) -> str:
+        return f"(CASE WHEN {condition} THEN 1 WHEN NOT ({condition}) THEN 0 END)"
+
+    def is_integer(self, expr: str) -> str:
+        return (f"(pg_typeof({expr}) IN "
+                "('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype))")
+
+    def bucket(self, seconds: str, width: int) -> str:
+        return f"CAST(floor(({seconds}) / {int(width)}) AS bigint)"
+
+    def total(self, expr: str) -> str:
+        return f"COALESCE(SUM(CAST({expr} AS double precision)), 0.0)"
+
+    def greatest(self, a: str, b: str) -> str:
+        return f"GREATEST({a}, {b})"  # NULLs are ignored
+
+    def least(self, a: str, b: str) -> str:
+        return f"LEAST({a}, {b})"
+
+    def glob(self, expr: str, pattern_literal: str) -> str:
+        if not (pattern_literal.startswith("'") and pattern_literal.endswith("'")):
+            raise ValueError(f"{pattern_literal!r} is not a text literal")
+        pattern = pattern_literal[1:-1].replace("''", "'")
+        return f"({expr} SIMILAR TO {self.literal(glob_as_similar(pattern))} ESCAPE '\\')"
+
+    def number(self, expr: str) -> str:
+        return self.finite(expr)
+
+    def integer(self, expr: str, low: int, high: int) -> str:
+        return f"(CASE WHEN {expr} BETWEEN {int(low)} AND {int(high)} THEN {expr} END)"
+
+    def table(self, source: int | None, name: str) -> str:
+        if source not in (None, 0):
+            raise NotImplementedError("a PostgreSQL log is read on its own")
+        return name
+
+    def id_list(self) -> str:
+        return "(SELECT unnest(CAST(%s AS bigint[])))"
+
+
+INFINITY_LOW = "CAST('-Infinity' AS double precision)"
+INFINITY_HIGH = "CAST('Infinity' AS double precision)"
+POSTGRESQL = PostgreSQLDialect()

@@ -60,6 +60,7 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
     "peer_ip": "Address of the immediate peer (a proxy, when trusted proxies are configured)",
     "sample_rate": "Fraction of requests recorded when this row was written (1 = all)",
     "visitor": "Daily-salted hash standing for one visitor (no address is stored)",
+    "instance": "Host or container that served the request (the instance option)",
 }
 
 UNITS: dict[str, str] = {
@@ -79,6 +80,7 @@ LOOKUP_DESCRIPTIONS: dict[str, str] = {
     "hosts": "Distinct Host headers",
     "actors": "Distinct authenticated users",
     "routes": "Distinct route templates",
+    "instances": "Hosts and containers that wrote rows",
     "header_names": "Names of the captured headers",
     "header_values": "Distinct values of the captured headers",
     "header_lists": "Distinct header lists of captured requests and responses (JSON)",

@@ -75,9 +75,10 @@ class AsgiLogToSqlite:
             if self.options.capture_requests
             else None
         )
-        self._target = file
         self.sink = open_sink(file, self.options)
-        self.file = self.sink.name
+        self.file = self.sink.name  # for messages: a URL without its password
+        # What a writer process (or a forked child) opens: the path, or the URL in full.
+        self._target = getattr(self.sink, "target", self.file)
         # A sink that writes to this process's own streams cannot run in a writer process.
         self._shippable = getattr(self.sink, "shippable", True)
         if self.options.writer == "process" and not self._shippable:
@@ -177,7 +178,8 @@ class AsgiLogToSqlite:
             name: value for name, value in self._given.items()
             if name not in ("route", "actor", "clock", "writer")
         }
-        return ProcessWriter(self.file, given, Encoder(self.options), self.options)
+        return ProcessWriter(self._target, given, Encoder(self.options), self.options,
+                             name=self.file)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue is the parent's to write.

@@ -134,6 +134,15 @@ class Options:
     #: Also keep response headers, bodies within the limit and when each chunk was sent.
     capture_responses: bool = _field(False, v.boolean)
 
+    # --- where rows go, for a log shared by several hosts (see docs/postgresql.md) -------------
+    #: Which host or container wrote each row (the ``instance`` column); None: the host name.
+    instance: str | None = _field(None, v.instance_name)
+    #: PostgreSQL log: the schema holding its tables (or ``?schema=`` in the URL); "public".
+    schema: str | None = _field(None, v.identifier)
+    #: PostgreSQL log: the SQLite file rows wait in while the database is away; None: a file
+    #: in the system's temp folder named after the database; False: no spill.
+    spill: Any = _field(None, v.spill_setting)
+
     def __post_init__(self) -> None:
         v.check_captured_headers(self)  # checks that span several options
         v.check_capture(self)

@@ -17,6 +17,7 @@ import collections
 import logging
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +31,7 @@ from .privacy.frameworks import Detectors
 from .privacy.redaction import Redactor
 from .raw_path import readable_path
 
-__all__ = ["Prepare", "hour_of", "text"]
+__all__ = ["Prepare", "hour_of", "instance_name", "text"]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
 
@@ -104,6 +105,11 @@ def hour_of(start: Any) -> str:
         return datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:00")
     except (OverflowError, OSError, ValueError, TypeError):
         return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:00")
+
+
+def instance_name(options: Any) -> str:
+    """The ``instance`` stored with each row: the option, or this machine's host name."""
+    return options.instance or socket.gethostname() or "unknown"
 
 
 # ---- headers -------------------------------------------------------------------------------------
@@ -270,6 +276,7 @@ class RowBuilder:
         redactor, recording = self.redactor, self.filter
         self.client_ip = options.client_ip
         self.sample = options.sample
+        self.instance = instance_name(options)
         self.capture_request = tuple(h.encode("latin-1") for h in options.capture_request_headers)
         self.capture_response = tuple(h.encode("latin-1") for h in options.capture_response_headers)
         self.captures = bool(self.capture_request or self.capture_response)
@@ -444,6 +451,7 @@ class RowBuilder:
             actor,
             self.sample,
             visitor,
+            self.instance,
         )
 
     def captured(self, exchange: Exchange) -> list[tuple[str, str | None, str | None]]:

@@ -23,18 +23,22 @@ rows. Requests dated before 1970 or after 9999 are not rolled up.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .dialect import END_SECOND, SQLITE, Dialect
-from .histogram import BUCKETS, bounds, bucket_sql, estimate, label
+from .histogram import BUCKETS, LOWER, bounds, bucket_sql, estimate, label
 
 __all__ = [
     "DAY",
     "HOUR",
     "ROLLUP_MEASURES",
+    "Accumulator",
+    "add_aggregates",
     "add_rows",
     "aggregate_sql",
     "copy_rollups",
@@ -282,6 +286,9 @@ _FOLD_LATENCY = _upsert_latency(
     f"GROUP BY {_day('u.start')}, u.route, u.path, l.bucket"
 )
 _FILL: dict[tuple[str, ...], str] = {}
+_LOWER = LOWER
+_INF = math.inf
+_NUMBERS = (int, float)
 
 
 def add_rows(
@@ -315,6 +322,158 @@ def add_rows(
                        first_rowid, last_rowid, error)
     finally:
         conn.execute("RELEASE rollups")
+
+
+class Accumulator:
+    """The writer's rollups, kept in memory between commits and written every
+    :data:`WRITE_EVERY` seconds (and before the file is closed or rotated).
+
+    Why not with every batch: a batch of 2,000 requests spread over 500 paths and the latency
+    buckets makes about 1,000 rollup rows to upsert, nearly one per request; five seconds of
+    traffic make a few times fewer, and the cost of rollups to the writer falls from about 5 µs
+    to 1 µs a row. Rows are never held back, only their sums: a writer killed outright loses up
+    to five seconds of rollups (its rows are all stored). A batch's sums join the accumulator
+    only once that batch is committed.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[int, list[Any]] = {}
+        self.written_at = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def due(self, more: int = 0) -> bool:
+        return bool(self.groups or more) and (
+            time.monotonic() - self.written_at >= WRITE_EVERY
+            or len(self.groups) + more >= MAX_GROUPS
+        )
+
+    def rows(self, batch: list[tuple[Any, ...]] = ()) -> list[tuple[Any, ...]]:  # type: ignore[assignment]
+        """The accumulated sums with ``batch``'s added, as rows to write (nothing changes)."""
+        merged = {k: list(v) for k, v in self.groups.items()}
+        _merge(merged, batch)
+        return [tuple(v) for v in merged.values()]
+
+    def add(self, batch: list[tuple[Any, ...]]) -> None:
+        """A committed batch's sums, kept for the next write."""
+        _merge(self.groups, batch)
+
+    def written(self) -> None:
+        """Everything was written, and committed: start again from nothing."""
+        self.groups = {}
+        self.written_at = time.monotonic()
+
+
+def _merge(groups: dict[int, list[Any]], rows: list[tuple[Any, ...]]) -> None:
+    last = 4 + len(ROLLUP_MEASURES)  # duration_max: the one measure that is a maximum
+    for row in rows:
+        found = groups.get(row[0])
+        if found is None:
+            groups[row[0]] = list(row)
+            continue
+        for i in range(5, last):
+            found[i] += row[i]
+        if row[last] is not None and (found[last] is None or row[last] > found[last]):
+            found[last] = row[last]
+
+
+#: Seconds a writer keeps rollup sums in memory at most, and groups at most.
+WRITE_EVERY = 5.0
+MAX_GROUPS = 50_000
+
+
+def add_aggregates(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: float | None = None
+) -> None:
+    """Add aggregate rows (as :func:`aggregate_columns` makes them) to the rollups, in the
+    caller's transaction; a failure is rolled back to a savepoint and logged, never raised."""
+    if not rows:
+        return
+    conn.execute("SAVEPOINT rollups")
+    try:
+        conn.execute(_BATCH_TABLE)
+        conn.execute(f"DELETE FROM {BATCH}")
+        marks = ", ".join("?" for _ in range(5 + len(ROLLUP_MEASURES)))
+        conn.executemany(f"INSERT INTO {BATCH} VALUES ({marks})", rows)
+        _add_batch(conn, now)
+    except sqlite3.Error as error:
+        conn.execute("ROLLBACK TO rollups")
+        logger.warning("asgi-log-to-sqlite: %d rollup sums not written: %s", len(rows), error)
+    finally:
+        conn.execute("RELEASE rollups")
+
+
+def aggregate_columns(columns: dict[str, Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The rows :func:`aggregate_sql` makes of these requests (``k, start, route, path, bucket``
+    and the measures), from Python values. Values are cleaned by the same rules: a duration
+    that is not a finite number is untimed, a size outside ``[0, 9e18)`` adds nothing, a route
+    or path id outside ``[1, 2**27)`` counts as neither, a start outside 1970-9999 is left out.
+    """
+    starts = columns.get("start")
+    if not starts:
+        return []
+    nothing = [None] * len(starts)
+
+    def column(name: str) -> Sequence[Any]:
+        return columns.get(name) or nothing
+
+    aggregates: dict[int, list[Any]] = {}
+    get = aggregates.get
+    lower, inf, limit, number = _LOWER, _INF, _ID_LIMIT, _NUMBERS
+    for start, route, path, status, duration, sent, received, rate in zip(
+        starts, column("route"), column("path"), column("http_status"), column("duration"),
+        column("body_size"), column("request_body_size"), column("sample_rate"), strict=True,
+    ):
+        if type(start) not in number or not 0 <= start < END_SECOND:  # NaN fails it too
+            continue
+        if type(route) in number and 1 <= route < limit:
+            entry = int(route) * 2 + 1
+        elif type(path) in number and 1 <= path < limit:
+            entry = int(path) * 2
+        else:
+            entry = 0
+        timed = type(duration) in number and -inf < duration < inf
+        bucket = max(0, bisect_right(lower, duration) - 1) if timed else UNTIMED
+        if rate is None or rate == 1.0:
+            w = 1
+        else:
+            w = 1.0 / rate if type(rate) in number and 0 < rate < 1 else 1
+        k = ((int(start) // HOUR) * 2 * limit + entry) * _BUCKET_UNITS + bucket
+        found = get(k)
+        if found is None:
+            found = aggregates[k] = [k, (int(start) // HOUR) * HOUR, entry, bucket,
+                                     0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0.0, None]
+        found[4] += 1
+        found[5] += w
+        if type(status) in number:
+            if 200 <= status <= 299:
+                found[7] += w
+            elif 400 <= status <= 499:
+                found[9] += w
+                if status == 404:
+                    found[11] += w
+            elif 300 <= status <= 399:
+                found[8] += w
+            elif 500 <= status <= 599:
+                found[10] += w
+            elif 100 <= status <= 199:
+                found[6] += w
+        if type(sent) in number and 0 <= sent < 9e18:
+            found[12] += sent * w
+        if type(received) in number and 0 <= received < 9e18:
+            found[13] += received * w
+        if timed:
+            found[14] += 1
+            found[15] += duration
+            if found[16] is None or duration > found[16]:
+                found[16] = duration
+    out = []
+    for k, start, entry, bucket, *measures in aggregates.values():
+        route = entry // 2 if entry % 2 == 1 else None
+        path = entry // 2 if entry % 2 == 0 and entry > 0 else None
+        out.append((k, start, route, path, bucket, *measures))
+    return out
 
 
 def _add_batch(conn: sqlite3.Connection, now: float | None) -> None:

@@ -48,6 +48,18 @@ MERGED_FILES_SQL = """CREATE TABLE IF NOT EXISTS merged_files (
     merged_at TEXT
 )"""
 
+#: A PostgreSQL log's spill file: its id and the last shipment taken out of it (sinks/spill.py).
+SPILL_META_SQL = "CREATE TABLE IF NOT EXISTS spill_meta (key TEXT PRIMARY KEY, value TEXT)"
+#: What ``pull`` copied into a file from a PostgreSQL log, per source and instance (pull.py).
+PULLS_SQL = """CREATE TABLE IF NOT EXISTS pulls (
+    source TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    upto INTEGER NOT NULL,
+    since FLOAT,
+    pulled_at TEXT,
+    PRIMARY KEY (source, instance)
+)"""
+
 # column name in ``requests`` -> lookup table holding its text (None: stored as is).
 # The order is the order of the tuple the writer inserts.
 REQUEST_COLUMNS: dict[str, str | None] = {
@@ -77,6 +89,8 @@ REQUEST_COLUMNS: dict[str, str | None] = {
     "actor": "actors",
     "sample_rate": None,
     "visitor": None,
+    # which host or container wrote the row (the instance migration)
+    "instance": "instances",
 }
 
 SEED_LOOKUP_TABLES = (
@@ -258,6 +272,16 @@ def rollup_tables(conn: sqlite3.Connection) -> None:
         rollups.add_rows(conn, max(first, last - ROLLUP_BACKFILL_ROWS + 1), last)
 
 
+@migration
+def instance_column(conn: sqlite3.Connection) -> None:
+    """Which host or container wrote each row: several hosts share one log (PostgreSQL), and a
+    log pulled or merged from them keeps it."""
+    _lookup_table(conn, "instances")
+    existing = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    if "instance" not in existing:
+        conn.execute("ALTER TABLE requests ADD COLUMN instance INTEGER REFERENCES instances(id)")
+
+
 # The readable view is rebuilt after every migration so that it always lists every column.
 VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     requests.rowid AS id,
@@ -286,7 +310,8 @@ VIEW_SQL = """CREATE VIEW requests_view AS SELECT
     actors.name AS actor,
     requests.peer_ip,
     requests.sample_rate,
-    requests.visitor
+    requests.visitor,
+    instances.name AS instance
 FROM requests
 LEFT JOIN hosts ON hosts.id = requests.host
 LEFT JOIN paths ON paths.id = requests.path
@@ -296,7 +321,8 @@ LEFT JOIN user_agents ON user_agents.id = requests.user_agent
 LEFT JOIN referers ON referers.id = requests.referer
 LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language
 LEFT JOIN routes ON routes.id = requests.route
-LEFT JOIN actors ON actors.id = requests.actor"""
+LEFT JOIN actors ON actors.id = requests.actor
+LEFT JOIN instances ON instances.id = requests.instance"""
 
 CAPTURED_HEADERS_VIEW_SQL = """CREATE VIEW captured_headers_view AS SELECT
     captured_headers.request,

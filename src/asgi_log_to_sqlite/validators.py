@@ -13,6 +13,7 @@ import fnmatch
 import inspect
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
@@ -414,3 +415,54 @@ def check_captured_headers(options: Any) -> None:
             f"option 'allow_secret_headers': {', '.join(map(repr, unused))} is not captured by "
             "capture_request_headers or capture_response_headers"
         )
+
+
+# ---- where the log goes ----------------------------------------------------------------------
+#: Longest ``instance`` name: a host name is at most 253 characters.
+MAX_INSTANCE = 253
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+
+
+def instance_name(name: str, value: Any) -> str | None:
+    """Which host or container wrote a row: printable text, or None for the host name."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"option {name!r} must be a name (str), got {type(value).__name__}")
+    if not value.strip() or len(value) > MAX_INSTANCE or not value.isprintable():
+        raise ValueError(
+            f"option {name!r} must be printable text of 1 to {MAX_INSTANCE} characters, "
+            f"got {value[:40]!r}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        raise ValueError(f"option {name!r} must be valid text, got {value[:40]!r}") from None
+    return value
+
+
+def identifier(name: str, value: Any) -> str | None:
+    """A PostgreSQL schema name used as is (letters, digits, underscores; no quoting needed)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"option {name!r} must be a schema name (str), got {type(value).__name__}")
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"option {name!r} must be a name of letters, digits and underscores (at most 63, "
+            f"not starting with a digit), got {value[:40]!r}"
+        )
+    return value
+
+
+def spill_setting(name: str, value: Any) -> Any:
+    """Where rows wait while PostgreSQL is away: a file path, None (the default file in the
+    temp folder) or False (no spill: rows are retried, then dropped and counted)."""
+    if value is None or value is False:
+        return value
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"option {name!r} must be a file path, None or False, got {value!r}")
+    path = os.fspath(value)
+    if not path or "\x00" in path:
+        raise ValueError(f"option {name!r} must be the path of a file, got {path!r}")
+    return path

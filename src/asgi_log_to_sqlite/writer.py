@@ -158,6 +158,8 @@ class Writer(Queue):
             "write_errors": self.write_errors,
             "writer": self.strategy,
             **(stats() if stats is not None else {}),
+            # What only the sink knows (a PostgreSQL sink: rows spilled and shipped).
+            **getattr(self.sink, "stats", dict)(),
         }
 
     # ---- the work, wherever the strategy runs it -----------------------------------------------

@@ -89,8 +89,8 @@ class ProcessWriter(Queue):
     MAX_BUFFER = 32 << 20
 
     def __init__(self, target: str, given: dict[str, Any], encode: Callable[[Any], Any],
-                 options: Any) -> None:
-        super().__init__(target, options)
+                 options: Any, name: str | None = None) -> None:
+        super().__init__(target if name is None else name, options)
         self.encode = encode
         self.retry_for = options.retry_for
         self._settings = _frame((target, given))

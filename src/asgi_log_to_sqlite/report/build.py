@@ -379,6 +379,12 @@ def _raw_report(logs: LogSet, limit: int, quiet: bool) -> dict[str, Any]:
     report["user_agents"] = group_user_agents(
         [(name, whole(n)) for name, n in agents.items()], limit=limit
     )
+    # Which host or container served them (the instance column; none in older logs).
+    report["instances"] = [
+        {"instance": k, "requests": n} for k, n in rounded_top(
+            {k: v for k, v in _named(logs, "instances", logs.grouped("instance")).items()
+             if k is not None})
+    ]
     return report
 
 

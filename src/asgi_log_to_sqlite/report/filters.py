@@ -4,9 +4,8 @@
 Repeating one filter widens it (any of the values); different filters narrow each other (all of
 them). Names are matched in the lookup tables, so the requests table is filtered by integer ids.
 
-``instances`` is the seam for ``--instance``: the column that says which server process wrote a
-row comes with the PostgreSQL sink. Where a log has an ``instance`` column the filter applies;
-elsewhere it is refused with a message (the command line does not offer it yet).
+``--instance`` keeps the rows of some hosts or containers (the ``instance`` lookup column); a
+log older than that column refuses it with a message.
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ class Filters:
             "status": statuses,
             "host": list(self.hosts),
             "method": list(self.methods),
+            "instance": list(self.instances),
         }
 
     # ---- SQL ----------------------------------------------------------------------------------
@@ -142,9 +142,9 @@ class Filters:
         if self.instances:
             if "instance" not in columns:
                 raise ReportError("--instance needs a log with an instance column "
-                                  "(written by the PostgreSQL sink)")
-            names = ", ".join(dialect.literal(v) for v in self.instances)
-            parts.append(f"instance IN ({names})")
+                                  "(written by this version, or pulled from PostgreSQL)")
+            match = self.match_name("name", self.instances, False, dialect)
+            parts.append(self._ids("instance", "instances", match, source, tables, dialect))
         return " AND ".join(parts) or "1"
 
     def rollup_sql(self, source: int | None, tables: set[str], dialect: Dialect = SQLITE) -> str:

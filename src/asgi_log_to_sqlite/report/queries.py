@@ -229,6 +229,7 @@ class LogSet:
             "user_agent": ident("user_agent"),
             "referer": ident("referer"),
             "host": ident("host"),
+            "instance": ident("instance"),
             "http_status": number("http_status"),
             "client_ip": col("client_ip"),
             "visitor": visitor,

@@ -372,6 +372,6 @@ def rollup_report(logs: LogSet, limit: int, gone: dict[str, Any]) -> dict[str, A
         for name, n in ranked({k: e["not_found"] for k, e in by_path.items()
                                if k and whole(e["not_found"])}, limit)
     ]
-    for key in ("referrers", "referring_domains", "clients", "user_agents"):
+    for key in ("referrers", "referring_domains", "clients", "user_agents", "instances"):
         report[key] = None
     return report

@@ -359,4 +359,7 @@ def render_text(report: dict[str, Any], width: int = 80) -> str:
     out += _table("HTTP versions", ["version", "requests"], listed("http_versions", "version"),
                   width)
     out += _table("Hosts", ["host", "requests"], listed("hosts", "host"), width)
+    if report.get("instances"):
+        out += _table("Instances", ["instance", "requests"], listed("instances", "instance"),
+                      width)
     return "\n".join(out).rstrip() + "\n"

@@ -116,6 +116,8 @@ class SQLiteSink:
         }
         # key -> (file identity, row id, start) of recent rows, for late exceptions.
         self._places: dict[int, tuple[tuple[int, int] | None, int, float]] = {}
+        #: Rollup sums of committed rows not yet in the file (rollups.Accumulator).
+        self._sums = rollups.Accumulator()
         self.maintenance = Maintenance.for_options(self, options)
 
     # ---- the Sink interface ------------------------------------------------------------------
@@ -159,11 +161,28 @@ class SQLiteSink:
             limited = batch.done > before
 
     def idle(self) -> None:
+        if self._sums.due():
+            self.write_sums()
         if self.maintenance is not None:
             self.maintenance.when_idle()
 
     def close(self) -> None:
+        self.write_sums()
         self.disconnect()
+
+    def write_sums(self, locked: bool = False) -> None:
+        """The rollup sums kept in memory, into the file now (before it closes or rotates);
+        ``locked``: the caller holds rotation's shared lock already."""
+        if not len(self._sums):
+            return
+        try:
+            with contextlib.nullcontext() if locked else self._shared_lock():
+                conn = self.connection()
+                with transaction(conn):
+                    rollups.add_aggregates(conn, self._sums.rows())
+            self._sums.written()
+        except (sqlite3.Error, OSError) as error:
+            logger.warning("asgi-log-to-sqlite: rollups of %s not written: %s", self.path, error)
 
     # ---- connection (public: rotation closes it around its work) ------------------------------
     def connection(self) -> sqlite3.Connection:
@@ -224,8 +243,13 @@ class SQLiteSink:
                 room = self.maintenance.room(conn) if self.maintenance and limited else None
                 if room is not None:
                     stop = min(stop, start + max(room, 0))
-                first = self._insert(conn, batch, start, stop, new_ids)
-                rollups.add_rows(conn, first, first + stop - start - 1)  # committed together
+                first, columns = self._insert(conn, batch, start, stop, new_ids)
+                sums = rollups.aggregate_columns(
+                    dict(zip(COLUMN_NAMES, columns, strict=True))
+                ) if columns else []
+                write_sums = self._sums.due(len(sums))
+                if write_sums:
+                    rollups.add_aggregates(conn, self._sums.rows(sums))
                 if batch.amends:
                     self._amend(conn, batch, first, start, stop)
                 if start == 0:  # counts ride with the first part only
@@ -234,6 +258,10 @@ class SQLiteSink:
         except _DATA_ERRORS as error:
             raise DataError(str(error)) from error
         batch.done = stop
+        if write_sums:
+            self._sums.written()
+        else:
+            self._sums.add(sums)
         if start == 0:
             batch.excluded.clear()
             batch.dropped = {}
@@ -262,10 +290,11 @@ class SQLiteSink:
         start: int,
         stop: int,
         new_ids: dict[str, dict[str, int]],
-    ) -> int:
-        """Insert rows ``start:stop`` and their captured headers; the first row's id."""
+    ) -> tuple[int, list[Any]]:
+        """Insert rows ``start:stop`` and their captured headers; the first row's id, and the
+        rows' columns as inserted (lookup ids in place of names)."""
         if stop <= start:
-            return 0
+            return 0, []
         rows = batch.rows if start == 0 and stop == len(batch.rows) else batch.rows[start:stop]
         columns: list[Any] = list(zip(*rows, strict=True))
         for position, table in LOOKUP_POSITIONS:
@@ -276,7 +305,7 @@ class SQLiteSink:
             first = conn.execute("SELECT max(rowid) FROM requests").fetchone()[0] - len(rows) + 1
             if batch.captures:
                 self._insert_captures(conn, batch, start, stop, first, new_ids)
-            return first
+            return first, columns
         captured = {index - start: found for index, found in batch.captured}
         first = 0
         for index, row in enumerate(zip(*columns, strict=True)):
@@ -296,7 +325,7 @@ class SQLiteSink:
                 )
         if batch.captures:
             self._insert_captures(conn, batch, start, stop, first, new_ids)
-        return first
+        return first, columns
 
     def _insert_captures(
         self,
@@ -463,6 +492,7 @@ class Maintenance:
             logger.warning("asgi-log-to-sqlite: could not check %s for rotation: %s",
                            self.path, error)
             return
+        self.sink.write_sums(locked=True)  # the sums of its rows go with the file
         self.sink.disconnect()
         self.lock.release()
         try:
