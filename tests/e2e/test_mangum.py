@@ -176,3 +176,25 @@ def test_the_stdout_sink_prints_each_row_before_the_handler_returns(capfd):
         assert log.stats()["writer"] == "inline"
     finally:
         log.close(10)
+
+
+@pytest.mark.parametrize("lifespan", ["off", "auto"])
+def test_postgresql_rows_are_committed_when_the_handler_returns(pg_url, lifespan):
+    """The sink that outlives the container: each invocation's row is in PostgreSQL (one commit
+    per invocation) when the handler returns."""
+    import psycopg
+
+    log = AsgiLogToSqlite(raw_app(Lifespans()), pg_url)
+    handler = mangum.Mangum(log, lifespan=lifespan)
+    try:
+        for count, (method, path, params, body, status) in enumerate(INVOCATIONS, start=1):
+            handler(EVENTS["http-api-v2"](method, path, params, body), Context())
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # another connection
+                rows = conn.execute(
+                    "SELECT method, path, http_status FROM requests_view ORDER BY id"
+                ).fetchall()
+            assert len(rows) == count
+            assert rows[-1] == (method, path, status)
+        assert log.stats()["writer"] == "inline"
+    finally:
+        log.close(10)
