@@ -305,3 +305,8 @@ def test_open_sink_picks_by_target(tmp_path):
     assert isinstance(open_sink("-", Options()), JSONLinesSink)
     assert isinstance(open_sink("stdout", Options()), JSONLinesSink)
     assert not isinstance(open_sink(str(tmp_path / "stdout"), Options()), JSONLinesSink)
+
+
+def test_options_of_postgresql_logs_are_refused():
+    with pytest.raises(ValueError, match="option 'schema' applies to a PostgreSQL log only"):
+        AsgiLogToSqlite(app, "-", schema="weblogs")
