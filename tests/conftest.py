@@ -30,6 +30,8 @@ SLOW_TESTS = {
     "test_the_real_program_on_special_files_and_names",
     "test_serve_on_an_address_in_use_exits_1",
     "test_any_configuration_fails_by_name_or_serves_every_page",
+    "test_the_second_process_reads_the_same",
+    "test_progress_is_shown_on_a_terminal_only",
 }
 
 

@@ -122,3 +122,18 @@ def test_postgresql_bench_ingests_into_both_sinks(pg_cluster):
     target = postgresql_bench.postgresql_target(pg_cluster.url("postgres"), "bench_smoke")
     assert postgresql_bench.ingest(target, 500)["rows_per_s"] > 0
     assert postgresql_bench.four_at_once(target, 200) > 0
+
+
+def test_import_bench_imports_every_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "import_bench.py", "--lines", "3000", "--rounds", "1", "--folder",
+         str(tmp_path), "--json", str(tmp_path / "import.json")],
+        capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
+    )
+    assert "two processes" in out.stdout
+    with open(tmp_path / "import.json") as file:
+        summary = json.load(file)["summary"]
+    assert set(summary) == {"one process", "two processes", "two processes, gzip"}
+    for measured in summary.values():
+        assert measured["rows"] == 3000
+        assert measured["median_lines_per_s"] > 0

@@ -766,3 +766,87 @@ def record(log: str, upstream: str, host: str, port: int, body_limit: int, timeo
     click.echo(_shown(f"Recording {upstream} into {log}: send requests to "
                       f"http://{host}:{port}"), err=True)
     _run_server(app, host, port, log_level)
+
+
+# --- import ----------------------------------------------------------------------------------
+#: Files at least this big get a progress bar (on a terminal).
+PROGRESS_BYTES = 4 << 20
+
+
+@cli.command(name="import")
+@click.argument("sources", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("log", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonlines", "combined", "uvicorn"]),
+              default="auto", show_default=True,
+              help="Read every line in this format (auto: recognised per file).")
+@click.option("--keep-health-checks", is_flag=True,
+              help="Record health checks and probes instead of only counting them.")
+@click.option("--anonymize-ip", is_flag=True,
+              help="Truncate client addresses (IPv4 to /24, IPv6 to /48).")
+@click.option("--no-client-ip", is_flag=True, help="Do not record client addresses at all.")
+@click.option("--redact-query", multiple=True, metavar="KEY",
+              help="Also redact this query key's values (name, glob or re:regex; repeatable).")
+@click.option("--keep-query", multiple=True, metavar="KEY",
+              help="Keep this query key's values although a default rule redacts them.")
+@click.option("--exclude", multiple=True, metavar="PATH",
+              help="Leave out requests to this path prefix, glob or re:regex (repeatable).")
+@click.option("--exclude-user-agent", multiple=True, metavar="AGENT",
+              help="Leave out requests from this user agent (substring, glob or re:regex).")
+@click.option("--parallel/--no-parallel", default=None,
+              help="Parse in a second process [default: for files over 32 MB when a second "
+                   "CPU is free].")
+def import_command(sources: tuple[str, ...], log: str, fmt: str, keep_health_checks: bool,
+                   anonymize_ip: bool, no_client_ip: bool, redact_query: tuple[str, ...],
+                   keep_query: tuple[str, ...], exclude: tuple[str, ...],
+                   exclude_user_agent: tuple[str, ...], parallel: bool | None) -> None:
+    """Import access logs (nginx, Apache, uvicorn, JSON lines; gzip too; - for stdin)."""
+    import contextlib
+    import re
+    import sys
+
+    from .importer import ImportFailed, ImportOptions, import_logs
+
+    options = ImportOptions(
+        keep_health_checks=keep_health_checks, anonymize_ip=True if anonymize_ip else None,
+        client_ip=not no_client_ip, redact_query=redact_query, keep_query=keep_query,
+        exclude=exclude, exclude_user_agents=exclude_user_agent,
+        format=None if fmt == "auto" else fmt, parallel=parallel,
+    )
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(name: str, size: int | None):  # type: ignore[no-untyped-def]
+            if bars:
+                bars.pop().render_finish()
+            if size is None or size < PROGRESS_BYTES or not sys.stderr.isatty():
+                return None
+            bar = stack.enter_context(click.progressbar(length=size, label=name, file=sys.stderr))
+            bars.append(bar)
+            return lambda done: bar.update(done - bar.pos)
+
+        try:
+            results = import_logs(log, list(sources), options, progress=progress)
+        except ImportFailed as error:
+            raise _failure(error) from None
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                "interrupted: what was committed stays; import again to go on from there"
+            ) from None
+    failed = False
+    for result in results:
+        for line, text in result.failures:
+            # A log line may hold anything, terminal control sequences too: shown escaped.
+            shown = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+                           lambda m: f"\\x{ord(m.group()):02x}", text[:200])
+            more = "..." if len(text) > 200 else ""
+            click.echo(_shown(f"{result.name}:{line}: not parsed: {shown}{more}"), err=True)
+        if result.error:
+            failed = True
+            click.echo(_shown(f"Error: {result.error}"), err=True)
+        click.echo(_shown(result.summary()))
+    if len(results) > 1:
+        rows = sum(r.rows for r in results)
+        click.echo(_shown(f"Imported {rows:,} row(s) from {len(results)} sources into {log}"))
+    if failed:
+        sys.exit(1)
