@@ -16,8 +16,6 @@ from support import BIN, Server, free_port
 from asgi_log_to_sqlite import jsonlines
 from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
 
-pytest.importorskip("asgi_log_to_sqlite.importer", reason="the import command is not here")
-
 TIMINGS = {"start", "duration", "ttfb"}
 
 
