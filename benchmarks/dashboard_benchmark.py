@@ -45,6 +45,8 @@ from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.metadata import table_columns
 
 CHROMIUM = "/usr/bin/chromium"
+# The most requested paths are served by route templates of the same name.
+ROUTES = ("/", "/about", "/blog/", "/pricing")
 CHARTS_DRAWN = """() => {
   const cards = [...document.querySelectorAll('.dashboard-card-chart')];
   return cards.length > 0 && cards.every(card =>
@@ -53,17 +55,7 @@ CHARTS_DRAWN = """() => {
 
 
 def generate(path: Path, rows: int) -> None:
-    synthetic_log(path, rows, end=time.time(), days=7)
-    conn = sqlite3.connect(path)
-    for route in ("/", "/about", "/blog/", "/pricing"):
-        conn.execute("INSERT INTO routes (name) VALUES (?)", (route,))
-        conn.execute(
-            "UPDATE requests SET route = (SELECT id FROM routes WHERE name = ?) "
-            "WHERE path = (SELECT id FROM paths WHERE name = ?)",
-            (route, route),
-        )
-    conn.commit()
-    conn.close()
+    synthetic_log(path, rows, end=time.time(), days=7, routes=ROUTES)
 
 
 def free_port() -> int:

@@ -241,7 +241,8 @@ def test_top_charts(log):
 
 def test_a_ranking_with_nothing_to_rank_says_so(log):
     rows = chart_rows(log, "top_referrers", status="5xx")
-    assert rows == [{"referrer": "(nothing in this range)", "requests": 0, "rows_url": None}]
+    assert rows == [{"referrer": "(nothing in this range)", "requests": 0, "counted": None,
+                     "rows_url": None}]
     assert chart_rows(log, "error_paths", status="2xx")[0]["path"] == "(nothing in this range)"
 
 
