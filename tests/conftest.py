@@ -6,7 +6,7 @@ import pytest
 #: Modules whose tests start real servers, browsers or other virtualenvs: ``make test`` runs
 #: them, ``make check`` (the quick edit-test loop) leaves them out.
 INTEGRATION_MODULES = {"test_benchmarks", "test_datasette_serve", "test_html_report",
-                       "test_goaccess", "test_rollups_datasette",
+                       "test_goaccess", "test_rollups_datasette", "test_pyodide",
                        # These start a PostgreSQL server (tests/pg_support.py).
                        "test_postgresql_sink", "test_postgresql_schema", "test_spill",
                        "test_pull", "test_central", "test_load", "test_dialect"}
@@ -81,3 +81,30 @@ def pg_url(pg_cluster):
         yield pg_cluster.url(name)
     finally:
         pg_cluster.drop_database(name)
+
+
+def _untracked(root: str) -> set[str]:
+    import subprocess
+
+    try:
+        listed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all", "-z"], cwd=root,
+            capture_output=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {entry[3:].decode("utf-8", "replace") for entry in listed.split(b"\0")
+            if entry.startswith(b"??")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_file_left_in_the_repository():
+    """Tests write into temporary folders only: a file a test leaves in the working tree
+    (a relative path in a command's arguments) fails the run instead of reaching a commit."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    before = _untracked(root)
+    yield
+    left = _untracked(root) - before
+    assert not left, f"tests left files in the repository: {sorted(left)[:10]}"

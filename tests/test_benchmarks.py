@@ -88,6 +88,14 @@ def test_dashboard_benchmark_times_every_chart(tmp_path):
         assert out.count("dashboard drawn in headless Chromium") == 2
 
 
+def test_serverless_bench_measures_each_variant(tmp_path):
+    result = run_json("serverless_bench.py", "--folder", str(tmp_path), "--n", "60", "--cold", "1")
+    assert set(result["per_request_us"]) >= {"bare", "sqlite response inline",
+                                              "sqlite batch process", "stdout response inline"}
+    assert all(value > 0 for value in result["mangum_us"].values())
+    assert len(result["cold_start_ms"]) == 4
+
+
 @pytest.mark.timeout(300)
 def test_report_bench_measures_each_part(tmp_path):
     out = tmp_path / "report.json"

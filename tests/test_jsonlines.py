@@ -36,6 +36,7 @@ ROW = {
     "actor": "alice",
     "sample_rate": 1.0,
     "visitor": "0123456789abcdef",
+    "instance": "web-3",
 }
 
 
@@ -83,8 +84,8 @@ def test_a_row_of_the_wrong_length_is_refused():
 def test_unknown_keys_are_ignored_and_missing_ones_are_null():
     line = json.dumps({"asgi_log_to_sqlite": 1, "start": 2.0, "instance": "i-1", "new": [1]})
     row = dict(zip(REQUEST_COLUMNS, jsonlines.decode(line), strict=True))
-    assert row["start"] == 2.0
-    assert all(value is None for name, value in row.items() if name != "start")
+    assert row["start"] == 2.0 and row["instance"] == "i-1"
+    assert all(value is None for name, value in row.items() if name not in ("start", "instance"))
 
 
 def test_numbers_are_read_as_the_log_stores_them():

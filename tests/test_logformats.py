@@ -233,7 +233,7 @@ def test_other_lines_are_not_uvicorn_access_lines(line):
 # ---- JSON lines ------------------------------------------------------------------------------
 ROW = (1796637600.5, "GET", "/a", "?b=1", "curl/8", None, None, 200, "text/plain", "1.2.3.4",
        0.01, 12, "example.com", "https", "1.1", 0, 0.005, None, 0, "http", None, "/a", None, 1.0,
-       None)
+       None, "web-1")
 LINE = jsonlines.encode(ROW)
 
 

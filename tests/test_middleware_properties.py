@@ -161,11 +161,14 @@ def totals(log: AsgiLogToSqlite, path: str) -> int:
     return rows + excluded + dropped
 
 
-@pytest.fixture(scope="module", params=["thread", "inline", "process"])
+@pytest.fixture(scope="module", params=["thread", "inline", "process", "inline response",
+                                        "process response"])
 def served(request, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("properties") / "log.db")
-    log = AsgiLogToSqlite(lambda *a: None, path, writer=request.param, flush_interval=0.05)
-    state = {"log": log, "path": path, "requests": 0, "writer": request.param}
+    writer, _, flush = request.param.partition(" ")
+    log = AsgiLogToSqlite(lambda *a: None, path, writer=writer, flush=flush or "batch",
+                          flush_interval=0.05)
+    state = {"log": log, "path": path, "requests": 0, "writer": writer}
     yield state
     log.close(60)
 

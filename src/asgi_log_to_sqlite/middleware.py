@@ -12,12 +12,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 import threading
 import weakref
 from typing import Any
 
-from . import sigterm
+from . import hosts, sigterm
 from .exchange import Amend, Exchange, next_key
 from .observers import (
     ASGIApp,
@@ -80,11 +79,22 @@ class AsgiLogToSqlite:
         self.file = self.sink.name  # for messages: a URL without its password
         # What a writer process (or a forked child) opens: the path, or the URL in full.
         self._target = getattr(self.sink, "target", self.file)
+        # A sink that writes to this process's own streams cannot run in a writer process.
+        self._shippable = getattr(self.sink, "shippable", True)
+        if self.options.writer == "process" and not self._shippable:
+            raise ValueError(
+                f"option 'writer': a writer process cannot write to {self.file}; "
+                "use writer='thread', 'inline' or 'auto'"
+            )
         self.sink.prepare()
+        #: flush="response" (or "auto" on AWS Lambda): each row committed before the response's
+        #: last message goes out (observers.py), and whatever came later before the call returns.
+        self.commit_each = hosts.commits_each_response(self.options.flush)
         self._writer: Queue | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
         self._warned_closed = False
+        self._warned_commit = False
         _instances.add(self)
 
     # ---- public API ------------------------------------------------------------------------
@@ -141,11 +151,12 @@ class AsgiLogToSqlite:
 
     def _new_writer(self) -> Queue:
         """The writer of the ``writer`` option. "auto": a writer process where one can start,
-        else a thread, else the event loop itself (Pyodide has neither)."""
-        kind = self.options.writer
+        else a thread, else the event loop itself (Pyodide has neither; on AWS Lambda, see
+        hosts.py)."""
+        kind = hosts.writer_for(self.options.writer)
         # The clock option (for tests) is a callable of this process: rotation needs it there.
-        shippable = self.options.clock is None
-        if kind == "process" or (kind == "auto" and shippable and sys.platform != "emscripten"):
+        shippable = self.options.clock is None and self._shippable
+        if kind == "process" or (kind == "auto" and shippable):
             try:
                 return self._process_writer()
             except Exception as error:
@@ -211,6 +222,23 @@ class AsgiLogToSqlite:
         except Exception:
             logger.exception("asgi-log-to-sqlite: could not start the writer for %s", self.file)
 
+    async def commit_response(self) -> None:
+        """flush="response": wait (without blocking the loop) until the row of the request that
+        just ended is committed; at most ``busy_timeout`` seconds, after which it stays queued
+        for the writer and the call returns anyway."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            await writer.aflush(self.options.busy_timeout)
+        except Exception as error:
+            if not self._warned_commit:
+                self._warned_commit = True
+                logger.warning(
+                    "asgi-log-to-sqlite: a request's row was not committed before its response "
+                    "ended (%s); it stays queued for %s", error, self.file,
+                )
+
     async def shutdown_flush(self) -> None:
         try:
             await self.aflush(SHUTDOWN_FLUSH_TIMEOUT)
@@ -221,9 +249,18 @@ class AsgiLogToSqlite:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "http":
-            await HttpObserver(self, scope).run(receive, send)
+            observer = HttpObserver(self, scope)
+            try:
+                await observer.run(receive, send)
+            finally:
+                if self.commit_each and not observer.committed:
+                    await self.commit_response()  # no response, or an exception after it
         elif kind == "websocket":
-            await WebSocketObserver(self, scope).run(receive, send)
+            try:
+                await WebSocketObserver(self, scope).run(receive, send)
+            finally:
+                if self.commit_each:
+                    await self.commit_response()
         elif kind == "lifespan":
             await LifespanObserver(self, scope).run(receive, send)
         else:

@@ -35,6 +35,8 @@ class Recorder(Protocol):
     app: ASGIApp
     #: ``(capture_body_limit, capture_responses)`` when ``capture_requests`` is on, else None.
     capture: tuple[int, bool] | None
+    #: flush="response": each row committed before the response's last message goes out.
+    commit_each: bool
 
     def submit(self, exchange: Exchange) -> None: ...
 
@@ -43,6 +45,8 @@ class Recorder(Protocol):
     def startup(self) -> None: ...
 
     async def shutdown_flush(self) -> None: ...
+
+    async def commit_response(self) -> None: ...
 
 
 def exception_name(error: BaseException) -> str:
@@ -60,6 +64,7 @@ class HttpObserver:
     """Per-request state for one HTTP request; its ``exchange`` is what gets recorded."""
 
     __slots__ = (
+        "committed",
         "complete",
         "exchange",
         "head",
@@ -74,6 +79,8 @@ class HttpObserver:
         self.exchange = exchange = Exchange(scope, time.time(), time.perf_counter())
         self.trailers = False
         self.complete = False
+        #: flush="response": the row (and every late exception) is committed already.
+        self.committed = False
         # Servers send no body in answer to HEAD, whatever the app passes them.
         self.head = scope.get("method") == "HEAD"
         exchange.capture = recorder.capture
@@ -97,6 +104,7 @@ class HttpObserver:
                 # queued already: the writer reads this attribute when it builds the row, and
                 # the amend stores it if the row was written before.
                 exchange.exception = name = exception_name(error)
+                self.committed = False  # the amend is not
                 try:
                     self.recorder.amend(Amend(exchange.key, exchange.start, name))
                 except Exception:
@@ -179,6 +187,18 @@ class HttpObserver:
                 finished = not message.get("more_trailers")
         except Exception:
             pass
+        if finished and not self.complete and self.recorder.commit_each:
+            # flush="response": committed before the last message goes out, so that a client
+            # that has its whole response finds the row stored, even if the host stops or
+            # throttles the process right after (a SIGKILL, Cloud Run's CPU between requests).
+            self.complete = True
+            exchange.duration = time.perf_counter() - exchange.t0
+            try:
+                self.recorder.submit(exchange)
+            except Exception:
+                logger.exception("asgi-log-to-sqlite: could not record a request")
+            await self.recorder.commit_response()
+            self.committed = True
         try:
             await self.send_inner(message)
         except BaseException:

@@ -18,6 +18,7 @@ __all__ = ["Options", "option_names", "parse_duration", "parse_size"]
 
 ROTATE_PERIODS = ("hourly", "daily", "monthly")
 WRITERS = ("auto", "thread", "inline", "process")
+FLUSHES = ("auto", "batch", "response")
 
 
 def _check_writer(options: Options) -> None:
@@ -52,8 +53,15 @@ class Options:
     # --- the writer -------------------------------------------------------------------------
     #: Where the writer runs: "thread" (beside the event loop), "process" (a writer process fed
     #: through a pipe), "inline" (on the event loop, in short slices, for hosts without threads),
-    #: or "auto" (a thread where one can start).
+    #: or "auto" (a writer process where one can start, else a thread; inline on AWS Lambda
+    #: and Pyodide, see hosts.py).
     writer: str = _field("auto", v.choice(*WRITERS))
+    #: When a request's row is committed: "batch" (by the writer, every ``flush_interval``),
+    #: "response" (before the response's last message reaches the server, and so before the
+    #: ASGI call returns to the server or adapter: for hosts that freeze, throttle or discard the
+    #: process between requests), or "auto" ("response" on AWS Lambda, else "batch"). See
+    #: docs/serverless.md.
+    flush: str = _field("auto", v.choice(*FLUSHES))
     #: Records waiting for the writer at most; past it records are dropped and counted.
     max_queue: int = _field(100_000, v.positive_int)
     #: Records committed in one transaction at most.

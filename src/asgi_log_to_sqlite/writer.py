@@ -198,8 +198,10 @@ class Writer(Queue):
                 if kind is _AmendMarker:
                     self._amends.append(item.amend)
                 elif kind is _Flush:
+                    # Released once what came before it is written. Records behind it join the
+                    # same transaction: with a flush per response (flush="response") requests
+                    # that end together share one commit.
                     self._markers.append(item)
-                    break  # write what came before it, then release it
                 elif item is _STOP:
                     self._stopping = True
                 else:
@@ -551,10 +553,8 @@ class InlineWriter(Writer):
 
 def start_writer(kind: str, sink: Sink, prepare: Prepare, options: Any) -> Writer:
     """The writer of strategy ``kind``: "thread", "inline", or "auto" (a thread where one can
-    start: not under Pyodide, nor where ``Thread.start`` raises)."""
-    import sys
-
-    if kind == "inline" or (kind == "auto" and sys.platform == "emscripten"):
+    start, else inline; the hosts that need inline are told apart in hosts.py)."""
+    if kind == "inline":
         return InlineWriter(sink, prepare, options)
     try:
         return ThreadWriter(sink, prepare, options)

@@ -19,9 +19,9 @@ POSTGRESQL_OPTIONS = ("schema", "spill")
 
 
 def open_sink(target: str | os.PathLike[str], options: Any) -> Sink:
-    """The sink for ``target``: a ``postgresql://`` (or ``postgres://``) URL, or the path of a
-    SQLite file (created if missing). Raises ``ValueError`` naming the ``file`` option for a URL
-    of another kind."""
+    """The sink for ``target``: a ``postgresql://`` (or ``postgres://``) URL, ``"-"`` or
+    ``"stdout"`` for JSON lines on standard output, or the path of a SQLite file (created if
+    missing). Raises ``ValueError`` naming the ``file`` option for a URL of another kind."""
     match = _URL.match(target) if isinstance(target, str) else None
     if match is not None:
         scheme = match.group(1).lower()
@@ -36,6 +36,10 @@ def open_sink(target: str | os.PathLike[str], options: Any) -> Sink:
     for name in POSTGRESQL_OPTIONS:
         if getattr(options, name, None) is not None:
             raise ValueError(f"option {name!r} applies to a PostgreSQL log only")
+    from .jsonlines import TARGETS, JSONLinesSink
+
+    if isinstance(target, str) and target in TARGETS:
+        return JSONLinesSink(options)
     from .sqlite import SQLiteSink, validated_path
 
     return SQLiteSink(validated_path(target), options)
