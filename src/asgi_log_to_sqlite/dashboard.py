@@ -547,12 +547,13 @@ _PERCENTILES = ", ".join(
 )
 _LATENCY_FROM_ROLLUPS = f"""
         UNION ALL
-        SELECT latency_buckets.mid, sum(rollup_latency.count)
-        FROM pieces CROSS JOIN rollups
-          JOIN rollup_latency ON rollup_latency.rollup = rollups.id
-          JOIN latency_buckets ON latency_buckets.bucket = rollup_latency.bucket
-        WHERE pieces.bucket = slices.bucket AND {IN_ROLLUP_PIECE}@ROLLUP_FILTERS@
-        GROUP BY latency_buckets.bucket
+        SELECT (SELECT mid FROM latency_buckets WHERE bucket = counts.bucket), counts.n
+        FROM (
+          SELECT rollup_latency.bucket, sum(rollup_latency.count) AS n
+          FROM pieces CROSS JOIN rollups JOIN rollup_latency ON rollup_latency.rollup = rollups.id
+          WHERE pieces.bucket = slices.bucket AND {IN_ROLLUP_PIECE}@ROLLUP_FILTERS@
+          GROUP BY rollup_latency.bucket
+        ) AS counts
         UNION ALL
         SELECT max(rollups.duration_max), 0
         FROM pieces CROSS JOIN rollups
