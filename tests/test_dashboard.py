@@ -9,7 +9,7 @@ import itertools
 import re
 import shutil
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -105,7 +105,7 @@ def chart_rows(conn, slug: str, **filters: str) -> list[dict]:
 
 
 def iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- shape -------------------------------------------------------------------------------------
