@@ -2,15 +2,19 @@
 
     .venv/bin/python benchmarks/dashboard_benchmark.py                # 1M rows over 7 days
     .venv/bin/python benchmarks/dashboard_benchmark.py --rows 200000 --repeat 3
+    .venv/bin/python benchmarks/dashboard_benchmark.py --view 7d --view "7d&host=example.com"
     .venv/bin/python benchmarks/dashboard_benchmark.py --screenshot docs/dashboard.png
 
-The log is generated with ``synthetic_log`` (7 days of plausible traffic, routes set for the
-most requested paths) and served by ``datasette serve`` from this virtualenv with its default
-settings (a 1 s SQL time limit, 3 SQL threads). For each period (``24h``, the default, and
-``7d``, the whole log) it measures:
+The log is generated with ``synthetic_log`` (7 days of plausible traffic, routes for the most
+requested paths, and the hourly and daily rollups the writer keeps) and served by ``datasette
+serve`` from this virtualenv with its default settings (a 1 s SQL time limit, 3 SQL threads).
+For each view (by default ``24h``, the default one; ``7d``; ``all``, the whole log; ``30d``,
+the same rows in daily buckets; and ``7d`` filtered by a host, which rollups do not keep) it
+measures:
 
 - each chart's query as the browser sends it (``GET /log.json?sql=...&period=...``), one at a
-  time: the median of ``--repeat`` runs, in milliseconds;
+  time: the median of ``--repeat`` runs, in milliseconds, and what the chart was counted from
+  (rows, a sample of them, rollups);
 - the whole dashboard in headless Chromium (``/usr/bin/chromium``): from navigation to every
   chart drawn, median of ``--repeat`` loads (after one that warms the browser's cache).
 
@@ -45,6 +49,10 @@ from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.metadata import table_columns
 
 CHROMIUM = "/usr/bin/chromium"
+# The most requested paths are served by route templates of the same name.
+ROUTES = ("/", "/about", "/blog/", "/pricing")
+# Dashboard query strings measured by default (a bare word is a period).
+VIEWS = ("24h", "7d", "all", "30d", "period=7d&host=example.com")
 CHARTS_DRAWN = """() => {
   const cards = [...document.querySelectorAll('.dashboard-card-chart')];
   return cards.length > 0 && cards.every(card =>
@@ -53,17 +61,7 @@ CHARTS_DRAWN = """() => {
 
 
 def generate(path: Path, rows: int) -> None:
-    synthetic_log(path, rows, end=time.time(), days=7)
-    conn = sqlite3.connect(path)
-    for route in ("/", "/about", "/blog/", "/pricing"):
-        conn.execute("INSERT INTO routes (name) VALUES (?)", (route,))
-        conn.execute(
-            "UPDATE requests SET route = (SELECT id FROM routes WHERE name = ?) "
-            "WHERE path = (SELECT id FROM paths WHERE name = ?)",
-            (route, route),
-        )
-    conn.commit()
-    conn.close()
+    synthetic_log(path, rows, end=time.time(), days=7, routes=ROUTES)
 
 
 def free_port() -> int:
@@ -90,13 +88,13 @@ def serve(path: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("datasette did not start")
 
 
-def run_chart(base: str, database: str, query: str, period: str) -> tuple[float, int | str]:
+def run_chart(base: str, database: str, query: str, view: dict[str, str]) -> tuple[float, str]:
     """Seconds and rows (or the error) of one chart query, as dashboards.js fetches it."""
     from datasette_dashboards import replace_opts_in_query
 
-    sql = replace_opts_in_query(query, {"period": period})
+    sql = replace_opts_in_query(query, view)
     url = f"{base}/{database}.json?" + urllib.parse.urlencode(
-        {"sql": sql, "period": period, "_shape": "objects"}
+        {"sql": sql, **view, "_shape": "objects"}
     )
     started = time.perf_counter()
     try:
@@ -106,26 +104,28 @@ def run_chart(base: str, database: str, query: str, period: str) -> tuple[float,
         took = time.perf_counter() - started
         reason = re.sub(r"<[^>]+>", "", json.loads(error.read()).get("error") or "").strip()
         return took, f"failed: HTTP {error.code}: {reason.splitlines()[0] if reason else ''}"
-    return time.perf_counter() - started, len(json.loads(body)["rows"])
+    rows = json.loads(body)["rows"]
+    counted = sorted({row.get("counted") for row in rows if row.get("counted")})
+    return time.perf_counter() - started, f"{len(rows)} rows from {', '.join(counted)}"
 
 
 def time_charts(
-    base: str, config: dict, period: str, repeat: int
-) -> list[tuple[str, float, object]]:
+    base: str, config: dict, view: dict[str, str], repeat: int
+) -> list[tuple[str, float, str]]:
     """Median seconds of each chart's query, and its rows (or the first failure)."""
     results = []
     for slug, chart in config["charts"].items():
         times, rows = [], None
         for _ in range(repeat):
-            took, answer = run_chart(base, chart["db"], chart["query"], period)
+            took, answer = run_chart(base, chart["db"], chart["query"], view)
             times.append(took)
-            if rows is None or isinstance(answer, str):
+            if rows is None or answer.startswith("failed"):
                 rows = answer
-        results.append((slug, statistics.median(times), rows))
+        results.append((slug, statistics.median(times), rows or ""))
     return results
 
 
-def time_dashboard(base: str, slug: str, period: str, repeat: int,
+def time_dashboard(base: str, slug: str, query: str, repeat: int,
                    screenshot: str | None) -> list[float]:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
@@ -143,7 +143,7 @@ def time_dashboard(base: str, slug: str, period: str, repeat: int,
                 page = context.new_page()
                 page.set_viewport_size({"width": 1400, "height": 1000})
                 started = time.perf_counter()
-                page.goto(f"{base}/-/dashboards/{slug}?period={period}")
+                page.goto(f"{base}/-/dashboards/{slug}?{query}")
                 try:
                     page.wait_for_function(CHARTS_DRAWN, timeout=30_000, polling=20)
                     took = time.perf_counter() - started
@@ -165,6 +165,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", help="write the generated log here and keep it")
     parser.add_argument("--screenshot", help="save a screenshot of the default dashboard here")
+    parser.add_argument("--view", action="append",
+                        help="the dashboard's query string, e.g. 7d&status=5xx (repeatable; "
+                        f"default: {', '.join(VIEWS)})")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -179,25 +182,30 @@ def main() -> None:
         newest = conn.execute("SELECT max(start) FROM requests").fetchone()[0]
         day = conn.execute("SELECT count(*) FROM requests WHERE start >= ?",
                            (int(newest) + 1 - 86400,)).fetchone()[0]
+        rolled = dict(conn.execute("SELECT period, count(*) FROM rollups GROUP BY period"))
+        latency = conn.execute("SELECT count(*) FROM rollup_latency").fetchone()[0]
         conn.close()
         print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"log: {total:,} rows, {os.path.getsize(path) / 1e6:.0f} MB; "
-              f"last 24 hours: {day:,} rows")
+              f"last 24 hours: {day:,} rows; rollups: {rolled.get(3600, 0):,} hourly, "
+              f"{rolled.get(86400, 0):,} daily, {latency:,} histogram counts")
         process, base = serve(path)
         try:
-            for period in ("24h", "7d"):
-                print(f"\nperiod={period}: each chart query over HTTP, median of {args.repeat}")
-                results = time_charts(base, config, period, args.repeat)
+            for query in args.view or VIEWS:
+                query = query if "=" in query.split("&")[0] else f"period={query}"
+                view = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+                print(f"\n{query}: each chart query over HTTP, median of {args.repeat}")
+                results = time_charts(base, config, view, args.repeat)
                 for slug, took, rows in results:
-                    print(f"  {slug:18s} {took * 1000:7.0f} ms   rows: {rows}")
+                    print(f"  {slug:18s} {took * 1000:7.0f} ms   {rows}")
                 slowest = max(took for _, took, _ in results)
                 print(f"  slowest query: {slowest * 1000:.0f} ms (target <= 500 ms)")
                 if not os.path.exists(CHROMIUM):
                     print("  (no /usr/bin/chromium: dashboard load not measured)")
                     continue
-                shot = args.screenshot if period == "24h" else None
-                loads = time_dashboard(base, f"traffic-{path.stem}", period, args.repeat, shot)
+                shot = args.screenshot if query == "period=24h" else None
+                loads = time_dashboard(base, f"traffic-{path.stem}", query, args.repeat, shot)
                 print(f"  dashboard drawn in headless Chromium: median "
                       f"{statistics.median(loads):.2f} s of {len(loads)} loads "
                       f"(min {min(loads):.2f}, max {max(loads):.2f}; target <= 2 s; "

@@ -74,18 +74,20 @@ def test_capture_server_bench_measures_each_variant():
 
 
 def test_dashboard_benchmark_times_every_chart(tmp_path):
+    views = ("24h", "7d", "period=7d&host=example.com")
     out = subprocess.run(
         [sys.executable, "dashboard_benchmark.py", "--rows", "3000", "--repeat", "1",
-         "--keep", str(tmp_path / "log.db")],
+         "--keep", str(tmp_path / "log.db"), *(f"--view={view}" for view in views)],
         capture_output=True, text=True, timeout=300, check=True, cwd=BENCHMARKS,
     ).stdout
-    for period in ("24h", "7d"):
-        assert f"period={period}" in out
+    for view in ("period=24h", "period=7d", "period=7d&host=example.com"):
+        assert f"\n{view}: each chart query" in out
     for chart in ("requests", "latency", "top_paths"):
-        assert out.count(f"  {chart} ") == 2, out
-    assert "rows: failed" not in out  # no query failed
+        assert out.count(f"  {chart} ") == 3, out
+    assert "failed" not in out  # no query failed
+    assert "hourly rollups" in out  # a week of the log reads the rollups
     if os.path.exists("/usr/bin/chromium"):
-        assert out.count("dashboard drawn in headless Chromium") == 2
+        assert out.count("dashboard drawn in headless Chromium") == 3
 
 
 def test_serverless_bench_measures_each_variant(tmp_path):

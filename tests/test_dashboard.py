@@ -9,13 +9,15 @@ import itertools
 import re
 import shutil
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from datasette.utils import tilde_encode
 from datasette_dashboards import replace_opts_in_query
 
-from asgi_log_to_sqlite import dashboard
+from asgi_log_to_sqlite import dashboard, rollups
 from asgi_log_to_sqlite.dashboard import (
     CHARTS,
     dashboard_config,
@@ -23,6 +25,7 @@ from asgi_log_to_sqlite.dashboard import (
     dashboards_config,
     table_path,
 )
+from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.metadata import table_columns
 from asgi_log_to_sqlite.schema import connect, ensure_schema
 
@@ -99,6 +102,10 @@ def run(conn: sqlite3.Connection, chart: dict, **filters: str) -> list[dict]:
 
 def chart_rows(conn, slug: str, **filters: str) -> list[dict]:
     return run(conn, config_of(conn)["charts"][slug], **filters)
+
+
+def iso(unix: int) -> str:
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- shape -------------------------------------------------------------------------------------
@@ -241,7 +248,8 @@ def test_top_charts(log):
 
 def test_a_ranking_with_nothing_to_rank_says_so(log):
     rows = chart_rows(log, "top_referrers", status="5xx")
-    assert rows == [{"referrer": "(nothing in this range)", "requests": 0, "rows_url": None}]
+    assert rows == [{"referrer": "(nothing in this range)", "requests": 0, "counted": None,
+                     "rows_url": None}]
     assert chart_rows(log, "error_paths", status="2xx")[0]["path"] == "(nothing in this range)"
 
 
@@ -266,26 +274,251 @@ def test_filters(log, filters, total, link):
             assert link in row["rows_url"], (slug, row)
 
 
-# ---- speed -------------------------------------------------------------------------------------
+# ---- long ranges: rollups, pieces of rows, samples ------------------------------------------
+NOW = 1_750_003_000.0  # 2025-06-15 16:56:40 UTC: the newest request of the rolled log
+ROUTES = ("/", "/about", "/blog/")
+ROLLED_CHARTS = ("requests", "status_classes", "bytes_sent", "errors", "top_routes")
+
+
+@pytest.fixture(scope="module")
+def rolled_log(tmp_path_factory):
+    """6,000 requests over 10 days, their rollups kept as the writer keeps them (hours folded
+    into days up to the newest hour); routes for the most requested paths."""
+    path = tmp_path_factory.mktemp("rolled") / "log.db"
+    synthetic_log(path, 6000, end=NOW, days=10, seed=3, routes=ROUTES)
+    return path
+
+
+def opened(path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@pytest.fixture
+def rolled(rolled_log, tmp_path):
+    """A copy of the rolled log, to change at will."""
+    path = tmp_path / "log.db"
+    shutil.copy(rolled_log, path)
+    conn = opened(path)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def unrolled(rolled_log, tmp_path):
+    """The same rows without their rollups: every chart counts them from the rows."""
+    path = tmp_path / "raw.db"
+    shutil.copy(rolled_log, path)
+    conn = opened(path)
+    conn.execute("DELETE FROM rollup_latency")
+    conn.execute("DELETE FROM rollups")
+    conn.commit()
+    yield conn
+    conn.close()
+
+
+def without(rows: list[dict], *names: str) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in names} for row in rows]
+
+
+def sources(rows: list[dict]) -> set[str]:
+    return {row["counted"] for row in rows if row.get("counted")}
+
+
+LONG_RANGES = [
+    {"period": "7d"},
+    {"period": "all"},
+    {"period": "30d"},  # buckets of a day: whole days from the daily rollups
+    {"since": "2025-06-06", "until": "2025-06-14"},
+    {"period": "7d", "status": "4xx"},
+    {"period": "all", "route": "/about"},
+    {"period": "7d", "status": "5xx", "route": "/"},
+]
+
+
+@pytest.mark.parametrize("filters", LONG_RANGES)
+def test_long_ranges_read_the_rollups_and_count_what_the_rows_count(
+    rolled, unrolled, filters, monkeypatch
+):
+    monkeypatch.setattr(dashboard, "SAMPLE", 10**9)  # the rows, all of them, to compare with
+    for slug in ROLLED_CHARTS:
+        from_rollups = chart_rows(rolled, slug, **filters)
+        from_rows = chart_rows(unrolled, slug, **filters)
+        # Every bar, its number, its time and the address of its rows are the same.
+        assert without(from_rollups, "counted") == without(from_rows, "counted"), slug
+        assert sum(r["requests" if "requests" in r else "bytes_sent"] for r in from_rows) > 0
+        assert sources(from_rows) == {"every request"}
+        if slug == "bytes_sent" and "status" in filters:
+            # Rollups keep bytes per route, not per status class: the rows answer.
+            assert sources(from_rollups) == {"every request"}
+        else:
+            assert sources(from_rollups) & {"hourly rollups", "daily and hourly rollups"}, slug
+    # Daily buckets (ranges over 7 days: the whole log is 10 days long) read the daily rollups;
+    # hourly ones the hourly.
+    requests = sources(chart_rows(rolled, "requests", **filters))
+    daily = filters.get("period") != "7d"
+    assert ("daily and hourly rollups" in requests) == daily
+
+
+@pytest.mark.parametrize("filters", LONG_RANGES)
+def test_latency_from_the_rollups_is_within_five_percent(rolled, unrolled, filters, monkeypatch):
+    monkeypatch.setattr(dashboard, "SAMPLE", 10**9)
+    from_rollups = chart_rows(rolled, "latency", **filters)
+    exact = chart_rows(unrolled, "latency", **filters)
+    assert [r["bucket"] for r in from_rollups] == [r["bucket"] for r in exact]
+    assert [r["requests"] for r in from_rollups] == [r["requests"] for r in exact]
+    for estimate, row in zip(from_rollups, exact, strict=True):
+        for p in ("p50_ms", "p95_ms", "p99_ms"):
+            # (both rounded to 0.1 ms)
+            assert abs(estimate[p] - row[p]) <= 0.05 * row[p] + 0.1, (p, estimate, row)
+        if estimate["counted"] == "every request":  # a bucket read from its rows is exact
+            assert estimate == row
+    status_filtered = "status" in filters  # rollups keep no latency per status class
+    assert bool(sources(from_rollups) - {"every request"}) != status_filtered
+
+
+def test_the_newest_hour_comes_from_the_rows_and_older_hours_from_the_rollups(rolled):
+    newest = rolled.execute("SELECT max(start) FROM requests").fetchone()[0]
+    # Rows the writer has stored but not yet added up: the chart counts them anyway.
+    for i in range(3):
+        add(rolled, newest - 30 - i, "GET", "/", 200, 0.01, 10)
+    # Rows gone from an hour of two days ago (pruned): the rollups still count them.
+    old = int(newest) // 3600 * 3600 - 2 * 86400
+    gone = rolled.execute(
+        f"DELETE FROM requests WHERE start >= {old} AND start < {old + 3600}"
+    ).rowcount
+    assert gone > 0
+    rows = {r["bucket"]: r for r in chart_rows(rolled, "requests", period="7d")}
+    total = rolled.execute(
+        f"SELECT count(*) FROM requests WHERE start >= {int(newest) + 1 - 7 * 86400}"
+    ).fetchone()[0]
+    assert sum(r["requests"] for r in rows.values()) == total + gone
+    assert rows[old]["requests"] == gone and rows[old]["counted"] == "hourly rollups"
+    last = rows[max(rows)]
+    assert last["counted"] == "every request" and last["time_end"] == iso(int(newest) + 1)
+    # The default range, a day, is counted from its rows.
+    assert sources(chart_rows(rolled, "requests")) == {"every request"}
+
+
+def test_a_log_rolled_up_only_in_part_reads_its_older_rows(rolled, unrolled, monkeypatch):
+    """A big log opened by this version for the first time rolls up only its newest rows: the
+    hours before those (and the first, partly rolled-up hour) are read from the rows."""
+    monkeypatch.setattr(dashboard, "SAMPLE", 10**9)
+    rolled.execute("DELETE FROM rollup_latency")
+    rolled.execute("DELETE FROM rollups")
+    rolled.execute("DELETE FROM rollups_state")
+    last = rolled.execute("SELECT max(rowid) FROM requests").fetchone()[0]
+    rollups.add_rows(rolled, last - 2500 + 1, last)  # as the migration fills them
+    for slug in ROLLED_CHARTS:
+        from_rollups = chart_rows(rolled, slug, period="all")
+        assert without(from_rollups, "counted") == without(
+            chart_rows(unrolled, slug, period="all"), "counted"), slug
+    counted = [r["counted"] for r in chart_rows(rolled, "requests", period="all")]  # days
+    first_rolled = counted.index("hourly rollups")  # the first day rolled up: only in part
+    assert first_rolled > 3 and set(counted[:first_rolled]) == {"every request"}
+    assert "daily and hourly rollups" in counted[first_rolled:]
+
+
+def test_a_sampled_log_counts_the_same_from_its_rollups(rolled, unrolled, monkeypatch):
+    monkeypatch.setattr(dashboard, "SAMPLE", 10**9)
+    for conn in (rolled, unrolled):
+        conn.execute("UPDATE requests SET sample_rate = 0.25 WHERE rowid % 3 = 0")
+    rolled.execute("DELETE FROM rollup_latency")
+    rolled.execute("DELETE FROM rollups")
+    rolled.execute("DELETE FROM rollups_state")
+    rollups.add_rows(rolled, 1, rolled.execute("SELECT max(rowid) FROM requests").fetchone()[0])
+    for slug in ("requests", "status_classes", "top_routes"):
+        from_rollups = chart_rows(rolled, slug, period="7d")
+        assert sources(from_rollups) & {"hourly rollups", "daily and hourly rollups"}
+        assert without(from_rollups, "counted") == without(
+            chart_rows(unrolled, slug, period="7d"), "counted"), slug
+
+
+@pytest.mark.parametrize(
+    ("filters", "slugs"),
+    [
+        # Rollups keep no host, method or instance: rows answer, a sample of them.
+        ({"period": "7d", "host": "example.com"}, [c.slug for c in CHARTS]),
+        ({"period": "all", "method": "GET"}, ["requests", "status_classes", "top_routes"]),
+        # Nor paths of routed requests, referrers or user agents, whatever the filters.
+        ({"period": "7d"}, ["top_paths", "top_referrers", "top_user_agents", "error_paths"]),
+        ({"period": "all", "status": "5xx"}, ["bytes_sent", "top_paths", "error_paths"]),
+    ],
+)
+def test_what_rollups_do_not_keep_comes_from_an_even_sample_of_rows(
+    rolled, filters, slugs, monkeypatch
+):
+    monkeypatch.setattr(dashboard, "SAMPLE", 500)
+    lo, hi = rolled.execute(
+        "SELECT CAST(min(start) AS INTEGER), CAST(max(start) AS INTEGER) + 1 FROM requests"
+    ).fetchone()
+    if filters["period"] == "7d":
+        lo = hi - 7 * 86400
+    every = rolled.execute(
+        f"SELECT count(*) FROM requests WHERE start >= {lo} AND start < {hi}"
+    ).fetchone()[0] // 500
+    assert every > 5
+    where = f"start >= {lo} AND start < {hi} AND rowid % {every} = 0"
+    if "host" in filters:
+        where += " AND host = (SELECT id FROM hosts WHERE name = 'example.com')"
+    if "method" in filters:
+        where += " AND method = 'GET'"
+    if "status" in filters:
+        where += " AND http_status BETWEEN 500 AND 599"
+    for slug in slugs:
+        rows = chart_rows(rolled, slug, **filters)
+        assert sources(rows) == {f"a sample: 1 request in {every}"}, slug
+        if slug in ("requests", "status_classes"):
+            sampled = rolled.execute(f"SELECT count(*) FROM requests WHERE {where}").fetchone()[0]
+            assert sum(r["requests"] for r in rows) == sampled * every, slug
+        for slug_, column, table in (("top_paths", "path", "paths"),
+                                     ("top_user_agents", "user_agent", "user_agents")):
+            if slug == slug_:  # the first bar: its sampled rows, times k
+                sampled = rolled.execute(
+                    f"SELECT count(*) FROM requests WHERE {where} AND {column} = "
+                    f"(SELECT id FROM {table} WHERE name = ?)", (rows[0][column],)).fetchone()[0]
+                assert rows[0]["requests"] == sampled * every
+
+
 FILTER_VALUES = {"host": "a.example", "route": "/", "status": "2xx", "method": "GET"}
 
 
 @pytest.mark.parametrize("slug", [chart.slug for chart in CHARTS])
-def test_every_chart_query_reads_the_range_through_the_time_index(log, slug):
-    chart = config_of(log)["charts"][slug]
+def test_every_chart_query_reads_through_the_time_index_and_the_rollups_key(rolled, slug):
+    chart = config_of(rolled)["charts"][slug]
     combinations = [{}] + [{k: v} for k, v in FILTER_VALUES.items()] + [FILTER_VALUES]
-    for period, filters in itertools.product(["24h", "all"], combinations):
+    for period, filters in itertools.product(["24h", "7d", "all"], combinations):
         values = {"period": period, **filters}
         sql = replace_opts_in_query(chart["query"], values)
         params = {name: values.get(name, "") for name in re.findall(r":(\w+)", sql)}
-        plan = [row[3] for row in log.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        plan = [row[3] for row in rolled.execute("EXPLAIN QUERY PLAN " + sql, params)]
         reads = [step for step in plan if re.search(r"\brequests\b", step)]
         assert reads, plan
         # Every read of requests seeks the index on start; the rows of the range are read by
         # a range search (start>? AND start<?), never by a scan of the table.
         assert all("INDEX requests_start" in step for step in reads), (slug, values, plan)
         assert any("requests_start (start>? AND start<?)" in step for step in reads), plan
-        assert not [step for step in plan if step.startswith("SCAN requests")], plan
+        # Rollups are read by their key (period, start), their histograms by rollup.
+        for step in plan:
+            if re.search(r"\brollups\b", step):
+                assert "INDEX rollups_key (period=?" in step, (slug, values, step)
+            if re.search(r"\b(rollup_latency|latency_buckets)\b", step):
+                assert "PRIMARY KEY" in step, (slug, values, step)
+        assert not [s for s in plan if re.match(r"SCAN (requests|rollups|rollup_latency)\b", s)]
+    if chart_reads_rollups(slug):
+        assert any("rollups_key (period=? AND start>? AND start<?)" in s for s in plan), plan
+
+
+def chart_reads_rollups(slug: str) -> bool:
+    return next(c for c in CHARTS if c.slug == slug).rollups
+
+
+def test_every_chart_query_fits_in_an_address(rolled):
+    """dashboards.js fetches each chart with GET and the SQL in the address: h11, uvicorn's
+    HTTP parser unless httptools is installed, refuses a request head over 16 KiB."""
+    for chart in config_of(rolled)["charts"].values():
+        assert len(quote(chart["query"], safe="-_.!~*'()")) < 12_000, chart["title"]
 
 
 # ---- other logs --------------------------------------------------------------------------------

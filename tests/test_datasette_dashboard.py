@@ -11,12 +11,13 @@ import sqlite3
 import pytest
 from datasette.app import Datasette
 from datasette_dashboards import replace_opts_in_query
-from test_dashboard import DAY, make_known_log
+from test_dashboard import DAY, NOW, ROUTES, make_known_log
 from test_datasette_plugin import cookies, data_db, datasettes, plugin, run  # noqa: F401
 
 from asgi_log_to_sqlite import datasette_plugin
 from asgi_log_to_sqlite.dashboard import DASHBOARDS_PLUGIN
 from asgi_log_to_sqlite.datasette_dashboard import dashboards_can_run
+from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.metadata import metadata_for_file
 
 pytestmark = pytest.mark.skipif(
@@ -118,6 +119,75 @@ def test_filters_through_datasette(datasettes, known_log):  # noqa: F811
         "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", "2024-01-01T02:00:00Z"
     ]
     assert chart_data(ds, chart, period="all")[0]["bucket"] == DAY - 3 * 86400
+
+
+# ---- long ranges ---------------------------------------------------------------------------
+@pytest.fixture
+def rolled_log(tmp_path):
+    """6,000 requests over 10 days with their rollups, as the writer keeps them."""
+    path = str(tmp_path / "rolled.db")
+    synthetic_log(path, 6000, end=NOW, days=10, seed=3, routes=ROUTES)
+    return path
+
+
+def counts(path: str, sql: str) -> dict:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute(sql).fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("period", ["7d", "all"])
+def test_long_ranges_come_from_the_rollups_and_add_up_to_the_rows(
+    datasettes, rolled_log, period  # noqa: F811
+):
+    ds = datasettes([rolled_log])
+    charts = ours(ds)["traffic-rolled"]["charts"]
+    conn = sqlite3.connect(rolled_log)
+    newest = conn.execute("SELECT CAST(max(start) AS INTEGER) + 1 FROM requests").fetchone()[0]
+    conn.close()
+    lo = newest - 7 * 86400 if period == "7d" else 0
+    in_range = f"FROM requests WHERE start >= {lo}"
+    requests = chart_data(ds, charts["requests"], period=period)
+    assert {r["counted"] for r in requests} & {"hourly rollups", "daily and hourly rollups"}
+    assert sum(r["requests"] for r in requests) == counts(
+        rolled_log, f"SELECT 1, count(*) {in_range}")[1]
+    classes: dict[str, int] = {}
+    for row in chart_data(ds, charts["status_classes"], period=period):
+        classes[row["status_class"]] = classes.get(row["status_class"], 0) + row["requests"]
+    assert classes == counts(
+        rolled_log, f"SELECT substr(http_status, 1, 1) || 'xx', count(*) {in_range} GROUP BY 1")
+    errors: dict[str, int] = {}
+    for row in chart_data(ds, charts["errors"], period=period):
+        errors[row["kind"]] = errors.get(row["kind"], 0) + row["requests"]
+    assert errors == counts(
+        rolled_log, f"SELECT CASE WHEN http_status = 404 THEN '404' ELSE '5xx' END, count(*) "
+        f"{in_range} AND (http_status = 404 OR http_status >= 500) GROUP BY 1")
+    sent = sum(r["bytes_sent"] for r in chart_data(ds, charts["bytes_sent"], period=period))
+    assert sent == counts(rolled_log, f"SELECT 1, sum(body_size) {in_range}")[1]
+    routes = {r["route"]: r["requests"] for r in chart_data(ds, charts["top_routes"],
+                                                               period=period)}
+    assert routes == counts(
+        rolled_log, "SELECT routes.name, count(*) FROM requests JOIN routes ON routes.id = route "
+        f"WHERE start >= {lo} GROUP BY 1")
+    latency = chart_data(ds, charts["latency"], period=period)
+    assert sum(r["requests"] for r in latency) == counts(
+        rolled_log, f"SELECT 1, count(duration) {in_range}")[1]
+
+
+def test_each_bar_of_a_long_range_opens_the_rows_behind_it(datasettes, rolled_log):  # noqa: F811
+    ds = datasettes([rolled_log])
+    charts = ours(ds)["traffic-rolled"]["charts"]
+    checked = set()
+    for slug in ("requests", "status_classes", "errors", "top_routes"):
+        for row in chart_data(ds, charts[slug], period="7d", status="4xx"):
+            url = row["rows_url"].replace("/rolled/requests?", "/rolled/requests.json?", 1)
+            table = get(ds, url)
+            assert table.status_code == 200
+            assert table.json()["filtered_table_rows_count"] == row["requests"], (slug, row)
+            checked.add(row["counted"])
+    assert "hourly rollups" in checked
 
 
 def test_the_users_own_dashboards_win(datasettes, known_log):  # noqa: F811

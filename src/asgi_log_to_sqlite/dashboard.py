@@ -14,12 +14,19 @@ it drops when the filter is empty (a block holds one parameter and no line break
 ``requests`` table page (the same time slice and filters as Datasette table filters), so a click
 opens them.
 
-**Speed**: the range is a one-row CTE of integer constants (``span``), so every chart reads only
-the rows of the range, through the index on ``requests.start``; charts over time search the
-index once per bucket instead of sorting the range to group it. The default range is the last 24
-hours of the log. Long ranges still read ``requests`` row by row; once hourly rollup tables
-exist, they are the place to read long ranges from (``span`` already yields the bucket width a
-rollup would serve, and the bucket slices are built apart from what is counted in them).
+**Where the numbers come from.** A range of a day or less (the default: the last 24 hours) is
+counted from its rows, exactly, through the index on ``requests.start``. A longer range is read
+from the hourly rollups (rollups.py) where they can answer: each bucket of a chart is cut into
+*pieces*, the whole hours that the rollups hold (whole UTC days from the daily rows, once the
+writer has folded them), and the rest from the rows: the part-hours at the ends of the range and
+the newest hour or so, which the writer may not have added up yet. So a long range reads a few
+thousand rollup rows instead of a million requests, and counts the same totals as the rows.
+Rollups keep routes, status classes, 404s, bytes and a latency histogram; what they do not keep
+(hosts, methods, instances, bytes or latency per status class, paths of routed requests,
+referrers, user agents) is read from the rows, and from an evenly spread sample of them (every
+k-th row, counts times k) when those rows span more than a day: the tooltip of each bar says
+what it was counted from. Charts over time count each bucket with a subquery of its own, an
+index range search per piece, instead of sorting the range to group it.
 
 **Seams**: a filter for ``instance`` appears for logs that have that column and its lookup table
 (logs pulled from several instances).
@@ -29,9 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .rollups import DAY, HOUR, has_rollups
 from .sql_fragments import iso_time, milliseconds, readable_bytes, sample_weighted
 
 __all__ = [
@@ -55,6 +63,15 @@ TOP = 15  # bars in a "top" chart
 NOTHING = "'(nothing in this range)'"
 # The Vega-Lite that datasette-dashboards 0.8 ships (it would announce v5 otherwise, and warn).
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
+#: A range longer than this (seconds) reads the rollups where they answer, and samples rows
+#: where they do not; a range up to this long is counted from every row.
+LONG_RANGE = 86400
+#: Hours that ended less than this long (seconds) before the newest request are read from the
+#: rows: the writer adds rows to the rollups a few seconds after it stores them.
+FRESH = 300
+#: Rows read where a range's rows are sampled: every k-th row, so that about this many to twice
+#: as many are read (k = rows // SAMPLE).
+SAMPLE = 50_000
 
 # The time range and bucket width, as integer unix seconds [lo, hi). ``until`` and ``since`` are
 # dates (UTC days, both included); otherwise the range ends just after the newest request and
@@ -96,6 +113,8 @@ class Filter:
     link: str  # SQL text: the Datasette table filters it stands for, ``'&name=value...'``
     options: tuple[str, ...] = ()
     lookup: str | None = None  # table whose names are the options
+    # The same condition on ``rollups``, where they keep what it tests (None: they do not).
+    rollup_where: str | None = None
 
     def applies(self, columns: set[str], tables: Iterable[str]) -> bool:
         return self.needs <= columns and (self.lookup is None or self.lookup in tables)
@@ -110,7 +129,7 @@ class Filter:
         return config
 
 
-def _lookup_filter(key: str, title: str, table: str) -> Filter:
+def _lookup_filter(key: str, title: str, table: str, in_rollups: bool = False) -> Filter:
     row_id = f"(SELECT id FROM {table} WHERE name = :{key})"
     return Filter(
         key=key,
@@ -119,13 +138,17 @@ def _lookup_filter(key: str, title: str, table: str) -> Filter:
         where=f"+requests.{key} = {row_id}",
         link=f"'&{key}=' || {row_id}",
         lookup=table,
+        rollup_where=f"rollups.{key} = {row_id}" if in_rollups else None,
     )
 
 
 _CLASS = "100 * CAST(substr(:status, 1, 1) AS INTEGER)"
 FILTERS: tuple[Filter, ...] = (
     _lookup_filter("host", "Host", "hosts"),
-    _lookup_filter("route", "Route", "routes"),
+    # Rollups count a request with a route under its route (and one without under its path).
+    _lookup_filter("route", "Route", "routes", in_rollups=True),
+    # Rollups keep status classes as columns: charts that read them pick the class's column
+    # (see _status_column) rather than filtering rows.
     Filter(
         key="status",
         title="Status class",
@@ -158,26 +181,138 @@ TIME_FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
+# ---- where each bucket is read from ------------------------------------------------------------
+# Placeholders in chart SQL, filled in by _render_sql: @RANGE@ the range CTE; @PIECES@ the
+# pieces of each slice (see below); @ROLLABLE@ the filters rollups cannot apply, all empty;
+# @FILTERS@ the filters on requests (`` AND ...`` blocks); @ROLLUP_FILTERS@ those that rollups
+# keep, on rollups; @LINK@ the filters as table filters (an SQL string); @TABLE@ the address of
+# the requests table page (an SQL string); @SAMPLE@ the SAMPLE below.
+#
+# A chart reads ``slices`` (bucket, lo, hi): its time buckets cut to the range. @PIECES@ cuts
+# each slice into ``pieces`` (bucket, lo, hi, tier): tier 0 is read from the rows, 3600 from
+# the hourly rollups, 86400 from the daily ones. Where a chart cannot read rollups (a filter
+# they do not keep, a log without them, a range of a day or less) a slice is one piece of rows.
+#
+# ``tiers`` says where rollups answer: from ``rolled_from``, the first hour they hold whole
+# (NULL: not for this range or these filters; an hour after their first when the file has older
+# rows, which a log's first opening by this version rolled up only in part), up to
+# ``fresh_until`` (hours that ended FRESH seconds before the newest request), daily rows for
+# days before ``days_until`` (days the writer has folded whole).
+_TIERS = f"""tiers AS (
+  SELECT CASE WHEN span.hi - span.lo > {LONG_RANGE}@ROLLABLE@ THEN (
+      SELECT CASE WHEN first_row < first_hour THEN first_hour + {HOUR} ELSE first_hour END
+      FROM (SELECT (SELECT min(start) FROM rollups WHERE period = {HOUR}) AS first_hour,
+        (SELECT min(start) FROM requests) AS first_row)
+    ) END AS rolled_from,
+    ((SELECT CAST(max(start) AS INTEGER) FROM requests) - {FRESH}) / {HOUR} * {HOUR}
+      AS fresh_until,
+    coalesce((SELECT value FROM rollups_state WHERE name = 'folded_until'), 0) / {DAY} * {DAY}
+      AS days_until
+  FROM span
+)"""
+# Each slice [lo, hi) as lo <= a <= b <= c <= d <= hi: rows [lo, a), hours [a, b), days
+# [b, c), hours [c, d), rows [d, hi). Without whole hours a = d = hi; without whole days
+# b = c = d.
+_ROLLED_PIECES = f"""{_TIERS}, cuts AS (
+  SELECT bucket, lo, hi, a, d,
+    CASE WHEN b < c THEN b ELSE d END AS b, CASE WHEN b < c THEN c ELSE d END AS c
+  FROM (
+    SELECT *, (a + {DAY - 1}) / {DAY} * {DAY} AS b, min(d / {DAY} * {DAY}, days_until) AS c
+    FROM (
+      SELECT bucket, lo, hi, days_until,
+        CASE WHEN h_lo < h_hi THEN h_lo ELSE hi END AS a,
+        CASE WHEN h_lo < h_hi THEN h_hi ELSE hi END AS d
+      FROM (
+        SELECT slices.*, tiers.days_until,
+          max((slices.lo + {HOUR - 1}) / {HOUR} * {HOUR}, tiers.rolled_from) AS h_lo,
+          min(slices.hi / {HOUR} * {HOUR}, tiers.fresh_until) AS h_hi
+        FROM slices CROSS JOIN tiers
+      )
+    )
+  )
+), pieces(bucket, lo, hi, tier) AS (
+  SELECT bucket, lo, a, 0 FROM cuts WHERE lo < a
+  UNION ALL SELECT bucket, a, b, {HOUR} FROM cuts WHERE a < b
+  UNION ALL SELECT bucket, b, c, {DAY} FROM cuts WHERE b < c
+  UNION ALL SELECT bucket, c, d, {HOUR} FROM cuts WHERE c < d
+  UNION ALL SELECT bucket, d, hi, 0 FROM cuts WHERE d < hi
+)"""
+_ROW_PIECES = "pieces(bucket, lo, hi, tier) AS (SELECT bucket, lo, hi, 0 FROM slices)"
+
+IN_PIECE = "requests.start >= pieces.lo AND requests.start < pieces.hi"
+IN_ROLLUP_PIECE = (
+    "rollups.period = pieces.tier AND rollups.start >= pieces.lo AND rollups.start < pieces.hi"
+)
+
+
+def _sampling(when: str) -> str:
+    """``every``: rows read from pieces of rows are every k-th (by rowid, which follows time,
+    so each bucket gets its share) when ``when`` holds, k = rows // SAMPLE; else 1. The count is
+    a subquery of its own, not correlated with the rows, so SQLite runs it once."""
+    return f"""sampling AS (
+  SELECT CASE WHEN {when} THEN max(1, (
+      SELECT count(*) FROM pieces CROSS JOIN requests WHERE pieces.tier = 0 AND {IN_PIECE}
+    ) / @SAMPLE@) ELSE 1 END AS every
+  FROM (SELECT coalesce(sum(hi - lo), 0) AS row_seconds FROM pieces WHERE tier = 0)
+)"""
+
+
+# Counting charts read every row of a range up to LONG_RANGE long; latency percentiles sort
+# durations, so they sample beyond 2 * SAMPLE rows whatever the range.
+_SAMPLE_LONG = _sampling(f"row_seconds > {LONG_RANGE}")
+_SAMPLE_MANY = _sampling("1")
+EVERY = "(SELECT every FROM sampling)"
+SAMPLED = f"requests.rowid % {EVERY} = 0"
+# What a bar was counted from, for its tooltip (``tier``: the highest tier of its pieces).
+_COUNTED = f"""CASE WHEN @TIER@ = {DAY} THEN 'daily and hourly rollups'
+    WHEN @TIER@ = {HOUR} THEN 'hourly rollups'
+    WHEN sampling.every > 1 THEN 'a sample: 1 request in ' || sampling.every
+    ELSE 'every request' END AS counted"""
+
+
+def _counted(tier: str) -> str:
+    return _COUNTED.replace("@TIER@", tier)
+
+
+def _status_column(measures: dict[str, str]) -> str:
+    """The rollup column that answers the status class filter: ``measures`` maps a class's
+    first digit (``''``: no filter) to its column; any other class has nothing."""
+    whens = " ".join(f"WHEN '{digit}' THEN {column}" for digit, column in measures.items())
+    return f"CASE substr(:status, 1, 1) {whens} ELSE 0 END"
+
+
+def _class_column(digit: str, column: str) -> str:
+    """A rollup column of one status class (or of 404s), nothing when another class is picked."""
+    return f"CASE WHEN substr(:status, 1, 1) IN ('', '{digit}') THEN {column} ELSE 0 END"
+
+
+_ROLLUP_REQUESTS = _status_column(
+    {"": "rollups.requests", **{str(c): f"rollups.status_{c}xx" for c in range(1, 6)}}
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Chart:
-    """One chart: SQL (a template, see :func:`_render_sql`) and a Vega-Lite specification."""
+    """One chart: SQL (a template, see :func:`_render_sql`) and a Vega-Lite specification.
+
+    ``sql(rolled)`` is the template for a log whose rollups the chart reads (``rolled``) or
+    not. ``rollups`` says whether the chart can read them at all; ``status_in_rollups`` whether
+    what it reads there follows the status class filter.
+    """
 
     slug: str
     title: str
     needs: frozenset[str]
-    sql: str
+    sql: Callable[[bool], str]
     display: dict[str, Any]
     wide: bool = False  # spans the dashboard's two columns
     lookup: str | None = None
+    rollups: bool = False
+    status_in_rollups: bool = False
 
 
-# Placeholders in chart SQL, filled in by _render_sql: @RANGE@ the range CTE, @WHERE@ the rows
-# of the range that pass the filters, @FILTERS@ the filters alone (`` AND ...`` blocks), @LINK@
-# the filters as table filters (an SQL string), @TABLE@ the address of the requests table page
-# (an SQL string), @SAMPLE@ the SAMPLE below.
-
-# Charts over time count each bucket with a subquery of its own, an index range search per
-# bucket: a GROUP BY over the range would sort every row of it first, four times slower.
+# Charts over time count each piece with a subquery of its own, an index range search per
+# piece: a GROUP BY over the range would sort every row of it first, four times slower.
 _SLICES = """buckets(bucket) AS (
   SELECT CAST(lo / width AS INTEGER) * width FROM span WHERE lo < hi
   UNION ALL
@@ -187,8 +322,9 @@ _SLICES = """buckets(bucket) AS (
   SELECT bucket, max(bucket, span.lo) AS lo, min(bucket + span.width, span.hi) AS hi
   FROM buckets CROSS JOIN span
 )"""
-IN_SLICE = "requests.start >= slices.lo AND requests.start < slices.hi"
-# Counts are computed once per bucket: SQLite would otherwise copy ("flatten") the counting
+# Rankings: one slice, the whole range.
+_WHOLE_RANGE = "slices AS (SELECT 0 AS bucket, lo, hi FROM span WHERE lo < hi)"
+# Counts are computed once per piece: SQLite would otherwise copy ("flatten") the counting
 # subquery into every place the outer query names its result. A LIMIT keeps a subquery that a
 # join reads from being flattened, in every SQLite version (``AS MATERIALIZED`` needs 3.35), so
 # the outer queries read ``counted`` in a join.
@@ -200,67 +336,134 @@ _SLICE_TIMES = f"""{iso_time("slices.lo")} AS time,
 _SLICE_ROWS = (
     "@TABLE@ || '?_sort_desc=start&start__gte=' || slices.lo || '&start__lt=' || slices.hi"
 )
+_SPAN_ROWS = "@TABLE@ || '?_sort_desc=start&start__gte=' || span.lo || '&start__lt=' || span.hi"
 
 
-def _time_series(value: str, name: str, extra_columns: str = "") -> str:
+def _rows_value(aggregate: str, where: str = "") -> str:
+    """A subquery: ``aggregate`` over the (sampled) rows of a piece that pass the filters."""
+    return f"""(
+      SELECT {aggregate} FROM requests
+      WHERE {IN_PIECE} AND {SAMPLED}@FILTERS@{where}
+    )"""
+
+
+def _piece_value(rows: str, rolled: str | None, where: str = "") -> str:
+    """A piece's value: from its rows, or from its rollups when ``rolled`` (their aggregate)."""
+    from_rows = _rows_value(rows, where)
+    if rolled is None:
+        return from_rows
+    return f"""CASE WHEN pieces.tier = 0 THEN {from_rows} ELSE (
+      SELECT {rolled} FROM rollups WHERE {IN_ROLLUP_PIECE}@ROLLUP_FILTERS@
+    ) END"""
+
+
+# What a piece's count stands for: ``every`` requests each where rows are sampled.
+_SCALE = "CASE WHEN pieces.tier = 0 THEN sampling.every ELSE 1 END AS scale"
+
+
+def _time_series(
+    value: str, rolled: str, name: str, extra_columns: str = ""
+) -> Callable[[bool], str]:
     """SQL of a chart over time: one row per bucket, ``value`` (an aggregate over the bucket's
-    requests) as ``name``, and the address of the bucket's rows."""
-    return f"""WITH RECURSIVE @RANGE@, {_SLICES}, counted AS (
-  SELECT slices.*,
-    coalesce((SELECT {value} FROM requests WHERE {IN_SLICE}@FILTERS@), 0) AS {name}
-  FROM slices
+    requests) or ``rolled`` (the same over its rollups) added up over its pieces as ``name``,
+    and the address of the bucket's rows."""
+
+    def sql(rollups: bool) -> str:
+        piece = _piece_value(value, rolled if rollups else None)
+        return f"""WITH RECURSIVE @RANGE@, {_SLICES}, @PIECES@, {_SAMPLE_LONG}, counted AS (
+  SELECT pieces.bucket, pieces.tier, {_SCALE}, {piece} AS value
+  FROM pieces CROSS JOIN sampling
   {_ONCE}
+), totals AS (
+  SELECT bucket, CAST(round(coalesce(sum(value * scale), 0)) AS INTEGER) AS {name},
+    max(tier) AS tier
+  FROM counted GROUP BY bucket
 )
-SELECT {_SLICE_TIMES.replace("slices.", "counted.")},
-  counted.{name}{extra_columns},
-  {_SLICE_ROWS.replace("slices.", "counted.")} || @LINK@ AS rows_url
-FROM counted CROSS JOIN span
-ORDER BY counted.bucket"""
+SELECT {_SLICE_TIMES},
+  totals.{name}{extra_columns},
+  {_counted("totals.tier")},
+  {_SLICE_ROWS} || @LINK@ AS rows_url
+FROM slices JOIN totals ON totals.bucket = slices.bucket CROSS JOIN span CROSS JOIN sampling
+ORDER BY slices.bucket"""
+
+    return sql
 
 
-def _stacked_series(name: str, series: list[tuple[str, str, str]], where: str = "") -> str:
+def _stacked_series(
+    name: str, series: list[tuple[str, str, str, str]], where: str = ""
+) -> Callable[[bool], str]:
     """SQL of stacked bars over time: per bucket, one row per series (``(name, condition on the
-    request, its table filters)``) that has requests, all counted in one pass over the bucket."""
+    request, its rollup measure, its table filters)``) that has requests, all counted in one
+    pass over each piece."""
     # (no parentheses inside a condition: sample_weighted rewrites ``TOTAL(...)`` by pattern)
-    totals = ", ".join(f"TOTAL({condition})" for _, condition, _ in series)
+    totals = ", ".join(f"TOTAL({condition})" for _, condition, _, _ in series)
+    rolled = ", ".join(f"sum({measure})" for _, _, measure, _ in series)
     values = ", ".join(
-        f"({i}, '{label}', '{link}')" for i, (label, _, link) in enumerate(series)
+        f"({i}, '{label}', '{link}')" for i, (label, _, _, link) in enumerate(series)
     )
-    return f"""WITH RECURSIVE @RANGE@, {_SLICES}, series(position, name, link) AS (
-  VALUES {values}
-), counted AS (
-  SELECT slices.*,
-    (SELECT json_array({totals}) FROM requests WHERE {IN_SLICE}@FILTERS@{where}) AS counts
-  FROM slices
+
+    def sql(rollups: bool) -> str:
+        piece = _piece_value(
+            f"json_array({totals})", f"json_array({rolled})" if rollups else None, where
+        )
+        return f"""WITH RECURSIVE @RANGE@, {_SLICES}, @PIECES@, {_SAMPLE_LONG}, counted AS (
+  SELECT pieces.bucket, pieces.tier, {_SCALE}, {piece} AS counts
+  FROM pieces CROSS JOIN sampling
   {_ONCE}
+), series(position, name, link) AS (
+  VALUES {values}
+), totals AS (
+  SELECT counted.bucket, series.position, series.name, series.link, max(counted.tier) AS tier,
+    CAST(round(coalesce(sum(
+      json_extract(counted.counts, '$[' || series.position || ']') * counted.scale), 0))
+      AS INTEGER) AS requests
+  FROM counted CROSS JOIN series
+  GROUP BY counted.bucket, series.position
 )
-SELECT {_SLICE_TIMES.replace("slices.", "counted.")},
-  series.name AS {name},
-  json_extract(counted.counts, '$[' || series.position || ']') AS requests,
-  {_SLICE_ROWS.replace("slices.", "counted.")} || series.link || @LINK@ AS rows_url
-FROM counted CROSS JOIN series
-WHERE json_extract(counted.counts, '$[' || series.position || ']') > 0
-ORDER BY counted.bucket, series.position"""
+SELECT {_SLICE_TIMES},
+  totals.name AS {name},
+  totals.requests,
+  {_counted("totals.tier")},
+  {_SLICE_ROWS} || totals.link || @LINK@ AS rows_url
+FROM totals JOIN slices ON slices.bucket = totals.bucket CROSS JOIN span CROSS JOIN sampling
+WHERE totals.requests > 0
+ORDER BY slices.bucket, totals.position"""
+
+    return sql
 
 
-_STATUS_SERIES = [
-    (f"{c}xx", f"requests.http_status BETWEEN {c}00 AND {c}99",
-     f"&http_status__gte={c}00&http_status__lt={c + 1}00")
-    for c in range(1, 6)
-] + [("other", "requests.http_status IS NULL OR requests.http_status NOT BETWEEN 100 AND 599",
-      "&http_status__isnull=1")]
+def _status_series(c: int) -> tuple[str, str, str, str]:
+    return (
+        f"{c}xx",
+        f"requests.http_status BETWEEN {c}00 AND {c}99",
+        _class_column(str(c), f"rollups.status_{c}xx"),
+        f"&http_status__gte={c}00&http_status__lt={c + 1}00",
+    )
+
+
+_STATUS_SERIES = [_status_series(c) for c in range(1, 6)] + [(
+    "other",
+    "requests.http_status IS NULL OR requests.http_status NOT BETWEEN 100 AND 599",
+    _status_column({"": "rollups.requests - rollups.status_1xx - rollups.status_2xx"
+                        " - rollups.status_3xx - rollups.status_4xx - rollups.status_5xx"}),
+    "&http_status__isnull=1",
+)]
 _STATUS_COLORS = {
     "domain": ["1xx", "2xx", "3xx", "4xx", "5xx", "other"],
     "range": ["#9e9e9e", "#4caf50", "#2196f3", "#ff9800", "#e53935", "#616161"],
 }
 _ERROR_SERIES = [
-    ("404", "requests.http_status = 404", "&http_status=404"),
-    ("5xx", "requests.http_status >= 500", "&http_status__gte=500"),
+    ("404", "requests.http_status = 404",
+     _class_column("4", "rollups.not_found"), "&http_status=404"),
+    ("5xx", "requests.http_status BETWEEN 500 AND 599",
+     _class_column("5", "rollups.status_5xx"),
+     "&http_status__gte=500&http_status__lt=600"),
 ]
 _ERROR_KIND = "CASE WHEN requests.http_status >= 500 THEN '5xx' ELSE '404' END"
-_IS_ERROR = " AND (requests.http_status >= 500 OR requests.http_status = 404)"
+_IS_ERROR = " AND (requests.http_status BETWEEN 500 AND 599 OR requests.http_status = 404)"
 _ERROR_KIND_LINK = (
-    " || CASE kind WHEN '404' THEN '&http_status=404' ELSE '&http_status__gte=500' END"
+    " || CASE kind WHEN '404' THEN '&http_status=404'"
+    " ELSE '&http_status__gte=500&http_status__lt=600' END"
 )
 _ERROR_COLORS = {"domain": ["404", "5xx"], "range": ["#ff9800", "#e53935"]}
 
@@ -283,54 +486,95 @@ def _ranking(label: str, encoding: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _top(slug: str, title: str, column: str, table: str, label: str, skip_null: bool) -> Chart:
-    """The most requested values of a lookup column, each bar linked to its rows."""
+_COUNTED_TOOLTIP = {"field": "counted", "title": "counted from"}
+
+
+def _top(
+    slug: str, title: str, column: str, table: str, label: str, skip_null: bool,
+    rollups: bool = False,
+) -> Chart:
+    """The most requested values of a lookup column, each bar linked to its rows; ``rollups``:
+    the column is ``route``, which rollups keep."""
     not_null = f" AND requests.{column} IS NOT NULL" if skip_null else ""
-    sql = f"""WITH @RANGE@, top AS (
-  SELECT requests.{column} AS id, COUNT_ALL AS requests
-  FROM span CROSS JOIN requests
-  WHERE @WHERE@{not_null}
-  GROUP BY requests.{column}
+
+    def sql(rolled: bool) -> str:
+        from_rollups = f"""
+  UNION ALL
+  SELECT rollups.route, sum({_ROLLUP_REQUESTS})
+  FROM pieces CROSS JOIN rollups
+  WHERE {IN_ROLLUP_PIECE} AND rollups.route IS NOT NULL@ROLLUP_FILTERS@
+  GROUP BY rollups.route""" if rolled else ""
+        return f"""WITH @RANGE@, {_WHOLE_RANGE}, @PIECES@, {_SAMPLE_LONG}, counted AS (
+  SELECT requests.{column} AS id, COUNT_ALL * {EVERY} AS requests
+  FROM pieces CROSS JOIN requests
+  WHERE pieces.tier = 0 AND {IN_PIECE} AND {SAMPLED}@FILTERS@{not_null}
+  GROUP BY requests.{column}{from_rollups}
+), top AS (
+  SELECT id, CAST(round(sum(requests)) AS INTEGER) AS requests
+  FROM counted
+  GROUP BY id
   ORDER BY requests DESC
   LIMIT {TOP}
 )
 SELECT coalesce({table}.name, '(none)') AS {label}, top.requests,
-  @TABLE@ || '?_sort_desc=start&start__gte=' || span.lo || '&start__lt=' || span.hi
+  {_counted("(SELECT max(tier) FROM pieces)")},
+  {_SPAN_ROWS}
     || CASE WHEN top.id IS NULL THEN '&{column}__isnull=1' ELSE '&{column}=' || top.id END
     || @LINK@ AS rows_url
-FROM top CROSS JOIN span
+FROM top CROSS JOIN span CROSS JOIN sampling
 LEFT JOIN {table} ON {table}.id = top.id
 UNION ALL
-SELECT {NOTHING}, 0, NULL WHERE NOT EXISTS (SELECT 1 FROM top)
+SELECT {NOTHING}, 0, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM top)
 ORDER BY 2 DESC, 1"""
+
     display = _ranking(label, {
         "x": {"field": "requests", "type": "quantitative", "title": "requests", "stack": None,
               "scale": {"domain": {"unionWith": [0, 1]}}},
-        "tooltip": [{"field": label}, {"field": "requests"}],
+        "tooltip": [{"field": label}, {"field": "requests"}, _COUNTED_TOOLTIP],
     })
-    return Chart(slug, title, frozenset({column}), sql, display, lookup=table)
+    return Chart(slug, title, frozenset({column}), sql, display, lookup=table,
+                 rollups=rollups, status_in_rollups=rollups)
 
 
-# Percentiles sort durations, each bucket its own (sorting the whole range at once is twice as
-# slow): exact up to 2 * SAMPLE requests in the range, beyond that from every k-th row (rowid
-# order is time order, so each bucket gets its share), so that a week of a busy log answers as
-# fast as a day (until long ranges read hourly rollups). The count is a subquery of its own, not
-# correlated with the rows, so SQLite runs it once.
-SAMPLE = 50_000
+# Percentiles rank durations, each bucket its own (ranking the whole range at once is twice as
+# slow). Rows are ranked exactly (nearest rank), up to 2 * SAMPLE of them, beyond that from
+# every k-th row. Rollups add their latency histogram: each latency bucket's count, added up
+# first (a few dozen points to rank rather than thousands), at the bucket's middle, which is
+# within 5% of every duration in it, so the rank found is within 5% too. A point of no weight
+# at the longest duration they hold keeps a percentile from passing it.
 _PERCENTILES = ", ".join(
-    f"min(CASE WHEN position >= {p} * n THEN duration END)" for p in ("0.50", "0.95", "0.99")
+    f"min(CASE WHEN upto >= {p} * n THEN value END)" for p in ("0.50", "0.95", "0.99")
 )
-_LATENCY_SQL = f"""WITH RECURSIVE @RANGE@, {_SLICES}, sampling AS (
-  SELECT max(1, (SELECT count(*) FROM span CROSS JOIN requests WHERE @WHERE@) / @SAMPLE@) AS every
-), counted AS (
-  SELECT slices.*, (
+_LATENCY_FROM_ROLLUPS = f"""
+        UNION ALL
+        SELECT (SELECT mid FROM latency_buckets WHERE bucket = counts.bucket), counts.n
+        FROM (
+          SELECT rollup_latency.bucket, sum(rollup_latency.count) AS n
+          FROM pieces CROSS JOIN rollups JOIN rollup_latency ON rollup_latency.rollup = rollups.id
+          WHERE pieces.bucket = slices.bucket AND {IN_ROLLUP_PIECE}@ROLLUP_FILTERS@
+          GROUP BY rollup_latency.bucket
+        ) AS counts
+        UNION ALL
+        SELECT max(rollups.duration_max), 0
+        FROM pieces CROSS JOIN rollups
+        WHERE pieces.bucket = slices.bucket AND {IN_ROLLUP_PIECE}@ROLLUP_FILTERS@
+        HAVING max(rollups.duration_max) IS NOT NULL"""
+
+
+def _latency_sql(rolled: bool) -> str:
+    return f"""WITH RECURSIVE @RANGE@, {_SLICES}, @PIECES@, {_SAMPLE_MANY}, counted AS (
+  SELECT slices.*, (SELECT max(tier) FROM pieces WHERE pieces.bucket = slices.bucket) AS tier, (
     SELECT json_array(max(n), {_PERCENTILES})
     FROM (
-      SELECT requests.duration AS duration,
-        row_number() OVER (ORDER BY requests.duration) AS position, count(*) OVER () AS n
-      FROM requests
-      WHERE {IN_SLICE}@FILTERS@ AND requests.duration IS NOT NULL
-        AND requests.rowid % (SELECT every FROM sampling) = 0
+      SELECT value, sum(weight) OVER (ORDER BY value ROWS UNBOUNDED PRECEDING) AS upto,
+        sum(weight) OVER () AS n
+      FROM (
+        SELECT requests.duration AS value, 1 AS weight
+        FROM pieces CROSS JOIN requests
+        WHERE pieces.bucket = slices.bucket AND pieces.tier = 0 AND {IN_PIECE}
+          AND requests.duration IS NOT NULL AND {SAMPLED}@FILTERS@{
+          _LATENCY_FROM_ROLLUPS if rolled else ""}
+      )
     )
   ) AS found
   FROM slices
@@ -341,28 +585,32 @@ SELECT {_SLICE_TIMES.replace("slices.", "counted.")},
   {milliseconds("json_extract(counted.found, '$[2]')")} AS p95_ms,
   {milliseconds("json_extract(counted.found, '$[3]')")} AS p99_ms,
   json_extract(counted.found, '$[0]') AS requests,
+  {_counted("counted.tier")},
   @TABLE@ || '?_sort_desc=duration&start__gte=' || counted.lo || '&start__lt=' || counted.hi
     || @LINK@ AS rows_url
-FROM counted CROSS JOIN span
+FROM counted CROSS JOIN span CROSS JOIN sampling
 WHERE json_extract(counted.found, '$[0]') > 0
 ORDER BY counted.bucket"""
 
-_ERROR_PATHS_SQL = f"""WITH @RANGE@, counted AS (
-  SELECT requests.path AS id, {_ERROR_KIND} AS kind, COUNT_ALL AS requests
-  FROM span CROSS JOIN requests
-  WHERE @WHERE@{_IS_ERROR}
+
+def _error_paths_sql(rolled: bool) -> str:
+    return f"""WITH @RANGE@, {_WHOLE_RANGE}, @PIECES@, {_SAMPLE_LONG}, counted AS (
+  SELECT requests.path AS id, {_ERROR_KIND} AS kind, COUNT_ALL * {EVERY} AS requests
+  FROM pieces CROSS JOIN requests
+  WHERE pieces.tier = 0 AND {IN_PIECE} AND {SAMPLED}@FILTERS@{_IS_ERROR}
   GROUP BY requests.path, kind
 ), top AS (
   SELECT id, sum(requests) AS total FROM counted GROUP BY id ORDER BY total DESC LIMIT {TOP}
 )
 SELECT coalesce(paths.name, '(none)') AS path, counted.kind, counted.requests, top.total,
-  @TABLE@ || '?_sort_desc=start&start__gte=' || span.lo || '&start__lt=' || span.hi
+  {_counted("0")},
+  {_SPAN_ROWS}
     || CASE WHEN counted.id IS NULL THEN '&path__isnull=1' ELSE '&path=' || counted.id END
     {_ERROR_KIND_LINK} || @LINK@ AS rows_url
-FROM counted JOIN top ON top.id IS counted.id CROSS JOIN span
+FROM counted JOIN top ON top.id IS counted.id CROSS JOIN span CROSS JOIN sampling
 LEFT JOIN paths ON paths.id = counted.id
 UNION ALL
-SELECT {NOTHING}, '5xx', 0, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM top)
+SELECT {NOTHING}, '5xx', 0, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM top)
 ORDER BY 4 DESC, 1, 2"""
 
 
@@ -389,7 +637,8 @@ def _over_time(
         "y2": {"datum": 0},
         "href": {"field": "rows_url"},
         "tooltip": [_FROM]
-        + [{"field": name, "title": label} for name, label in tooltip],
+        + [{"field": name, "title": label} for name, label in tooltip]
+        + [_COUNTED_TOOLTIP],
     }
     spec: dict[str, Any] = {"mark": {"type": "bar", "tooltip": True}, "encoding": encoding}
     if color:
@@ -411,9 +660,11 @@ CHARTS: tuple[Chart, ...] = (
         "requests",
         "Requests per hour (per minute, day or week as the range asks)",
         frozenset({"start"}),
-        _time_series("COUNT_ALL", "requests"),
+        _time_series("COUNT_ALL", f"sum({_ROLLUP_REQUESTS})", "requests"),
         _over_time("requests", "requests", ("requests", "requests")),
         wide=True,
+        rollups=True,
+        status_in_rollups=True,
     ),
     Chart(
         "status_classes",
@@ -425,12 +676,14 @@ CHARTS: tuple[Chart, ...] = (
             color={"field": "status_class", "type": "nominal", "title": "status",
                    "scale": _STATUS_COLORS},
         ),
+        rollups=True,
+        status_in_rollups=True,
     ),
     Chart(
         "latency",
         "Latency percentiles (ms)",
         frozenset({"duration"}),
-        _LATENCY_SQL,
+        _latency_sql,
         {
             "transform": [{"fold": ["p50_ms", "p95_ms", "p99_ms"], "as": ["percentile", "ms"]}],
             "mark": {"type": "line", "tooltip": True, "point": True},
@@ -442,23 +695,25 @@ CHARTS: tuple[Chart, ...] = (
                           "scale": {"domain": ["p50_ms", "p95_ms", "p99_ms"],
                                     "range": ["#4caf50", "#ff9800", "#e53935"]}},
                 "href": {"field": "rows_url"},
-                "tooltip": [_FROM,
-                            {"field": "percentile"}, {"field": "ms"}, {"field": "requests"}],
+                "tooltip": [_FROM, {"field": "percentile"}, {"field": "ms"},
+                            {"field": "requests"}, _COUNTED_TOOLTIP],
             },
         },
+        rollups=True,
     ),
     Chart(
         "bytes_sent",
         "Bytes sent",
         frozenset({"body_size"}),
         _time_series(
-            "TOTAL(requests.body_size)", "bytes_sent",
-            extra_columns=f",\n  {readable_bytes('counted.bytes_sent')} AS sent",
+            "TOTAL(requests.body_size)", "sum(rollups.bytes_sent)", "bytes_sent",
+            extra_columns=f",\n  {readable_bytes('totals.bytes_sent')} AS sent",
         ),
         _over_time(
             "bytes_sent", "bytes", ("sent", "sent"), ("bytes_sent", "bytes"),
             axis={"format": "~s"},
         ),
+        rollups=True,
     ),
     Chart(
         "errors",
@@ -469,23 +724,26 @@ CHARTS: tuple[Chart, ...] = (
             "requests", "requests", ("kind", "answer"), ("requests", "requests"),
             color={"field": "kind", "type": "nominal", "title": None, "scale": _ERROR_COLORS},
         ),
+        rollups=True,
+        status_in_rollups=True,
     ),
     Chart(
         "error_paths",
         "Paths answered with 5xx or 404",
         frozenset({"path", "http_status"}),
-        _ERROR_PATHS_SQL,
+        _error_paths_sql,
         _ranking("path", {
             "x": {"field": "requests", "type": "quantitative", "stack": True, "title": "requests",
                   "scale": {"domain": {"unionWith": [0, 1]}}},
             "color": {"field": "kind", "type": "nominal", "title": None, "scale": _ERROR_COLORS},
             "tooltip": [{"field": "path"}, {"field": "kind", "title": "answer"},
-                        {"field": "requests"}],
+                        {"field": "requests"}, _COUNTED_TOOLTIP],
         }),
         lookup="paths",
     ),
+    # Rollups count a routed request under its route, not its path: paths are read from rows.
     _top("top_paths", "Top paths", "path", "paths", "path", skip_null=False),
-    _top("top_routes", "Top routes", "route", "routes", "route", skip_null=True),
+    _top("top_routes", "Top routes", "route", "routes", "route", skip_null=True, rollups=True),
     _top("top_referrers", "Top referrers", "referer", "referers", "referrer", skip_null=True),
     _top("top_user_agents", "Top user agents", "user_agent", "user_agents", "user_agent",
          skip_null=False),
@@ -496,12 +754,24 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _render_sql(chart: Chart, filters: list[Filter], table_url: str, sampled: bool) -> str:
-    """The chart's SQL with the range, the filters that apply, and the rows' address filled in."""
+def _render_sql(
+    chart: Chart, filters: list[Filter], table_url: str, sampled: bool, rollups: bool
+) -> str:
+    """The chart's SQL with the range, the filters that apply, the pieces it reads (rollups
+    where the log has them and the chart can read them), and the rows' address filled in."""
+    rolled = rollups and chart.rollups
     only = "".join(f" [[ AND {f.where} ]]" for f in filters)
+    in_rollups = "".join(f" [[ AND {f.rollup_where} ]]" for f in filters if f.rollup_where)
+    # Rollups answer only while the filters they cannot apply are empty.
+    rollable = "".join(
+        f" AND :{f.key} = ''" for f in filters
+        if f.rollup_where is None and not (f.key == "status" and chart.status_in_rollups)
+    )
     link = "''" + "".join(f" [[ || {f.link} ]]" for f in filters)
-    sql = chart.sql.replace("@RANGE@", RANGE_CTE).replace("@WHERE@", IN_SPAN + only)
-    sql = sql.replace("@FILTERS@", only)
+    sql = chart.sql(rolled).replace("@RANGE@", RANGE_CTE)
+    sql = sql.replace("@PIECES@", _ROLLED_PIECES if rolled else _ROW_PIECES)
+    sql = sql.replace("@ROLLABLE@", rollable)
+    sql = sql.replace("@FILTERS@", only).replace("@ROLLUP_FILTERS@", in_rollups)
     sql = sql.replace("@LINK@", link).replace("@TABLE@", _sql_string(table_url))
     sql = sql.replace("@SAMPLE@", str(SAMPLE))
     return sample_weighted(sql, sampled)
@@ -549,6 +819,7 @@ def dashboard_config(
         c for c in CHARTS if c.needs <= columns and (c.lookup is None or c.lookup in tables)
     ]
     sampled = "sample_rate" in columns
+    rollups = has_rollups(tables) and "latency_buckets" in tables
     return {
         "title": f"Traffic: {database}",
         "description": (
@@ -565,7 +836,7 @@ def dashboard_config(
             c.slug: {
                 "title": c.title,
                 "db": database,
-                "query": _render_sql(c, filters, table_url, sampled),
+                "query": _render_sql(c, filters, table_url, sampled, rollups),
                 "library": "vega-lite",
                 "display": {"$schema": VEGA_LITE_SCHEMA, **c.display},
             }

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import rollups
@@ -317,10 +317,13 @@ def synthetic_log(
     days: float = 7.0,
     seed: int = 0,
     batch: int = 50_000,
+    routes: Sequence[str] = (),
 ) -> None:
     """Append ``rows`` plausible requests spread over ``days`` up to ``end`` to a log, directly
     with ``executemany`` (no middleware), and add them to the rollups as the writer does: for
-    benchmarks and tests of the reports."""
+    benchmarks and tests of the reports. The paths named in ``routes`` are served by a route
+    template of the same name (as an app with a router logs them; the rollups count them under
+    the route)."""
     rng = random.Random(seed)
     end = time.time() if end is None else end
     conn = connect(os.fspath(db))
@@ -334,6 +337,7 @@ def synthetic_log(
             "referers": REFERRERS,
             "hosts": HOSTS,
             "query_strings": ["?page=2", "?q=sqlite", "?sort=new", "?utm_source=news"],
+            "routes": list(routes),
         }
         with transaction(conn):
             for table, names in values.items():
@@ -343,6 +347,9 @@ def synthetic_log(
                 ids = dict(conn.execute(f"SELECT name, id FROM [{table}]").fetchall())
                 lookups[table] = [ids[n] for n in names]
         paths, agents = lookups["paths"], lookups["user_agents"]
+        path_ids = dict(zip(values["paths"], paths, strict=True))
+        route_of = {path_ids[name]: route for name, route in zip(
+            routes, lookups["routes"], strict=True) if name in path_ids}
         path_weights = [1.0 / (i + 1) for i in range(len(paths))]
         agent_weights = [w for _, w, _ in USER_AGENTS]
         statuses = (
@@ -353,7 +360,7 @@ def synthetic_log(
         span = days * 86400
         columns = ("start", "method", "path", "query_string", "user_agent", "referer",
                    "http_status", "client_ip", "duration", "body_size", "host", "scheme",
-                   "http_version", "ttfb", "connection_type")
+                   "http_version", "ttfb", "connection_type", "route")
         marks = ", ".join("?" * len(columns))
         sql = f"INSERT INTO requests ({', '.join(columns)}) VALUES ({marks})"
         written = 0
@@ -383,6 +390,7 @@ def synthetic_log(
                     "1.1",
                     duration * 0.8,
                     "http",
+                    route_of.get(chosen_paths[i]),
                 ))
             with transaction(conn):
                 conn.executemany(sql, chunk)

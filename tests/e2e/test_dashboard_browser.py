@@ -38,19 +38,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory):
-    """Two days of traffic (20,000 requests), routes set for the most requested paths."""
+    """Two days of traffic (20,000 requests) and their rollups, routes for the most requested
+    paths."""
     path = tmp_path_factory.mktemp("dashboard") / "log.db"
-    synthetic_log(path, 20_000, end=time.time(), days=2, seed=7)
-    conn = sqlite3.connect(path)
-    for route in ("/", "/about", "/blog/"):
-        conn.execute("INSERT INTO routes (name) VALUES (?)", (route,))
-        conn.execute(
-            "UPDATE requests SET route = (SELECT id FROM routes WHERE name = ?) "
-            "WHERE path = (SELECT id FROM paths WHERE name = ?)",
-            (route, route),
-        )
-    conn.commit()
-    conn.close()
+    synthetic_log(path, 20_000, end=time.time(), days=2, seed=7, routes=("/", "/about", "/blog/"))
     return path
 
 
@@ -134,6 +125,50 @@ def test_every_chart_renders_offline(server, page, log):
         assert bar_values(page, chart), chart
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+
+def labels(page, chart: str) -> list[str]:
+    """The accessible labels of a chart's bars and points (legend symbols have none)."""
+    found = page.eval_on_selector_all(
+        f"#chart-{chart} .mark-rect path, #chart-{chart} .mark-symbol path",
+        "paths => paths.map(p => p.getAttribute('aria-label'))",
+    )
+    return [label for label in found if label]
+
+
+def stacked_values(page, chart: str) -> list[int]:
+    """The request counts of stacked bars: each bar's label gives where it ends and starts."""
+    def number(name: str, label: str) -> int:
+        return int(re.search(rf"{name}: ([\d,]+)", label).group(1).replace(",", ""))
+
+    return [number("requests", label) - number("stack_start", label)
+            for label in labels(page, chart)]
+
+
+def test_a_long_range_is_drawn_from_the_rollups_with_the_rows_totals(server, page, log):
+    """``7d`` holds the whole log (two days): its charts read the hourly rollups, except the
+    part-hours at its ends, and add up to what the rows hold."""
+    page.goto(f"{server.url}/-/dashboards/traffic-log?period=7d")
+    page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
+    page.wait_for_load_state("networkidle")
+    assert page.locator(".dashboard-card-chart").count() == 10
+    assert page.problems == []
+    total = count(log, "SELECT count(*) FROM requests")
+    assert sum(bar_values(page, "requests")) == total
+    assert sum(stacked_values(page, "status_classes")) == total
+    errors = count(log, "SELECT count(*) FROM requests WHERE http_status = 404 "
+                        "OR http_status BETWEEN 500 AND 599")
+    assert sum(stacked_values(page, "errors")) == errors
+    routed = count(log, "SELECT count(*) FROM requests WHERE route IS NOT NULL")
+    assert sum(bar_values(page, "top_routes")) == routed
+    for chart in ("requests", "status_classes", "latency", "bytes_sent", "errors"):
+        said = {re.search(r"counted from: ([^;]+)", label).group(1)
+                for label in labels(page, chart)}
+        assert "hourly rollups" in said and said <= {"hourly rollups", "every request"}, chart
+    assert all("counted from: daily and hourly rollups" in label
+               for label in labels(page, "top_routes"))
+    # Rankings of what rollups do not keep come from the rows: 20,000 of them, all counted.
+    assert all("counted from: every request" in label for label in labels(page, "top_paths"))
 
 
 def test_a_filter_changes_the_charts(server, page, log):
