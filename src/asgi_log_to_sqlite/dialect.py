@@ -3,11 +3,11 @@
 Report and rollup queries are written once, in SQL that SQLite and PostgreSQL share (``CASE``,
 ``COALESCE``, window functions, ``INSERT ... ON CONFLICT``), and call a :class:`Dialect` for the
 few things the two spell differently: truth values, turning unix seconds into a time bucket,
-integers (SQLite's ``INTEGER`` is 64 bits, PostgreSQL's 32; a cast rounds there and truncates
-here), a total that is 0 rather than NULL, the larger or smaller of two values, matching a glob,
-ordering text by its bytes, reading values of any stored type as numbers, naming the tables of one
-of several log files; and how a database groups rows and whether a report may keep results in
-temporary tables.
+integers (SQLite's ``INTEGER`` has 64 bits and PostgreSQL's 32; casting a float rounds in
+PostgreSQL and truncates in SQLite), a total that is 0 rather than NULL, the larger or smaller of
+two values, matching a glob, ordering text by its bytes, reading values of any stored type as
+numbers, naming the tables of one of several log files; and how a database groups rows and
+whether a report may keep results in temporary tables.
 
 :class:`SQLiteDialect` serves files; :class:`PostgreSQLDialect` a PostgreSQL log (``floor()``,
 ``trunc()``, ``GREATEST``/``LEAST``, ``SIMILAR TO`` with a translated glob, ``COLLATE "C"``): the
@@ -40,7 +40,7 @@ class Dialect:
     groups_by_upsert = False
     #: A report may keep results in temporary tables and views (SQLite: on its own in-memory
     #: database). PostgreSQL reports only read, in a read-only transaction: a role without the
-    #: TEMPORARY right and a hot standby serve them too.
+    #: TEMPORARY right gets them too (and so would a standby).
     temporary_tables = False
     #: ``ln()`` is there: True, False, or None when it depends on the build (ask the database).
     math_functions: bool | None = True
