@@ -100,7 +100,8 @@ def _added(
 
 def raw_rows_gone(logs: LogSet) -> dict[str, Any] | None:
     """None when the rows of the window are all there; else when the oldest row left starts
-    (None: no row left at all)."""
+    (None: no row left at all). Always None for a PostgreSQL log, which keeps no rollups: its
+    report reads the rows that are there."""
     low, high = _hours(logs)
     gone = False
     oldest: float | None = None
