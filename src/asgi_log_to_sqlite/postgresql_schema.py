@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from .schema import VIEW_BODY
+
 __all__ = [
     "LOOKUP_TABLES",
     "MIGRATIONS",
@@ -312,47 +314,11 @@ def m001_log_tables(cur: Any) -> None:
 
 
 # The readable view, rebuilt with every migration (it lists every column).
-VIEW_SQL = """CREATE OR REPLACE VIEW requests_view AS SELECT
-    requests.id,
-    to_char(to_timestamp(requests.start) AT TIME ZONE 'UTC',
-            'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
-    requests.start,
-    requests.method,
-    hosts.name AS host,
-    paths.name AS path,
-    query_strings.name AS query_string,
-    requests.http_status,
-    content_types.name AS content_type,
-    requests.duration,
-    requests.ttfb,
-    requests.body_size,
-    requests.request_body_size,
-    requests.client_ip,
-    user_agents.name AS user_agent,
-    referers.name AS referer,
-    accept_languages.name AS accept_language,
-    requests.scheme,
-    requests.http_version,
-    requests.connection_type,
-    requests.exception,
-    requests.disconnected,
-    routes.name AS route,
-    actors.name AS actor,
-    requests.peer_ip,
-    requests.sample_rate,
-    requests.visitor,
-    instances.name AS instance
-FROM requests
-LEFT JOIN hosts ON hosts.id = requests.host
-LEFT JOIN paths ON paths.id = requests.path
-LEFT JOIN query_strings ON query_strings.id = requests.query_string
-LEFT JOIN content_types ON content_types.id = requests.content_type
-LEFT JOIN user_agents ON user_agents.id = requests.user_agent
-LEFT JOIN referers ON referers.id = requests.referer
-LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language
-LEFT JOIN routes ON routes.id = requests.route
-LEFT JOIN actors ON actors.id = requests.actor
-LEFT JOIN instances ON instances.id = requests.instance"""
+VIEW_SQL = (
+    "CREATE OR REPLACE VIEW requests_view AS SELECT\n    requests.id,\n"
+    "    to_char(to_timestamp(requests.start) AT TIME ZONE 'UTC',\n"
+    "            'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS time,\n" + VIEW_BODY
+)
 
 CAPTURED_HEADERS_VIEW_SQL = """CREATE OR REPLACE VIEW captured_headers_view AS SELECT
     captured_headers.request,

@@ -121,14 +121,9 @@ class ReverseProxy:
     async def _http(self, scope: Any, receive: Any, send: Any) -> None:
         import httpx
 
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
+        if body is None:
+            return
         target = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
@@ -142,7 +137,7 @@ class ReverseProxy:
         try:
             request = client.build_request(
                 scope["method"], self.upstream + target.decode("latin-1"), headers=headers,
-                content=b"".join(chunks),
+                content=body,
             )
             response = await client.send(request, stream=True)
         except httpx.TimeoutException as error:
@@ -197,3 +192,15 @@ class AnswerUpstreamErrors:
                             "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Any) -> bytes | None:
+    """A request's whole body; None if the client went away first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)

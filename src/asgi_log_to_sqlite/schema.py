@@ -283,10 +283,9 @@ def instance_column(conn: sqlite3.Connection) -> None:
 
 
 # The readable view is rebuilt after every migration so that it always lists every column.
-VIEW_SQL = """CREATE VIEW requests_view AS SELECT
-    requests.rowid AS id,
-    strftime('%Y-%m-%dT%H:%M:%fZ', requests.start, 'unixepoch') AS time,
-    requests.start,
+#: The readable view's columns after its id and ISO time, and its joins: the same in every
+#: database the log can live in (see postgresql_schema.py).
+VIEW_BODY = """    requests.start,
     requests.method,
     hosts.name AS host,
     paths.name AS path,
@@ -323,6 +322,11 @@ LEFT JOIN accept_languages ON accept_languages.id = requests.accept_language
 LEFT JOIN routes ON routes.id = requests.route
 LEFT JOIN actors ON actors.id = requests.actor
 LEFT JOIN instances ON instances.id = requests.instance"""
+
+VIEW_SQL = (
+    "CREATE VIEW requests_view AS SELECT\n    requests.rowid AS id,\n"
+    "    strftime('%Y-%m-%dT%H:%M:%fZ', requests.start, 'unixepoch') AS time,\n" + VIEW_BODY
+)
 
 CAPTURED_HEADERS_VIEW_SQL = """CREATE VIEW captured_headers_view AS SELECT
     captured_headers.request,

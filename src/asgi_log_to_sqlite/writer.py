@@ -54,6 +54,33 @@ class _Flush:
         self.done = done
 
 
+class LoopWaiter:
+    """A callback any thread may call once something is done, and a wait for it on the event
+    loop that made it: how ``aflush`` waits for a writer in another thread or process."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[None] = self.loop.create_future()
+
+    def __call__(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    async def wait(self, timeout: float | None, name: str) -> None:
+        try:
+            await asyncio.wait_for(self.future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"asgi-log-to-sqlite: flush of {name!r} took over {timeout}s"
+            ) from None
+
+
 class _AmendMarker:
     __slots__ = ("amend",)
 
@@ -402,26 +429,9 @@ class ThreadWriter(Writer):
             raise TimeoutError(f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s")
 
     async def aflush(self, timeout: float | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def done() -> None:
-            try:
-                loop.call_soon_threadsafe(resolve)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
+        done = LoopWaiter()
         self.request_flush(done)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s"
-            ) from None
+        await done.wait(timeout, self.name)
 
     def stop(self, timeout: float | None = None) -> bool:
         if not self._stopped:

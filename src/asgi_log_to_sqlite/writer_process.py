@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .writer import Queue, Writer, _AmendMarker, _Flush
+from .writer import LoopWaiter, Queue, Writer, _AmendMarker, _Flush
 
 __all__ = ["ProcessWriter", "WriterProcessError", "main"]
 
@@ -363,19 +363,7 @@ class ProcessWriter(Queue):
     async def aflush(self, timeout: float | None = None) -> None:
         if self._stopped:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        def done() -> None:
-            try:
-                loop.call_soon_threadsafe(resolve)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
+        done = LoopWaiter()
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done))
         # Shipped in slices, letting the loop serve in between.
@@ -383,13 +371,8 @@ class ProcessWriter(Queue):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.001 if self._buffer else 0)
-        try:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await asyncio.wait_for(future, remaining)
-        except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s"
-            ) from None
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        await done.wait(remaining, self.name)
 
     def stop(self, timeout: float | None = None) -> bool:
         if self._stopped:

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_to_bytes
 
 from ..placeholders import PATTERN
-from ..proxy import HOP_BY_HOP, AnswerUpstreamErrors, ReverseProxy, check_url
+from ..proxy import HOP_BY_HOP, AnswerUpstreamErrors, ReverseProxy, check_url, read_body
 from .matching import Index, Match, Miss, shown
 from .recordings import MockError, Recording, load
 
@@ -167,15 +167,9 @@ class MockApp:
             await send({"type": "websocket.close", "code": 1003})  # never recorded
 
     async def _http(self, scope: Any, receive: Any, send: Any) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return
         if self._pending:
             await self._wait_for_refreshes()
         method = scope["method"].upper()

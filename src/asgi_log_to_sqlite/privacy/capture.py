@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 
 from ..placeholders import placeholder
 from ..validators import is_secret_header
+from . import redaction
 
 __all__ = [
     "redact_body",
@@ -37,7 +38,6 @@ URL_HEADERS = frozenset({"referer", "location", "content-location", "origin"})
 
 _SEPARATORS = re.compile(r"([&;])")
 _BRACKETS = re.compile(r"[\[\]]+")
-_AUTHORITY_END = re.compile(r"[/?#]")
 #: Nested JSON deeper than this is not walked (and so not kept).
 MAX_JSON_DEPTH = 64
 
@@ -70,22 +70,8 @@ def redact_query(query: str, sensitive: Sensitive) -> str:
 
 
 def redact_url(url: str, sensitive: Sensitive) -> str:
-    """A URL without user:password@, its query (and a fragment's) redacted like a query."""
-    head, hash_, fragment = url.partition("#")
-    scheme, sep, rest = head.partition("://")
-    if sep:
-        end = _AUTHORITY_END.search(rest)
-        cut = end.start() if end else len(rest)
-        authority = rest[:cut]
-        if "@" in authority:
-            head = scheme + sep + authority.rsplit("@", 1)[1] + rest[cut:]
-    base, question, query = head.partition("?")
-    if question:
-        head = base + "?" + redact_query(query, sensitive)
-    if hash_:
-        # Fragments carry tokens too (OAuth implicit flow).
-        head += "#" + (redact_query(fragment, sensitive) if "=" in fragment else fragment)
-    return head
+    """A URL as the referer column keeps it, sensitive values as named placeholders."""
+    return redaction.redact_url(url, lambda query: redact_query(query, sensitive))
 
 
 _SECRET_NAMES: dict[str, bool] = {}

@@ -14,7 +14,7 @@ from urllib.parse import unquote_plus
 
 from ..patterns import Pattern, compile_pattern
 
-__all__ = ["DEFAULT_REDACT_QUERY", "REDACTED", "Redactor", "redact_query"]
+__all__ = ["DEFAULT_REDACT_QUERY", "REDACTED", "Redactor", "redact_query", "redact_url"]
 
 #: What a redacted query value becomes.
 REDACTED = "REDACTED"
@@ -136,28 +136,31 @@ class Redactor:
         """A URL (referer, Location) without user:password@ and with its query redacted."""
         if not url or not isinstance(url, str):
             return url
-        head, hash_, fragment = url.partition("#")
-        scheme, sep, rest = head.partition("://")
-        if sep:
-            end = _AUTHORITY_END.search(rest)
-            cut = end.start() if end else len(rest)
-            authority = rest[:cut]
-            if "@" in authority:
-                head = scheme + sep + authority.rsplit("@", 1)[1] + rest[cut:]
-        base, question, query = head.partition("?")
-        if question:
-            head = base + "?" + redact_query(query, self.sensitive)
-        if hash_:
-            head += "#" + self._fragment(fragment)
-        return head
+        return redact_url(url, lambda query: redact_query(query, self.sensitive))
 
-    def _fragment(self, fragment: str) -> str:
-        """A page anchor (``#install``) as it is; key=value pairs (the OAuth implicit flow's
-        ``#access_token=...``) and a hash route's query (``#/cb?token=...``) redacted like a
-        query string."""
+
+def redact_url(url: str, redact: Callable[[str], str]) -> str:
+    """``url`` without user:password@, its query passed through ``redact`` (which replaces
+    sensitive values: by ``REDACTED`` in the columns, by named placeholders in captures), and
+    so is its fragment's where it holds one: a page anchor (``#install``) stays as it is;
+    key=value pairs (the OAuth implicit flow's ``#access_token=...``) and a hash route's query
+    (``#/cb?token=...``) are redacted."""
+    head, hash_, fragment = url.partition("#")
+    scheme, sep, rest = head.partition("://")
+    if sep:
+        end = _AUTHORITY_END.search(rest)
+        cut = end.start() if end else len(rest)
+        authority = rest[:cut]
+        if "@" in authority:
+            head = scheme + sep + authority.rsplit("@", 1)[1] + rest[cut:]
+    base, question, query = head.partition("?")
+    if question:
+        head = base + "?" + redact(query)
+    if hash_:
         route, question, query = fragment.partition("?")
         if question:
-            return route + "?" + redact_query(query, self.sensitive)
-        if "=" in fragment:
-            return redact_query(fragment, self.sensitive)
-        return fragment
+            fragment = route + "?" + redact(query)
+        elif "=" in fragment:
+            fragment = redact(fragment)
+        head += "#" + fragment
+    return head
