@@ -54,9 +54,11 @@ def make(kind: str, db: str | None):
     from asgi_log_to_sqlite import AsgiLogToSqlite
 
     if kind == "discard":
-        from asgi_log_to_sqlite.writer import Writer
+        from asgi_log_to_sqlite.writer import Queue
+        from asgi_log_to_sqlite.writer_process import ProcessWriter
 
-        Writer.put = lambda self, exchange: None  # this process only: a benchmark variant
+        # This process only, a benchmark variant: every strategy's queue drops its records.
+        Queue.put = ProcessWriter.put = lambda self, exchange: None
     import json
 
     # Middleware options for a variant, e.g. BENCH_OPTIONS='{"writer": "inline"}'.
