@@ -849,6 +849,39 @@ def test_a_startup_that_raises_after_receiving_reaches_the_server_unchanged(make
     assert sent == []
 
 
+@pytest.mark.parametrize("behaviour", ["raises", "returns"])
+def test_a_shutdown_that_fails_still_commits_every_row(make_log, log_path, behaviour):
+    """The server sent ``lifespan.shutdown`` and the app then raised (or returned without
+    answering): the rows are committed all the same, and the exception reaches the server."""
+
+    class CleanupFailed(Exception):
+        pass
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            if behaviour == "raises":
+                raise CleanupFailed("pool would not close")
+            return
+        await responder()(scope, receive, send)
+
+    log = make_log(app, flush_interval=60)  # only the shutdown flush can commit these rows
+
+    async def traffic():
+        for _ in range(9):
+            await get(log)
+
+    if behaviour == "raises":
+        with pytest.raises(CleanupFailed):
+            lifespan_server(log, log_path, traffic)
+    else:
+        state = lifespan_server(log, log_path, traffic)
+        assert [m["type"] for m in state["sent"]] == ["lifespan.startup.complete"]
+    assert len(rows(log_path)) == 9
+
+
 # ---- the inline writer: no thread at all -----------------------------------------------------
 def test_inline_writer_starts_no_thread_and_flushes_at_lifespan_shutdown(make_log, log_path):
     import threading

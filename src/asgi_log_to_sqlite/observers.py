@@ -302,7 +302,9 @@ class LifespanObserver:
     message) would leave the server without a shutdown event, and uvicorn's SIGTERM path skips
     ``atexit``: the middleware then answers the lifespan protocol itself, to keep its flush at
     shutdown. An app that received ``lifespan.startup`` and then raised failed its startup: that
-    exception reaches the server unchanged, as it would without the middleware.
+    exception reaches the server unchanged, as it would without the middleware. An app that
+    received ``lifespan.shutdown`` and then raised, or returned without answering, is flushed all
+    the same: the server is stopping.
     """
 
     def __init__(self, recorder: Recorder, scope: Scope) -> None:
@@ -311,6 +313,8 @@ class LifespanObserver:
         self.app_sent = False
         self.app_received = False
         self.startup_received = False
+        self.shutdown_received = False
+        self.flushed = False
 
     async def run(self, receive: Receive, send: Send) -> None:
         async def observed_receive() -> Message:
@@ -319,22 +323,33 @@ class LifespanObserver:
             if message.get("type") == "lifespan.startup":
                 self.startup_received = True
                 self.recorder.startup()
+            elif message.get("type") == "lifespan.shutdown":
+                self.shutdown_received = True
             return message
 
         async def observed_send(message: Message) -> None:
             self.app_sent = True
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.recorder.shutdown_flush()
+                await self._flush()
             await send(message)
 
         try:
             await self.recorder.app(self.scope, observed_receive, observed_send)
         except Exception as error:
             if self.app_sent or self.app_received:
+                if self.shutdown_received:
+                    await self._flush()
                 raise
             logger.debug("asgi-log-to-sqlite: the app does not support lifespan (%r)", error)
-        if not self.app_sent:
+        if self.shutdown_received:
+            await self._flush()
+        if not self.app_sent and not self.shutdown_received:
             await self._answer(receive, send)
+
+    async def _flush(self) -> None:
+        if not self.flushed:
+            self.flushed = True
+            await self.recorder.shutdown_flush()
 
     async def _answer(self, receive: Receive, send: Send) -> None:
         if not self.startup_received:
