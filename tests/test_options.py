@@ -192,6 +192,29 @@ def test_trusted_networks_are_kept_whole_never_expanded(log_path):
     log.close()
 
 
+LIST_OPTIONS = ["allow_secret_headers", "capture_request_headers", "capture_response_headers",
+                "exclude", "exclude_user_agents", "keep_query", "methods", "redact_query",
+                "trusted_proxies"]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", LIST_OPTIONS)
+@pytest.mark.parametrize("value", ["network", "endless", "huge range"])
+def test_lists_too_long_to_read_are_refused_at_once(log_path, name, value):
+    """A network object where a list of names is expected, an endless iterator or a range of
+    10**18 items is refused with the option's name, never read to the end."""
+    import ipaddress
+    import itertools
+
+    given = {"network": ipaddress.ip_network("::/0"), "endless": itertools.repeat("x"),
+             "huge range": range(10**18)}[value]
+    if name == "trusted_proxies" and value == "network":
+        AsgiLogToSqlite(app, log_path, **{name: given}).close()  # one network, kept whole
+        return
+    with pytest.raises((TypeError, ValueError), match=repr(name)):
+        AsgiLogToSqlite(app, log_path, **{name: given})
+
+
 def test_writer_strategies_are_named(log_path):
     for kind in ("auto", "thread", "inline", "process", "INLINE"):
         log = AsgiLogToSqlite(app, log_path, writer=kind)

@@ -12,6 +12,7 @@ import datetime
 import fnmatch
 import inspect
 import ipaddress
+import itertools
 import math
 import os
 import re
@@ -28,6 +29,7 @@ MAX_RETAIN = 36_500 * 86400.0  # a hundred years
 MAX_COUNT = 10**9  # max_queue, batch_size, keep, max_value_length...
 MAX_ROWS = 2**62  # max_rows: below SQLite's largest rowid
 MAX_BYTES = 2**50  # max_bytes: a pebibyte
+MAX_ITEMS = 10_000  # items in a list option (headers, patterns, methods, proxies)
 
 #: Header names that can never be captured without ``allow_secret_headers``; globs, lower-case.
 SECRET_HEADERS: tuple[str, ...] = (
@@ -244,12 +246,17 @@ def _as_list(name: str, value: Any, what: str, single: tuple[type, ...] = ()) ->
     ``ipaddress`` network iterates over its addresses)."""
     if single and isinstance(value, single):
         return [value]
-    if isinstance(value, (str, bytes, re.Pattern)) or not isinstance(value, Iterable):
+    if (isinstance(value, (str, bytes, re.Pattern, *_NETWORKS))
+            or not isinstance(value, Iterable)):
         raise TypeError(f"option {name!r} must be a list of {what}, got {value!r}")
     try:
-        return list(value)
+        # Read one item past the bound, never to the end: an iterator may be endless.
+        items = list(itertools.islice(value, MAX_ITEMS + 1))
     except Exception as error:  # noqa: BLE001 - any failing iterable is a bad value
         raise TypeError(f"option {name!r} must be a list of {what}: {error}") from None
+    if len(items) > MAX_ITEMS:
+        raise ValueError(f"option {name!r} must hold at most {MAX_ITEMS:,} {what}")
+    return items
 
 
 def query_keys(name: str, value: Any) -> tuple[Pattern, ...]:
