@@ -95,6 +95,69 @@ def test_a_missing_log(tmp_path):
     assert result.exit_code == 1 and "no such file" in result.stderr
 
 
+@pytest.mark.timeout(20, method="thread")
+@pytest.mark.parametrize("special", ["named pipe", "/dev/null"])
+def test_a_file_that_is_no_regular_file_is_refused_at_once(tmp_path, special):
+    """SQLite would wait forever on a named pipe: the command says what the path is instead."""
+    import os
+
+    if special == "named pipe":
+        path = str(tmp_path / "log.db")
+        os.mkfifo(path)
+        kind = "a named pipe"
+    else:
+        path, kind = special, "a character device"
+    result = run(path, "--app", "apps.replay_app:app_v1")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {path}: is {kind}, not a log database\n"
+
+
+@pytest.mark.parametrize("column", ["start", "method", "http_status", "duration",
+                                    "request_body_size"])
+@pytest.mark.parametrize("value", ["±\x8d", b"\xff\x00", 9e999, 2**63 - 1, -1])
+def test_odd_values_in_a_column_are_replayed_or_one_line(log, column, value):
+    import sqlite3
+
+    conn = sqlite3.connect(log, isolation_level=None)
+    conn.execute(f"UPDATE requests SET {column} = ?", (value,))
+    conn.close()
+    result = CliRunner().invoke(cli, ["replay", log, "--app", "apps.replay_app:app_v1",
+                                      "-f", "json"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (0, 1), result.output
+    if result.exit_code:
+        assert result.stderr.startswith("Error: ")
+        assert len(result.stderr.strip().splitlines()) == 1
+    else:
+        json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("target", ["paths SET name", "requests SET method",
+                                    "requests SET client_ip", "hosts SET name"])
+def test_text_that_is_not_utf8_is_replayed(log, target):
+    import sqlite3
+
+    conn = sqlite3.connect(log, isolation_level=None)
+    conn.execute(f"UPDATE {target} = CAST(? AS TEXT) WHERE rowid = 1", (b"/a\xff",))
+    conn.close()
+    result = CliRunner().invoke(cli, ["replay", log, "--app", "apps.replay_app:app_v1",
+                                      "-f", "json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout)["summary"]
+
+
+def test_a_file_name_that_is_not_utf8(log, tmp_path):
+    import shutil
+
+    odd = str(tmp_path / "l\udcffg.db")
+    shutil.copy(log, odd)
+    for fmt in ("json", "text", "html"):
+        result = CliRunner().invoke(cli, ["replay", odd, "--app", "apps.replay_app:app_v1",
+                                          "-f", fmt])
+        assert result.exit_code == 0, (fmt, result.output, result.exception)
+        assert "l\\xffg.db" in result.stdout.replace("\\\\", "\\")
+
+
 def test_a_target_nobody_listens_on(log):
     from support import free_port
 

@@ -12,6 +12,7 @@ import contextlib
 import signal
 from typing import Any
 
+from ..report.files import display
 from .client import Sender, load_app
 from .diff import Diff, FailOn
 from .pacing import AsFastAsAllowed, Pace
@@ -88,10 +89,10 @@ def run_replay(
     mode: dict[str, Any] = {**pace.describe(), "concurrency": concurrency}
     if check_noise:
         mode["check_noise"] = True
-    meta = {"log": log, "target": target or f"app {app_spec or app!r}", "mode": mode,
+    meta = {"log": display(log), "target": target or f"app {app_spec or app!r}", "mode": mode,
             "selection": _selection(selection)}
     if log_to:
-        meta["logged_to"] = log_to
+        meta["logged_to"] = display(log_to)
     return diff.report(meta, fail_on)
 
 

@@ -6,12 +6,15 @@ read as NULL, and the rows replay from the access-log columns they have.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..filekind import special_file_kind
+from ..report.files import display
 from ..schema import open_readonly
 
 __all__ = ["Recorded", "ReplayError", "Selection", "count_rows", "open_log", "read_rows"]
@@ -76,10 +79,13 @@ def open_log(path: str) -> tuple[sqlite3.Connection, set[str], set[str]]:
     """A read-only connection, the columns of ``requests`` and the tables of the file."""
     if not os.path.exists(path):
         raise ReplayError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise ReplayError(f"{path}: is a folder, not a log database")
+    kind = special_file_kind(path)  # SQLite would wait forever on a named pipe
+    if kind is not None:
+        raise ReplayError(f"{path}: is {kind}, not a log database")
     try:
         conn = open_readonly(path)
+        # Text that is not UTF-8 (a damaged log) is replayed with \xNN escapes, not refused.
+        conn.text_factory = lambda data: data.decode("utf-8", "backslashreplace")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -178,6 +184,8 @@ def count_rows(path: str, selection: Selection) -> int:
     try:
         sql, params = _query(columns, tables, selection)
         return conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise ReplayError(f"{display(path)}: cannot be read ({error})") from None
     finally:
         conn.close()
 
@@ -193,8 +201,35 @@ def read_rows(path: str, selection: Selection) -> Iterator[list[Recorded]]:
             if not chunk:
                 return
             yield [_recorded(row) for row in chunk]
+    except sqlite3.DatabaseError as error:  # a damaged page found on the way
+        raise ReplayError(f"{display(path)}: cannot be read ({error})") from None
     finally:
         conn.close()
+
+
+def _real(value: Any) -> float | None:
+    """A finite number from a column a damaged log may fill with text, blobs or infinities."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _blob(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
 
 
 def _recorded(row: Sequence[Any]) -> Recorded:
@@ -202,24 +237,24 @@ def _recorded(row: Sequence[Any]) -> Recorded:
      duration, body_size, captured, raw_path, raw_query, headers, body, kept, response_hash) = row
     return Recorded(
         rowid=rowid,
-        start=float(start or 0.0),
-        method=(method or "GET").upper(),
-        path=path,
-        query_string=query,
-        host=host,
-        scheme=scheme,
-        user_agent=agent,
-        referer=referer,
-        accept_language=language,
-        status=status,
-        duration=duration,
-        route=route,
-        request_body_size=body_size,
+        start=_real(start) or 0.0,
+        method=method.upper() if isinstance(method, str) and method else "GET",
+        path=_text(path),
+        query_string=_text(query),
+        host=_text(host),
+        scheme=_text(scheme),
+        user_agent=_text(agent),
+        referer=_text(referer),
+        accept_language=_text(language),
+        status=_integer(status),
+        duration=_real(duration),
+        route=_text(route),
+        request_body_size=_integer(body_size),
         captured=bool(captured),
-        raw_path=bytes(raw_path) if raw_path is not None else None,
-        raw_query=bytes(raw_query) if raw_query is not None else None,
-        request_headers=headers,
-        request_body=bytes(body) if body is not None else None,
+        raw_path=_blob(raw_path),
+        raw_query=_blob(raw_query),
+        request_headers=_text(headers),
+        request_body=_blob(body),
         request_body_kept=bool(kept),
-        response_body_sha256=response_hash,
+        response_body_sha256=_text(response_hash),
     )
