@@ -178,6 +178,21 @@ def test_lines_that_are_not_of_the_format_are_reported_by_index():
     assert parsed.failed == [1, 3, 4]
 
 
+def test_common_and_combined_lines_in_one_chunk():
+    """Read line by line: a common-format line has no referer or agent to unescape."""
+    chunk = "\n".join([
+        '127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /a HTTP/1.0" 200 2326',
+        APACHE,
+        "not a log line",
+    ])
+    parsed = CommonLogFormat().parse(chunk)
+    assert parsed.failed == [2]
+    common, combined = rows(parsed)
+    assert common["referer"] is None and common["user_agent"] is None
+    assert common["path"] == "/a" and common["body_size"] == 2326
+    assert combined["user_agent"] == "Mozilla/4.08 [en] (Win98; I ;Nav)"
+
+
 def test_the_fast_and_the_line_by_line_reading_agree():
     """A chunk is cut at its quotes when it can be; matching each line must give the same."""
     entries = generate(3000, seed=11)

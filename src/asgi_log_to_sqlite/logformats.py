@@ -464,8 +464,11 @@ class CommonLogFormat(LogFormat):
                 client, user, stamp, request, status, size, referer, agent = hit.groups()
                 start = times[stamp]
                 if start is not None:
+                    # A common-format line has neither quoted field: "-", as the log says.
                     found.append((client, user, start, request, self._numbers[status],
-                                  0 if size == "-" else int(size), referer, agent))
+                                  0 if size == "-" else int(size),
+                                  "-" if referer is None else referer,
+                                  "-" if agent is None else agent))
                     continue
             if line.strip():
                 failed.append(number)
