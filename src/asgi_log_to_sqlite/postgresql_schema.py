@@ -196,8 +196,9 @@ def parse_url(url: str, schema: str | None = None, option: str = "file") -> Targ
         try:
             conninfo_to_dict(libpq_url)
         except Exception as error:  # noqa: BLE001 - libpq's parser: unknown parameters...
+            reason = " ".join(str(error).split())  # libpq's message ends with a newline
             raise ValueError(
-                f"option {option!r}: {_hidden(url)!r} is not a usable PostgreSQL URL ({error})"
+                f"option {option!r}: {_hidden(url)!r} is not a usable PostgreSQL URL ({reason})"
             ) from None
     return Target(libpq_url, from_url or schema or DEFAULT_SCHEMA, _hidden(libpq_url))
 
