@@ -169,7 +169,10 @@ def parse_url(url: str, schema: str | None = None, option: str = "file") -> Targ
             f"option {option!r}: {_hidden(url)!r} is not a usable URL ({error})"
         ) from None
     if parts.scheme.lower() not in SCHEMES:
-        raise ValueError(f"option {option!r}: {parts.scheme}:// is not a PostgreSQL URL")
+        given = f"{parts.scheme}://" if parts.scheme else repr(_hidden(url))
+        raise ValueError(
+            f"option {option!r}: {given} is not a PostgreSQL URL (postgresql://user@host/database)"
+        )
     if "\x00" in url or any(c in url for c in "\r\n"):
         raise ValueError(f"option {option!r}: the URL holds control characters")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
