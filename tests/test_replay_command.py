@@ -54,6 +54,22 @@ def test_selection_and_bounds(log):
     assert json.loads(result.stdout)["summary"]["replayed"] == 7
 
 
+
+@pytest.mark.parametrize(
+    ("args", "concurrency"),
+    [
+        ([], 1),  # unpaced: one at a time, so that each latency is the target's, not a queue's
+        (["--speed", "100"], 16),
+        (["--rate", "1000/s"], 16),
+        (["-c", "4"], 4),
+        (["--rate", "1000/s", "-c", "2"], 2),
+    ],
+)
+def test_concurrency_defaults_to_one_request_at_a_time_without_a_pace(log, args, concurrency):
+    result = run(log, "--app", "apps.replay_app:app_v1", "-f", "json", *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"]["concurrency"] == concurrency
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
