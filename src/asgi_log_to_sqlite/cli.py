@@ -540,7 +540,7 @@ def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[s
               help="Send each request twice; routes whose answers disagree are reported apart.")
 @click.option("--fail-on", "fail_on", multiple=True,
               help="Exit 1 when routes changed: status, body, latency=1.5 (median ratio).")
-@click.option("--latency-floor", default=0.005, show_default=True, type=click.FloatRange(min=0),
+@click.option("--latency-floor", default=0.01, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a median must grow by, beyond the ratio, to count as slower.")
 @click.option("--log-to", type=click.Path(dir_okay=False),
               help="Also log the replayed requests into this log database.")

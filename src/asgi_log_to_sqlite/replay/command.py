@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from .client import Sender, load_app
-from .diff import Diff, FailOn
+from .diff import DEFAULT_LATENCY_FLOOR, Diff, FailOn
 from .pacing import AsFastAsAllowed, Pace
 from .plan import Planner
 from .progress import Progress
@@ -42,7 +42,7 @@ def run_replay(
     timeout: float = 30.0,
     check_noise: bool = False,
     fail_on: FailOn | None = None,
-    latency_floor: float = 0.005,
+    latency_floor: float = DEFAULT_LATENCY_FLOOR,
     log_to: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
