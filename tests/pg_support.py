@@ -10,8 +10,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import urllib.parse
 import uuid
+from typing import Any
 
 ENV = "ASGI_LOG_TO_SQLITE_TEST_POSTGRESQL"
 
@@ -130,3 +132,23 @@ def open_cluster() -> Cluster | None:
     if folder is None:
         return None
     return Cluster.start_new(folder)
+
+
+def write_records(target: str, records: list[Any], instance: str = "web-1", **options: Any) -> None:
+    """Store ``records`` (exchanges) in a log file or PostgreSQL URL through a real writer and
+    sink, as the middleware of host ``instance`` would."""
+    from asgi_log_to_sqlite.options import Options
+    from asgi_log_to_sqlite.prepare import Prepare
+    from asgi_log_to_sqlite.sinks import open_sink
+    from asgi_log_to_sqlite.writer import ThreadWriter
+
+    settings = Options.from_kwargs({"instance": instance, "flush_interval": 60, **options})
+    sink = open_sink(target, settings)
+    sink.prepare()
+    writer = ThreadWriter(sink, Prepare(settings), settings)
+    for record in records:
+        writer.put(record)
+    done = threading.Event()
+    writer.request_flush(done.set)
+    assert done.wait(60)
+    writer.stop(10)

@@ -10,17 +10,14 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from pg_support import write_records
 
 from asgi_log_to_sqlite import central
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.dialect import glob_as_similar
 from asgi_log_to_sqlite.exchange import Exchange, next_key
-from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.report import Filters, build_report
 from asgi_log_to_sqlite.report.tail import tail as file_tail
-from asgi_log_to_sqlite.sinks import open_sink
-from asgi_log_to_sqlite.writer import ThreadWriter
 
 pytest.importorskip("psycopg")
 
@@ -48,26 +45,13 @@ def traffic(n: int, seed: int = 3, now: float | None = None) -> list[Exchange]:
     return found
 
 
-def write(target: str, records: list[Exchange], instance: str = "web-1") -> None:
-    options = Options.from_kwargs({"instance": instance, "flush_interval": 60})
-    sink = open_sink(target, options)
-    sink.prepare()
-    writer = ThreadWriter(sink, Prepare(options), options)
-    for record in records:
-        writer.put(record)
-    done = threading.Event()
-    writer.request_flush(done.set)
-    assert done.wait(60)
-    writer.stop(10)
-
-
 @pytest.fixture
 def both(pg_url, tmp_path):
     """The same requests in a PostgreSQL log and in a SQLite file."""
     records = traffic(400)
     path = str(tmp_path / "log.db")
-    write(path, records)
-    write(pg_url, records)
+    write_records(path, records)
+    write_records(pg_url, records)
     return pg_url, path
 
 
@@ -86,7 +70,7 @@ def test_tail_prints_the_files_lines(both):
 
 
 def test_tail_follows_new_rows_once(pg_url):
-    write(pg_url, traffic(5))
+    write_records(pg_url, traffic(5))
     printed: list[str] = []
     polls = []
 
@@ -99,15 +83,15 @@ def test_tail_follows_new_rows_once(pg_url):
         "should_stop": stop})
     follower.start()
     time.sleep(0.3)
-    write(pg_url, traffic(7, seed=9))
+    write_records(pg_url, traffic(7, seed=9))
     follower.join(30)
     assert not follower.is_alive()
     assert len(printed) == 2 + 7
 
 
 def test_instances_grouped_and_filtered(pg_url):
-    write(pg_url, traffic(30))
-    write(pg_url, traffic(12, seed=5), instance="web-2")
+    write_records(pg_url, traffic(30))
+    write_records(pg_url, traffic(12, seed=5), instance="web-2")
     assert build_report([pg_url])["instances"] == [
         {"instance": "web-1", "requests": 30}, {"instance": "web-2", "requests": 12}]
     assert build_report([pg_url], filters=Filters(instances=("web-2",)))["summary"][
@@ -122,7 +106,7 @@ def test_instances_grouped_and_filtered(pg_url):
 
 def test_prune(pg_url):
     now = time.time()
-    write(pg_url, traffic(10, now=now - 10 * DAY) + traffic(10, now=now))
+    write_records(pg_url, traffic(10, now=now - 10 * DAY) + traffic(10, now=now))
     result = central.prune(pg_url, 5 * DAY)
     assert (result.deleted, result.remaining) == (10, 10)
     assert "postgres" in result.name

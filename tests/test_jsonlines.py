@@ -109,6 +109,9 @@ def test_numbers_are_read_as_the_log_stores_them():
         '{"asgi_log_to_sqlite": 1, "start": 1.0, "http_status": 200.5}',
         '{"asgi_log_to_sqlite": 1, "start": 1.0, "path": {"a": 1}}',
         '{"asgi_log_to_sqlite": 1, "start": true}',
+        '{"asgi_log_to_sqlite": 1}',  # every row the log stores has a start
+        '{"asgi_log_to_sqlite": 1, "start": null, "path": "/"}',
+        '{"asgi_log_to_sqlite": 1, "start": 1e400, "path": "/"}',
     ],
 )
 def test_what_is_not_a_row_raises_value_error(line):

@@ -105,8 +105,31 @@ def test_raw_utf8_bytes_in_a_request_line_are_the_characters():
 def test_bytes_that_are_not_utf8_stay_escaped():
     line = r'1.2.3.4 - - [07/Dec/2026:10:00:00 +0000] "GET /%E9t\xE9 HTTP/1.1" 200 1 "-" "\xff"'
     (row,) = rows(CommonLogFormat().parse(line))
-    assert row["path"] == "/\\xe9t\\xe9"
+    assert row["path"] == "/%E9t%E9"  # as the middleware stores such a path
     assert row["user_agent"] == "\\xff"
+
+
+@pytest.mark.parametrize(
+    ("target", "stored"),
+    [
+        ("/a%2Fb", "/a%2Fb"),
+        ("/a/b", "/a/b"),
+        ("/100%25", "/100%25"),
+        ("/100%", "/100%25"),
+        ("/q%3Fx%23y", "/q%3Fx%23y"),
+        ("/caf%c3%a9%20au%20lait", "/caf\u00e9 au lait"),
+        ("/nul%00", "/nul%00"),
+    ],
+)
+def test_paths_are_stored_as_the_middleware_stores_the_raw_path(target, stored):
+    """Escapes whose decoding would change the path (``%2F``, ``%25``...) are kept, so
+    ``/a%2Fb`` and ``/a/b`` stay two paths; the rest is decoded."""
+    line = f'1.2.3.4 - - [07/Dec/2026:10:00:00 +0000] "GET {target} HTTP/1.1" 200 1 "-" "-"'
+    (row,) = rows(CommonLogFormat().parse(line))
+    assert row["path"] == stored
+    uvicorn = f'INFO:     1.2.3.4:5 - "GET {target} HTTP/1.1" 200 OK'
+    (row,) = rows(UvicornFormat().parse(uvicorn))
+    assert row["path"] == stored
 
 
 @pytest.mark.parametrize(
@@ -153,6 +176,21 @@ def test_lines_that_are_not_of_the_format_are_reported_by_index():
     parsed = CommonLogFormat().parse(chunk)
     assert parsed.rows == 2
     assert parsed.failed == [1, 3, 4]
+
+
+def test_common_and_combined_lines_in_one_chunk():
+    """Read line by line: a common-format line has no referer or agent to unescape."""
+    chunk = "\n".join([
+        '127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /a HTTP/1.0" 200 2326',
+        APACHE,
+        "not a log line",
+    ])
+    parsed = CommonLogFormat().parse(chunk)
+    assert parsed.failed == [2]
+    common, combined = rows(parsed)
+    assert common["referer"] is None and common["user_agent"] is None
+    assert common["path"] == "/a" and common["body_size"] == 2326
+    assert combined["user_agent"] == "Mozilla/4.08 [en] (Win98; I ;Nav)"
 
 
 def test_the_fast_and_the_line_by_line_reading_agree():

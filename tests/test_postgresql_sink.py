@@ -323,6 +323,8 @@ def test_twenty_processes_create_the_schema_at_once(pg_url):
         ("mysql://db/log", {}, "'file'"),
         ("postgresql://db:port/log", {}, "'file'"),
         ("postgresql://db/log?nosuch=1", {}, "'file'"),
+        ("postgresql:/db/log", {}, "'file'"),
+        ("postgres:log", {}, "'file'"),
         ("postgresql://db/log?schema=bad-name", {}, "schema"),
         ("postgresql://db/log?schema=a", {"schema": "b"}, "disagree"),
         ("postgresql://db/log", {"rotate": "daily"}, "'rotate'"),
@@ -334,8 +336,10 @@ def test_twenty_processes_create_the_schema_at_once(pg_url):
 def test_bad_settings_fail_at_construction_naming_the_option(tmp_path, monkeypatch, target,
                                                              options, message):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         AsgiLogToSqlite(ok_app, target, writer="thread", **options)
+    assert "\n" not in str(raised.value)  # one line, libpq's trailing newline taken off
+    assert not list(tmp_path.iterdir())  # no file made for a URL gone wrong
 
 
 def test_refused_credentials_are_logged_once_counted_and_rows_kept(pg_url, tmp_path, caplog):
@@ -361,3 +365,46 @@ def test_refused_credentials_are_logged_once_counted_and_rows_kept(pg_url, tmp_p
     conn = sqlite3.connect(spill)
     assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 6
     conn.close()
+
+
+REFUSED_SCRIPT = """
+    import asyncio, logging, sys
+    from asgi_log_to_sqlite import AsgiLogToSqlite
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        log = AsgiLogToSqlite(app, sys.argv[1], spill=sys.argv[2])  # the default writer
+        for i in range(3):
+            scope = {"type": "http", "method": "GET", "path": f"/{i}", "query_string": b"",
+                     "headers": [], "client": ("127.0.0.1", 9)}
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            async def send(message):
+                pass
+
+            await log(scope, receive, send)
+            await asyncio.sleep(0.7)
+        log.flush(20)
+        print(log.stats()["writer"], log.stats()["connect_errors"])
+        log.close(20)
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main())
+"""
+
+
+def test_refused_credentials_are_logged_once_by_an_app_and_its_writer_process(pg_url, tmp_path):
+    url = pg_url.replace("postgres@", "no_such_role@")
+    done = run_script(REFUSED_SCRIPT, url, str(tmp_path / "spill.db"))
+    assert done.returncode == 0, done.stderr
+    writer, errors = done.stdout.split()
+    assert writer == "process" and int(errors) >= 1
+    assert done.stderr.count("refused the credentials") == 1, done.stderr
+    # The rows went to the spill file: the database has not come back, so nobody says it has.
+    assert "works again" not in done.stderr, done.stderr

@@ -67,6 +67,8 @@ def test_answers_come_back_as_the_upstream_sent_them(upstream):
     assert big.headers["content-length"] == str(len(BIG))
     assert big.content == gzip.decompress(BIG)
     assert "session=" in logged_in.headers["set-cookie"]
+    # The server in front of the proxy sets its own: two Date headers would be wrong.
+    assert not {"date", "server"} & {name.lower() for name in big.headers}
     # The cookie went to the client that logged in, never with anyone's later requests.
     assert "cookie" not in {name.lower() for name, _ in after.json()["headers"]}
 

@@ -125,6 +125,8 @@ def test_errors_are_one_line(pg_url, tmp_path, pg_cluster):
         pull(pg_cluster.url("no_such_database"), str(tmp_path / "x.db"))
     with pytest.raises(PullError, match="URL"):
         pull("postgresql://db:port/log", str(tmp_path / "x.db"))
+    with pytest.raises(PullError, match=r"'log\.db' is not a PostgreSQL URL"):
+        pull("log.db", str(tmp_path / "x.db"))  # a file given where the URL goes
 
 
 def test_the_command(pg_url, tmp_path):

@@ -46,6 +46,22 @@ def test_text_and_html(log, tmp_path):
     assert page.startswith("<!doctype html>") and "<code>/boom</code>" in page
 
 
+def test_html_says_what_text_says(tmp_path):
+    path = str(tmp_path / "captured.db")
+    make_log(path, app_v1, [("GET", "/boom?token=s3cret", {}), ("GET", "/items/1", {})],
+             capture_requests=True)
+    out = tmp_path / "replay.html"
+    result = run(path, "--app", "apps.replay_app:app_v2", "-f", "html", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    text = run(path, "--app", "apps.replay_app:app_v2").stdout
+    assert "body differs: GET /boom?token=REDACTED" in text
+    assert "body differs: <code>GET /boom?token=REDACTED</code>" in page
+    assert "placeholders without a value (sent as REDACTED or left out): token (1)" in text
+    assert "Placeholders without a value" in page and "<code>token</code> (1)" in page
+    assert "median latency" in page
+
+
 def test_selection_and_bounds(log):
     result = run(log, "--app", "apps.replay_app:app_v2", "-f", "json", "--path", "/items",
                  "--status", "2xx")
@@ -53,6 +69,22 @@ def test_selection_and_bounds(log):
     result = run(log, "--app", "apps.replay_app:app_v1", "-f", "json", "--loop", "--limit", "7")
     assert json.loads(result.stdout)["summary"]["replayed"] == 7
 
+
+
+@pytest.mark.parametrize(
+    ("args", "concurrency"),
+    [
+        ([], 1),  # unpaced: one at a time, so that each latency is the target's, not a queue's
+        (["--speed", "100"], 16),
+        (["--rate", "1000/s"], 16),
+        (["-c", "4"], 4),
+        (["--rate", "1000/s", "-c", "2"], 2),
+    ],
+)
+def test_concurrency_defaults_to_one_request_at_a_time_without_a_pace(log, args, concurrency):
+    result = run(log, "--app", "apps.replay_app:app_v1", "-f", "json", *args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mode"]["concurrency"] == concurrency
 
 @pytest.mark.parametrize(
     ("args", "message"),

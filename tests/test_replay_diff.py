@@ -57,6 +57,18 @@ def test_latency_ratio_and_floor():
     assert by_route(diff.report(fail_on=FailOn(latency=4.0)))["/slow"]["changed"] == []
 
 
+def test_the_default_floor_absorbs_a_busy_clients_overhead():
+    """Replayed times are the client's: a loaded machine adds a few milliseconds to a route that
+    took 0.5 ms, which is not the route getting slower."""
+    diff = Diff()
+    for _ in range(9):
+        diff.add(outgoing(route="/fast", duration=0.0005), Outcome(200, 0.0065, H1))
+        diff.add(outgoing(route="/slow", duration=0.010), Outcome(200, 0.031, H1))
+    routes = by_route(diff.report())
+    assert routes["/fast"]["changed"] == []
+    assert routes["/slow"]["changed"] == ["latency"]
+
+
 def test_body_mismatches_only_where_a_hash_was_captured():
     diff = Diff()
     diff.add(outgoing(), Outcome(200, 0.01, H2))

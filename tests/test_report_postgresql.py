@@ -7,24 +7,20 @@ import json
 import math
 import random
 import re
-import threading
 import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 from click.testing import CliRunner
+from pg_support import write_records
 
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.exchange import Exchange, next_key
-from asgi_log_to_sqlite.options import Options
 from asgi_log_to_sqlite.postgresql_schema import partition_name
-from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.pull import pull
 from asgi_log_to_sqlite.report import Filters, ReportError, build_report
 from asgi_log_to_sqlite.report.queries import LogSet, Window
-from asgi_log_to_sqlite.sinks import open_sink
-from asgi_log_to_sqlite.writer import ThreadWriter
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -72,17 +68,7 @@ def traffic(n: int, seed: int, first: float, last: float) -> list[Exchange]:
 
 
 def write(target: str, records: list[Exchange], instance: str, **options) -> None:
-    options = Options.from_kwargs({"instance": instance, "flush_interval": 60,
-                                   "route": lambda scope: scope.get("test_route"), **options})
-    sink = open_sink(target, options)
-    sink.prepare()
-    writer = ThreadWriter(sink, Prepare(options), options)
-    for record in records:
-        writer.put(record)
-    done = threading.Event()
-    writer.request_flush(done.set)
-    assert done.wait(60)
-    writer.stop(10)
+    write_records(target, records, instance, route=lambda scope: scope.get("test_route"), **options)
 
 
 def create_database(cluster) -> str:

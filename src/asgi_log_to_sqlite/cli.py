@@ -521,8 +521,9 @@ def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[s
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True),
               help="Keep the logged gaps between requests, divided by this (1: original pace).")
 @click.option("--rate", help="Send at a fixed rate instead: 500/s, 30/m.")
-@click.option("--concurrency", "-c", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Requests in flight at most (alone: as fast as this allows).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1),
+              help="Requests in flight at most (alone: as fast as this allows).  [default: 1 "
+              "without --speed or --rate, else 16]")
 @click.option("--limit", "-n", type=click.IntRange(min=1), help="Send this many requests at most.")
 @click.option("--duration", callback=lambda c, p, v: None if v is None else _duration(c, p, v),
               help="Stop sending after this long: 10s, 5m.")
@@ -539,7 +540,7 @@ def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[s
               help="Send each request twice; routes whose answers disagree are reported apart.")
 @click.option("--fail-on", "fail_on", multiple=True,
               help="Exit 1 when routes changed: status, body, latency=1.5 (median ratio).")
-@click.option("--latency-floor", default=0.005, show_default=True, type=click.FloatRange(min=0),
+@click.option("--latency-floor", default=0.01, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a median must grow by, beyond the ratio, to count as slower.")
 @click.option("--log-to", type=click.Path(dir_okay=False),
               help="Also log the replayed requests into this log database.")
@@ -551,7 +552,7 @@ def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[s
               help="A progress line on standard error (default: when it is a terminal).")
 def replay(log: str, target: str | None, app_spec: str | None, since: float | None,
            until: float | None, paths: tuple[str, ...], routes: tuple[str, ...], statuses: list,
-           all_methods: bool, speed: float | None, rate: str | None, concurrency: int,
+           all_methods: bool, speed: float | None, rate: str | None, concurrency: int | None,
            limit: int | None, duration: float | None, loop: bool, headers: list,
            settings: list, timeout: float, check_noise: bool, fail_on: tuple[str, ...],
            latency_floor: float, log_to: str | None, fmt: str, output: str | None,

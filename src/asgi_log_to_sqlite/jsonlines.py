@@ -14,7 +14,8 @@ A line holds:
   people reading the platform's console (it is not read back: ``start`` is exact);
 - every column of the ``requests`` table (:data:`~.schema.REQUEST_COLUMNS`, in order), with the
   value the SQLite log stores: lookup columns as their text, ``start`` as unix seconds (a float),
-  ``duration`` and ``ttfb`` in seconds, missing values as ``null``.
+  ``duration`` and ``ttfb`` in seconds, missing values as ``null`` (``start`` is never
+  missing: a line without one is not a row).
 
 The line is plain ASCII (other characters as ``\\u`` escapes), so no console or log shipper
 along the way can mangle it. Reading is lenient where it is safe: unknown keys are ignored (a
@@ -124,6 +125,9 @@ def decode_object(document: Mapping[str, Any]) -> tuple[Any, ...]:
         if value == "":
             value = None  # empty values are NULL, as the log stores them
         row.append(value)
+    if row[_START] is None:
+        # Every row the log stores has a start; without one there is no request to place.
+        raise ValueError("'start' is missing")
     return tuple(row)
 
 

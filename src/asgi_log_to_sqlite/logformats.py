@@ -12,8 +12,9 @@ Three formats, recognised line by line (:func:`detect`):
 - **uvicorn's access lines** (``INFO:     127.0.0.1:52134 - "GET /path?x=1 HTTP/1.1" 200 OK``),
   with or without the level, colours, or a logging prefix holding an ISO 8601 time.
 
-Values come out as the middleware would have stored them: the path percent-decoded (bytes that
-are not UTF-8 as ``\\xHH`` escapes), the query string raw with its leading ``?``, the HTTP version
+Values come out as the middleware would have stored them: the path percent-decoded but for the
+escapes that would change it (``/a%2Fb`` stays apart from ``/a/b``; bytes that are not UTF-8 as
+``%XX``), the query string raw with its leading ``?``, the HTTP version
 as ASGI spells it (``1.1``, ``2``), ``-`` as NULL. Privacy rules are not applied here (the
 importer does that, for every format alike). Parsing works on a chunk of lines at a time and
 remembers every distinct raw value it has turned into a stored one: request lines, user agents,
@@ -29,9 +30,9 @@ import re
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from . import jsonlines
+from .raw_path import readable_path
 
 __all__ = ["FORMATS", "LogFormat", "Parsed", "detect", "parse_clf_time"]
 
@@ -100,11 +101,17 @@ def unescape(value: str) -> str:
     return out.decode("utf-8", "backslashreplace")
 
 
+#: A byte :func:`unescape` could not decode, as it leaves it (``backslashreplace``).
+_LEFT_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
 def decode_path(raw: str, latin1: bool = False) -> str | None:
-    """A request target's path as ASGI servers hand it over: percent-escapes decoded as UTF-8,
-    other bytes kept as ``\\xHH`` (the middleware stores undecodable bytes the same way).
-    ``latin1``: the text holds the raw bytes as latin-1 characters (as uvicorn logs them)."""
-    if "%" not in raw and raw.isascii():
+    """A request target's path as the middleware stores a raw path (:mod:`.raw_path`):
+    percent-escapes decoded as UTF-8 but for those whose decoding changes the path (``%2F``,
+    ``%25``, ...), bytes that are not UTF-8 as ``%XX``. ``latin1``: the text holds the raw
+    bytes as latin-1 characters (as uvicorn logs them); otherwise a byte that :func:`unescape`
+    left as ``\\xhh`` is that byte again."""
+    if "%" not in raw and raw.isascii() and (latin1 or "\\x" not in raw):
         return text(raw)
     data = None
     if latin1:
@@ -114,7 +121,9 @@ def decode_path(raw: str, latin1: bool = False) -> str | None:
             data = None
     if data is None:
         data = raw.encode("utf-8", "surrogatepass")
-    return text(unquote_to_bytes(data).decode("utf-8", "backslashreplace"))
+        if not latin1:
+            data = _LEFT_BYTE.sub(lambda match: bytes((int(match.group(1), 16),)), data)
+    return text(readable_path(data)[0])
 
 
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
@@ -455,8 +464,11 @@ class CommonLogFormat(LogFormat):
                 client, user, stamp, request, status, size, referer, agent = hit.groups()
                 start = times[stamp]
                 if start is not None:
+                    # A common-format line has neither quoted field: "-", as the log says.
                     found.append((client, user, start, request, self._numbers[status],
-                                  0 if size == "-" else int(size), referer, agent))
+                                  0 if size == "-" else int(size),
+                                  "-" if referer is None else referer,
+                                  "-" if agent is None else agent))
                     continue
             if line.strip():
                 failed.append(number)

@@ -178,8 +178,9 @@ class AsgiLogToSqlite:
             name: value for name, value in self._given.items()
             if name not in ("route", "actor", "clock", "writer")
         }
+        handoff = getattr(self.sink, "handoff", None)
         return ProcessWriter(self._target, given, Encoder(self.options), self.options,
-                             name=self.file)
+                             name=self.file, handoff=handoff() if handoff else None)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue is the parent's to write.

@@ -169,7 +169,10 @@ def parse_url(url: str, schema: str | None = None, option: str = "file") -> Targ
             f"option {option!r}: {_hidden(url)!r} is not a usable URL ({error})"
         ) from None
     if parts.scheme.lower() not in SCHEMES:
-        raise ValueError(f"option {option!r}: {parts.scheme}:// is not a PostgreSQL URL")
+        given = f"{parts.scheme}://" if parts.scheme else repr(_hidden(url))
+        raise ValueError(
+            f"option {option!r}: {given} is not a PostgreSQL URL (postgresql://user@host/database)"
+        )
     if "\x00" in url or any(c in url for c in "\r\n"):
         raise ValueError(f"option {option!r}: the URL holds control characters")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -196,8 +199,9 @@ def parse_url(url: str, schema: str | None = None, option: str = "file") -> Targ
         try:
             conninfo_to_dict(libpq_url)
         except Exception as error:  # noqa: BLE001 - libpq's parser: unknown parameters...
+            reason = " ".join(str(error).split())  # libpq's message ends with a newline
             raise ValueError(
-                f"option {option!r}: {_hidden(url)!r} is not a usable PostgreSQL URL ({error})"
+                f"option {option!r}: {_hidden(url)!r} is not a usable PostgreSQL URL ({reason})"
             ) from None
     return Target(libpq_url, from_url or schema or DEFAULT_SCHEMA, _hidden(libpq_url))
 

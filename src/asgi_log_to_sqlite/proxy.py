@@ -6,7 +6,8 @@ It adds nothing of its own and keeps nothing between requests: httpx's default h
 removed, cookies a response sets are never sent with later requests (they belong to whichever
 client got them), redirects are passed back rather than followed, and bodies travel as they came
 off the wire (still compressed, if they were). Headers that belong to one connection (``Host``,
-``Connection``, ``Transfer-Encoding``...) are not forwarded.
+``Connection``, ``Transfer-Encoding``...) are not forwarded, nor the upstream's ``Date`` and
+``Server``: the server running the proxy sets its own.
 
 When the upstream cannot be reached (or times out) before answering, :class:`UpstreamError` is
 raised: the middleware logs the exchange as failed, with no response to serve later, and
@@ -22,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 __all__ = [
     "HOP_BY_HOP",
+    "SERVER_SET",
     "AnswerUpstreamErrors",
     "ReverseProxy",
     "UpstreamError",
@@ -34,8 +36,11 @@ HOP_BY_HOP = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive",
     "proxy-connection", "te", "trailer", "upgrade", "expect", "http2-settings",
 })
+#: Response headers that the server in front (uvicorn) always sets itself: passed on as well,
+#: a client would get two of each.
+SERVER_SET = frozenset({"date", "server"})
 #: What is not passed back of a response: the server frames the body its own way.
-_NOT_RETURNED = HOP_BY_HOP - {"content-length"}
+_NOT_RETURNED = (HOP_BY_HOP - {"content-length"}) | SERVER_SET
 
 
 class UpstreamError(Exception):

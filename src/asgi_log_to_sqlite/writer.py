@@ -291,7 +291,9 @@ class Writer(Queue):
             self._reported = counts
             if self._first_failure is not None:
                 self._first_failure = None
-                logger.warning("asgi-log-to-sqlite: writing to %s works again", self.name)
+                # A sink that kept the rows elsewhere (a spill file) says itself when it is back.
+                if not getattr(self.sink, "away", False):
+                    logger.warning("asgi-log-to-sqlite: writing to %s works again", self.name)
         return True
 
     def _set_apart(self, batch: Batch, error: Exception) -> list[Batch]:

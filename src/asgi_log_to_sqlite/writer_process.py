@@ -9,10 +9,11 @@ slices. Row building and SQLite run in ``python -m asgi_log_to_sqlite.writer_pro
 same prepare step, sink and writer as every other strategy, at a lower CPU priority.
 
 Frames, both ways, are a 4-byte big-endian length and a pickle. To the process: first the
-settings ``(target, options)``, then ``(ack, seq, items, queue_full, encode_errors)`` where an
-item is an encoded record or ``("a", amend)``. From it: ``("ready", 0, stats)`` once its sink is
-open, and ``("ack", seq, stats)`` once every frame up to ``seq`` is committed. Frames not yet
-acknowledged are kept, and sent again to a new process if the first one dies. The process ends
+settings ``(target, options, handoff)`` (``handoff``: what the app's own sink already
+reported, see ``PostgreSQLSink.handoff``), then ``(ack, seq, items, queue_full, encode_errors)``
+where an item is an encoded record or ``("a", amend)``. From it: ``("ready", 0, stats)`` once
+its sink is open, and ``("ack", seq, stats)`` once every frame up to ``seq`` is committed. Frames
+not yet acknowledged are kept, and sent again to a new process if the first one dies. It ends
 when its input ends (the app closed it, or died): everything it read is committed first; it
 ignores SIGTERM and SIGINT, which a process group gets from systemd, ``docker stop`` or Ctrl-C,
 so that it outlives the app long enough to finish.
@@ -89,11 +90,12 @@ class ProcessWriter(Queue):
     MAX_BUFFER = 32 << 20
 
     def __init__(self, target: str, given: dict[str, Any], encode: Callable[[Any], Any],
-                 options: Any, name: str | None = None) -> None:
+                 options: Any, name: str | None = None,
+                 handoff: dict[str, Any] | None = None) -> None:
         super().__init__(target if name is None else name, options)
         self.encode = encode
         self.retry_for = options.retry_for
-        self._settings = _frame((target, given))
+        self._settings = _frame((target, given, handoff or {}))
         self._lock = threading.Lock()  # uncontended on the loop; flushes from other threads
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -512,9 +514,12 @@ def main() -> None:
     from .sinks import open_sink
     from .wire import decode
 
-    target, given = settings
+    target, given, handoff = settings
     options = Options.from_kwargs(given)
-    writer = _SyncWriter(open_sink(target, options), Prepare(options), options)
+    sink = open_sink(target, options)
+    if handoff and hasattr(sink, "resume"):
+        sink.resume(handoff)
+    writer = _SyncWriter(sink, Prepare(options), options)
     # Records are short-lived and make no reference cycles: the cycle collector walking every
     # record waiting in a burst only costs time. It runs rarely here, and after each commit.
     gc.freeze()

@@ -75,3 +75,26 @@ def test_health_checks_are_left_out_and_counted(generated):
         conn.close()
     assert counted == (health,)
     assert os.path.getsize(db) > 0
+
+
+def test_the_report_of_the_imported_log_says_what_goaccess_says(generated):
+    """What ``report`` shows of the imported log: total, status codes, hits and bytes of the
+    top paths, and 404s, equal to GoAccess's on the same lines."""
+    import json
+
+    folder, _, goaccess = generated
+    db = folder / "reported.db"
+    import_into(db, folder / "access.log", "--keep-health-checks")
+    process = subprocess.run([EXE, "report", str(db), "--format", "json", "--limit", "100000"],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert process.returncode == 0, process.stderr
+    report = json.loads(process.stdout)
+    assert report["summary"]["requests"] == goaccess.total
+    assert report["summary"]["bytes_sent"] == sum(size for _, size in goaccess.paths.values())
+    assert {row["status"]: row["requests"] for row in report["statuses"]} == goaccess.statuses
+    paths = {row["path"]: (row["requests"], row["bytes"]) for row in report["top_paths"]}
+    assert paths == {path: figures for path, figures in goaccess.paths.items() if path is not None}
+    # Most requested first (a request line with no path is GoAccess's alone).
+    assert [row["requests"] for row in report["top_paths"]] == sorted(
+        (hits for path, (hits, _) in goaccess.paths.items() if path is not None), reverse=True)
+    assert {row["path"]: row["requests"] for row in report["not_found"]} == goaccess.not_found

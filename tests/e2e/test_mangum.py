@@ -95,6 +95,26 @@ def starlette_app(lifespans: Lifespans):
                      lifespan=lifespan)
 
 
+HANDLER_OF_EVENT = {
+    "api-gateway-v1": "APIGateway",
+    "http-api-v1": "HTTPGateway",
+    "http-api-v2": "HTTPGateway",
+    "alb": "ALB",
+    "alb-multi-value": "ALB",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVENTS))
+def test_each_event_is_read_by_mangums_handler_of_its_kind(kind):
+    """The events are the shapes Mangum itself tells apart: its own inference picks the handler
+    each one stands for."""
+    handler = mangum.Mangum(raw_app(Lifespans()), lifespan="off")
+    inferred = handler.infer(EVENTS[kind]("GET", "/items", {"page": ["2"]}), Context())
+    assert type(inferred).__name__ == HANDLER_OF_EVENT[kind]
+    assert inferred.scope["path"] == "/items"
+    assert inferred.scope["query_string"] == b"page=2"
+
+
 INVOCATIONS = [
     ("GET", "/items", {"page": ["2"], "token": ["s3cret-token"]}, b"", 200),
     ("POST", "/items", {}, b'{"name": "x"}', 200),

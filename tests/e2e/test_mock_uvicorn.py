@@ -104,6 +104,9 @@ def test_a_recorded_service_is_mocked_byte_for_byte_without_its_secrets(tmp_path
     assert len(sse_events(events)) == 3 and recorded_pace >= 0.5
     login = originals[-1]
     assert login.status_code == 200 and SECRET in login.text  # the client got it all
+    for original in originals:  # the proxy's server sets them, not the upstream's as well
+        assert len(original.headers.get_list("date")) == 1, original.headers
+        assert len(original.headers.get_list("server")) == 1, original.headers
     assert f"Recorded {sent} exchange(s)" in summary, summary
     for name in ("api_key", "authorization", "cookie", "password", "set-cookie", "token"):
         assert f"  {name} " in summary, (name, summary)
@@ -122,6 +125,8 @@ def test_a_recorded_service_is_mocked_byte_for_byte_without_its_secrets(tmp_path
             for name in ("content-type", "content-encoding", "location", "content-length"):
                 assert answer.headers.get(name) == original.headers.get(name), (url, name)
             assert "asgi-log-to-sqlite-mock" not in answer.headers
+            assert len(answer.headers.get_list("date")) == 1, (url, answer.headers)
+            assert len(answer.headers.get_list("server")) == 1, (url, answer.headers)
         # The compressed body itself, as it went over the wire.
         with client.stream("GET", "/big") as answer:
             assert b"".join(answer.iter_raw()) == BIG

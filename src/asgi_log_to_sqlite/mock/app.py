@@ -28,7 +28,14 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_to_bytes
 
 from ..placeholders import PATTERN
-from ..proxy import HOP_BY_HOP, AnswerUpstreamErrors, ReverseProxy, check_url, read_body
+from ..proxy import (
+    HOP_BY_HOP,
+    SERVER_SET,
+    AnswerUpstreamErrors,
+    ReverseProxy,
+    check_url,
+    read_body,
+)
 from .matching import Index, Match, Miss, shown
 from .recordings import MockError, Recording, load
 
@@ -40,8 +47,9 @@ requests_logger = logging.getLogger("asgi_log_to_sqlite.mock")
 
 #: The header on the mock's own 404s, telling them from recorded ones.
 UNMATCHED_HEADER = b"asgi-log-to-sqlite-mock"
-#: Headers of a recorded response that are not served: the server frames the body itself.
-NOT_SERVED = HOP_BY_HOP - {"content-length"}
+#: Headers of a recorded response that are not served: the server frames the body itself, and
+#: sets its own ``Date`` and ``Server``.
+NOT_SERVED = (HOP_BY_HOP - {"content-length"}) | SERVER_SET
 #: Seconds a request waits for the exchanges proxied just before it to be read back.
 REFRESH_WAIT = 10.0
 #: ``capture_body_limit`` of the exchanges a fallback records: a mock serves whole bodies only.

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..report.files import display
 from .client import Sender, load_app
-from .diff import Diff, FailOn
+from .diff import DEFAULT_LATENCY_FLOOR, Diff, FailOn
 from .pacing import AsFastAsAllowed, Pace
 from .plan import Planner
 from .progress import Progress
@@ -22,6 +22,9 @@ from .run import Replay
 from .select import ReplayError, Selection, count_rows, open_log
 
 __all__ = ["run_replay"]
+
+#: Requests in flight at most with ``--speed`` or ``--rate`` when ``--concurrency`` is not given.
+DEFAULT_CONCURRENCY = 16
 
 
 def run_replay(
@@ -32,7 +35,7 @@ def run_replay(
     app_spec: str | None = None,
     app: Any = None,
     pace: Pace | None = None,
-    concurrency: int = 16,
+    concurrency: int | None = None,
     limit: int | None = None,
     duration: float | None = None,
     loop: bool = False,
@@ -40,15 +43,21 @@ def run_replay(
     timeout: float = 30.0,
     check_noise: bool = False,
     fail_on: FailOn | None = None,
-    latency_floor: float = 0.005,
+    latency_floor: float = DEFAULT_LATENCY_FLOOR,
     log_to: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Replay the selected rows of ``log`` and return the diff report (a JSON-ready dict)."""
+    """Replay the selected rows of ``log`` and return the diff report (a JSON-ready dict).
+
+    ``concurrency`` None is one request at a time without a pace: each replayed latency is then
+    the target's own, where N kept in flight would measure the target's queue and make every
+    route look slower. With a pace it is 16, enough to keep a schedule against a slow target."""
     open_log(log)[0].close()  # a bad file fails here, before anything is sent
     if app_spec is not None:
         app = load_app(app_spec)
     pace = pace or AsFastAsAllowed()
+    if concurrency is None:
+        concurrency = 1 if isinstance(pace, AsFastAsAllowed) else DEFAULT_CONCURRENCY
     fail_on = fail_on or FailOn()
     diff = Diff(latency_ratio=fail_on.latency or 1.5, latency_floor=latency_floor)
     bar = None

@@ -128,16 +128,27 @@ code { font-size: .9em; }
 {{ r.summary.replayed }} requests replayed in {{ "%.1f"|format(r.elapsed_seconds) }} s{%
 if r.interrupted %} <strong>(interrupted)</strong>{% endif %}.
 {{ r.summary.status_changes }} status changes, {{ r.summary.body_mismatches }} of
-{{ r.summary.bodies_compared }} bodies differ.
+{{ r.summary.bodies_compared }} bodies differ; median latency
+{{ dur(r.summary.latency.original.p50) }} logged, {{ dur(r.summary.latency.replayed.p50) }}
+replayed.
 {% if r.summary.from_access_log %}{{ r.summary.from_access_log }} replayed from the access-log
 columns only.{% endif %}</p>
 {% for reason, n in r.summary.skipped.items() %}<p class="muted">{{ n }} skipped: {{ reason }}</p>
 {% endfor %}
+{% if r.summary.late %}<p class="muted">{{ r.summary.late }} sent more than 0.1 s behind the
+schedule.</p>{% endif %}
+{% if r.summary.cancelled %}<p class="muted">{{ r.summary.cancelled }} cancelled in
+flight.</p>{% endif %}
+{% if r.summary.unfilled_placeholders %}<p class="muted">Placeholders without a value (sent as
+REDACTED or left out): {% for name, n in r.summary.unfilled_placeholders|dictsort %}<code>{{ name
+}}</code> ({{ n }}){% if not loop.last %}, {% endif %}{% endfor %}</p>{% endif %}
 <h2>Changed routes</h2>
 {% if changed %}<ul>{% for route in changed %}<li><code>{{ route.route }}</code>
 <ul>{% for check in route.changed %}<li class="changed">{{ check }}: {{ text(route, check) }}</li>
 {% endfor %}{% for c in route.status_changes %}{% for e in c.examples %}
 <li class="muted">{{ c.from }} -> {{ c.to }}: <code>{{ e }}</code></li>{% endfor %}{% endfor %}
+{% if "body" in route.changed %}{% for e in route.body.examples %}
+<li class="muted">body differs: <code>{{ e }}</code></li>{% endfor %}{% endif %}
 </ul></li>{% endfor %}</ul>{% else %}<p>No route changed.</p>{% endif %}
 {% if noisy %}<h2>Noisy routes</h2><p class="muted">Two replays of one request disagreed:
 their differences are not counted.</p><ul>{% for route in noisy %}

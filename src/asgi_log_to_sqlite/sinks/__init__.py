@@ -13,6 +13,8 @@ __all__ = ["DataError", "Sink", "open_sink"]
 
 #: ``scheme://`` at the start of a target: a URL, not a file name.
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: ``postgresql:`` without the ``//``: a URL mistyped, not a file name to create.
+_MISTYPED_POSTGRESQL = re.compile(r"^postgres(?:ql)?:(?!//)", re.IGNORECASE)
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 #: Options that only mean something for a PostgreSQL log.
 POSTGRESQL_OPTIONS = ("schema", "spill")
@@ -32,6 +34,11 @@ def open_sink(target: str | os.PathLike[str], options: Any) -> Sink:
         raise ValueError(
             f"option 'file' must be a file path or a postgresql:// URL; {scheme}:// is not a "
             "kind of log this package writes"
+        )
+    if isinstance(target, str) and _MISTYPED_POSTGRESQL.match(target):
+        raise ValueError(
+            f"option 'file': {target.split(':', 1)[0]}: is not followed by // "
+            "(postgresql://user@host/database)"
         )
     for name in POSTGRESQL_OPTIONS:
         if getattr(options, name, None) is not None:

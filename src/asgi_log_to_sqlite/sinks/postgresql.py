@@ -196,6 +196,24 @@ class PostgreSQLSink:
         if self._spill is not None:
             self._spill.close()
 
+    @property
+    def away(self) -> bool:
+        """The database is away: rows written now are kept in the spill file (the writer must
+        not take their storing for the database being back)."""
+        return self._outage_since is not None
+
+    def handoff(self) -> dict[str, bool]:
+        """What this sink (the one built to check the log at construction) already reported, for
+        the sink of a writer process: refused credentials and an outage are logged once per app,
+        not once per process."""
+        return {"warned_credentials": self._warned_credentials, "away": self.away}
+
+    def resume(self, state: dict[str, bool]) -> None:
+        """Take over what :meth:`handoff` reported (in a writer process)."""
+        self._warned_credentials = self._warned_credentials or bool(state.get("warned_credentials"))
+        if state.get("away") and self._outage_since is None:
+            self._outage_since = time.monotonic()
+
     def stats(self) -> dict[str, int]:
         return {
             "spilled": self.spilled,
