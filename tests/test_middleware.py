@@ -1012,7 +1012,7 @@ def _bad_apps() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", list(_bad_apps()))
-@pytest.mark.parametrize("strategy", ["thread", "inline"])
+@pytest.mark.parametrize("strategy", ["process", "thread", "inline"])
 def test_one_bad_request_among_2000_costs_no_other_row(make_log, log_path, name, strategy):
     bad = _bad_apps()[name]
     good = responder()
