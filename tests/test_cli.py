@@ -383,6 +383,32 @@ def test_serve_on_an_address_in_use_exits_1(tmp_path):
 
 
 # ---- demo ---------------------------------------------------------------------------------
+@pytest.mark.timeout(20, method="thread")
+@pytest.mark.parametrize("kind", ["named pipe", "folder"])
+def test_demo_refuses_a_file_that_is_no_regular_file_and_leaves_it(tmp_path, kind):
+    """demo starts its log afresh: it must never delete a pipe or a device (``/dev/null``)."""
+    import os
+    import stat
+
+    db = tmp_path / "d.db"
+    os.mkfifo(db) if kind == "named pipe" else db.mkdir()
+    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--requests", "5"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {db}: is a {kind}, not a log database")
+    mode = os.lstat(db).st_mode
+    assert stat.S_ISFIFO(mode) if kind == "named pipe" else stat.S_ISDIR(mode)
+
+
+def test_demo_in_a_missing_folder_is_one_line(tmp_path):
+    db = tmp_path / "no" / "such" / "d.db"
+    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--requests", "5"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert str(db) in result.output
+
+
 @pytest.mark.timeout(120)
 def test_demo_in_process(tmp_path):
     db = tmp_path / "d.db"

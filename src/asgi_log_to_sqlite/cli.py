@@ -292,11 +292,19 @@ def demo(db: str, count: int, seconds: float) -> None:
     import sys
 
     from .demo import run_demo
+    from .filekind import special_file_kind
     from .report import build_report, render_text
+    from .report.files import display
 
+    kind = special_file_kind(db)
+    if kind is not None:  # demo starts its log afresh: it never deletes a pipe or a device
+        raise click.ClickException(f"{display(db)}: is {kind}, not a log database")
     click.echo(f"Sending {count:,} requests from simulated visitors through the demo site...")
     with click.progressbar(length=count, label="Requests", file=sys.stderr) as bar:
-        run_demo(db, requests=count, seconds=seconds, progress=bar.update)
+        try:
+            run_demo(db, requests=count, seconds=seconds, progress=bar.update)
+        except (OSError, ValueError) as error:  # a missing folder, a file that cannot be written
+            raise click.ClickException(str(error)) from None
     click.echo(render_text(build_report([db])))
     click.echo(f"The log is in {db}. Explore it with:")
     click.echo(f"  datasette {db}")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import rollups
+from .filekind import special_file_kind
 from .schema import connect, ensure_schema, transaction
 
 __all__ = ["USER_AGENTS", "demo_app", "run_demo", "synthetic_log"]
@@ -283,6 +284,9 @@ def run_demo(
     from .middleware import AsgiLogToSqlite
 
     path = os.fspath(db)
+    kind = special_file_kind(path)
+    if kind is not None:  # never delete a pipe, a device (/dev/null) or a folder
+        raise ValueError(f"{path!r} is {kind}, not a log database")
     for suffix in ("", "-wal", "-shm", "-journal"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
