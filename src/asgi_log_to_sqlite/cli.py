@@ -127,11 +127,35 @@ def _methods(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
         raise click.BadParameter(str(error)) from None
 
 
+def _as_stored(value: str) -> str:
+    """A command-line value as the log stores text: bytes that are not UTF-8 (surrogates in
+    ``sys.argv``) become the ``\\xNN`` escapes the middleware writes for them."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
     for value in values:
         if not value or "\x00" in value:
             raise click.BadParameter("needs a non-empty value")
-    return values
+    return tuple(_as_stored(value) for value in values)
+
+
+def _paths(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple:
+    """Paths as the log stores them: bytes that are not UTF-8 as ``%XX`` (see raw_path.py)."""
+    from .raw_path import readable_path
+
+    _names(ctx, param, values)
+    return tuple(
+        value if value.isascii() or "%" in value
+        else readable_path(value.encode("utf-8", "surrogateescape"))[0]
+        for value in values
+    )
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else _names(ctx, param, (value,))[0]
 
 
 def _compare(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
@@ -155,7 +179,7 @@ def _compare(ctx: click.Context, param: click.Parameter, value: str | None) -> o
 def filter_options(command: Callable[..., None]) -> Callable[..., None]:
     """--path, --route, --status, --host, --method and --instance, shared by report and tail."""
     for decorator in reversed((
-        click.option("--path", "paths", multiple=True, callback=_names, metavar="PATH",
+        click.option("--path", "paths", multiple=True, callback=_paths, metavar="PATH",
                      help="Only this path and below (/api), or a glob (/blog/*); repeatable."),
         click.option("--route", "routes", multiple=True, callback=_names, metavar="ROUTE",
                      help="Only this route template (/items/{id}), or a glob; repeatable."),
@@ -469,7 +493,8 @@ def merge(out: str, inputs: tuple[str, ...]) -> None:
 @click.argument("log_db", type=click.Path(dir_okay=False))
 @click.option("--since", callback=_when,
               help="Only requests after: 7d, 24h, 30m or an ISO date (default: all).")
-@click.option("--instance", help="Only the requests of this instance (host or container).")
+@click.option("--instance", callback=_name,
+              help="Only the requests of this instance (host or container).")
 @click.option("--schema", help="The PostgreSQL schema holding the log (or ?schema= in the URL).")
 def pull(url: str, log_db: str, since: float | None, instance: str | None,
          schema: str | None) -> None:
@@ -518,9 +543,9 @@ def _pairs(parse_name: str) -> Callable[[click.Context, click.Parameter, tuple[s
               help="Or an ASGI app run in this process (its lifespan too).")
 @click.option("--since", callback=_when, help="Only requests after: 24h, 7d, 30m or an ISO date.")
 @click.option("--until", callback=_when, help="Only requests before: 24h, 7d or an ISO date.")
-@click.option("--path", "paths", multiple=True,
+@click.option("--path", "paths", multiple=True, callback=_paths,
               help="Only this path and below (/api), or a glob (/blog/*); repeatable.")
-@click.option("--route", "routes", multiple=True,
+@click.option("--route", "routes", multiple=True, callback=_names,
               help="Only this route template (/items/{item_id}), or a glob; repeatable.")
 @click.option("--status", "statuses", multiple=True, callback=_statuses,
               help="Only requests logged with these statuses: 200, 5xx, 401,403 (repeatable).")
