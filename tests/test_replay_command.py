@@ -188,6 +188,10 @@ def test_a_file_name_that_is_not_utf8(log, tmp_path):
                                           "-f", fmt])
         assert result.exit_code == 0, (fmt, result.output, result.exception)
         assert "l\\xffg.db" in result.stdout.replace("\\\\", "\\")
+    result = CliRunner().invoke(cli, ["replay", odd, "--target", "http://bad\udcff", "--timeout",
+                                      "5"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "http://bad\\xff" in result.stdout
 
 
 def test_a_target_nobody_listens_on(log):

@@ -98,7 +98,8 @@ def run_replay(
     mode: dict[str, Any] = {**pace.describe(), "concurrency": concurrency}
     if check_noise:
         mode["check_noise"] = True
-    meta = {"log": display(log), "target": target or f"app {app_spec or app!r}", "mode": mode,
+    shown = display(target) if target else f"app {app_spec or app!r}"
+    meta = {"log": display(log), "target": shown, "mode": mode,
             "selection": _selection(selection)}
     if log_to:
         meta["logged_to"] = display(log_to)
