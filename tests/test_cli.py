@@ -394,6 +394,17 @@ def test_demo_in_process(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_demo_never_replaces_a_special_file(tmp_path):
+    """The demo starts its log afresh; given a named pipe (or, as root, /dev/null) it must
+    refuse, not delete it."""
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(cli, ["demo", "--db", str(fifo), "--requests", "5"])
+    assert result.exit_code == 1, result.output
+    assert "a named pipe, not a log file" in result.output
+    assert fifo.is_fifo()
+
+
 def test_demo_as_a_process_writes_demo_db(tmp_path):
     (tmp_path / "demo.db").write_bytes(b"stale file from an earlier run")
     process = run("demo", "--requests", "300", "--seconds", "0.5", cwd=tmp_path, timeout=100)

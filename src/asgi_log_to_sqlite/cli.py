@@ -292,7 +292,12 @@ def demo(db: str, count: int, seconds: float) -> None:
     import sys
 
     from .demo import run_demo
+    from .filekind import special_file_kind
     from .report import build_report, render_text
+
+    kind = special_file_kind(db)
+    if kind is not None:  # the demo starts its log afresh: it would delete a device or a pipe
+        raise click.ClickException(f"{db}: {kind}, not a log file")
 
     click.echo(f"Sending {count:,} requests from simulated visitors through the demo site...")
     with click.progressbar(length=count, label="Requests", file=sys.stderr) as bar:
