@@ -29,7 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import mix  # noqa: E402 (beside this file)
-from server_bench import find_wrk, free_port, thread_cpu, wait_for_port  # noqa: E402
+from server_bench import (  # noqa: E402
+    find_wrk,
+    free_port,
+    process_cpu,
+    thread_cpu,
+    wait_for_port,
+)
 
 VARIANTS = ("wrapped", "capture", "capture-responses")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -66,15 +72,17 @@ def measure(kind: str, binary: str, script: str, duration: float, connections: i
         try:
             wait_for_port(port, process)
             wrk(binary, script, port, 1.0, connections)
-            before = thread_cpu(process.pid)
+            before, child_before = thread_cpu(process.pid), process_cpu(process.pid) or 0.0
             result = wrk(binary, script, port, duration, connections)
-            after = thread_cpu(process.pid)
+            after, child_after = thread_cpu(process.pid), process_cpu(process.pid) or 0.0
             if before is not None and after is not None and result["served"]:
                 main = str(process.pid)
                 loop = after[main] - before.get(main, 0.0)
                 total = sum(after.values()) - sum(before.get(tid, 0.0) for tid in after)
                 result["loop_cpu_us"] = round(loop / result["served"] * 1e6, 1)
-                result["writer_cpu_us"] = round((total - loop) / result["served"] * 1e6, 1)
+                # The writer: a thread of the server, or (the default) its child process.
+                writer = total - loop + child_after - child_before
+                result["writer_cpu_us"] = round(writer / result["served"] * 1e6, 1)
             return result
         finally:
             if process.poll() is None:

@@ -321,8 +321,9 @@ def demo(db: str, count: int, seconds: float) -> None:
     from .report.files import display
 
     kind = special_file_kind(db)
-    if kind is not None:  # demo starts its log afresh: it never deletes a pipe or a device
-        raise click.ClickException(f"{display(db)}: is {kind}, not a log database")
+    if kind is not None:  # the demo starts its log afresh: it would delete a device or a pipe
+        raise click.ClickException(f"{display(db)}: {kind}, not a log file")
+
     click.echo(f"Sending {count:,} requests from simulated visitors through the demo site...")
     with click.progressbar(length=count, label="Requests", file=sys.stderr) as bar:
         try:
