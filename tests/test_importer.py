@@ -632,3 +632,13 @@ def test_imported_rows_are_in_the_hourly_rollups(tmp_path, entries):
     assert query(db, "SELECT sum(requests), sum(bytes_sent), sum(not_found) FROM rollups "
                      "WHERE period = 3600") == query(
         db, "SELECT count(*), sum(body_size), sum(http_status = 404) FROM requests")
+    # Hour by hour and path by path.
+    hours = """SELECT start, path, rows, bytes_sent, status_2xx, status_4xx, timed,
+                      round(duration_total, 9), duration_max FROM rollups WHERE period = 3600
+               ORDER BY start, path"""
+    from_rows = """SELECT CAST(start AS INTEGER) / 3600 * 3600 AS hour, path, count(*),
+                          total(body_size), sum(http_status BETWEEN 200 AND 299),
+                          sum(http_status BETWEEN 400 AND 499), count(duration),
+                          round(total(duration), 9), max(duration)
+                   FROM requests GROUP BY hour, path ORDER BY hour, path"""
+    assert query(db, hours) == query(db, from_rows)
