@@ -270,6 +270,25 @@ class LogFormat:
     def parse(self, chunk: str) -> Parsed:
         raise NotImplementedError
 
+    @staticmethod
+    def parse_lines(chunk: str, row: Callable[[str], tuple[Any, ...] | None],
+                    names: Sequence[str]) -> Parsed:
+        """The rows of a chunk read line by line: ``row`` gives a line's values (in the order
+        of ``names``), or None for a line that is not of this format."""
+        rows = []
+        failed = []
+        for number, line in enumerate(chunk.split("\n")):
+            values = row(line)
+            if values is None:
+                if line.strip():
+                    failed.append(number)
+                continue
+            rows.append(values)
+        if not rows:
+            return Parsed({}, failed)
+        columns = map(list, zip(*rows, strict=True))
+        return Parsed(dict(zip(names, columns, strict=True)), failed)
+
 
 # A quoted field with its escapes: the loop unrolled, which Python's re runs far faster than an
 # alternation per character. Nothing in it crosses a line end.
@@ -549,30 +568,26 @@ class UvicornFormat(LogFormat):
     def matches(self, line: str) -> bool:
         return self._split(line) is not None
 
+    def _row(self, line: str) -> tuple[Any, ...] | None:
+        split = self._split(line)
+        if split is None:
+            return None
+        client, start, request, status = split
+        host, _, port = client.rpartition(":")
+        if not (host and port.isdigit()):
+            host = client
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        method, path, query, version, target_host, scheme = self._requests[request]
+        return (start, method, path, query, version, target_host, scheme, int(status),
+                text(host, 200))
+
     def parse(self, chunk: str) -> Parsed:
-        rows = []
-        failed = []
-        for number, line in enumerate(chunk.split("\n")):
-            split = self._split(line)
-            if split is None:
-                if line.strip():
-                    failed.append(number)
-                continue
-            client, start, request, status = split
-            host, _, port = client.rpartition(":")
-            if not (host and port.isdigit()):
-                host = client
-            if host.startswith("[") and host.endswith("]"):
-                host = host[1:-1]
-            method, path, query, version, target_host, scheme = self._requests[request]
-            rows.append((start, method, path, query, version, target_host, scheme, int(status),
-                         text(host, 200)))
-        if not rows:
-            return Parsed({}, failed)
-        names = ("start", "method", "path", "query_string", "http_version", "host", "scheme",
-                 "http_status", "client_ip")
-        columns = map(list, zip(*rows, strict=True))
-        return Parsed(dict(zip(names, columns, strict=True)), failed)
+        return self.parse_lines(chunk, self._row, _UVICORN_COLUMNS)
+
+
+_UVICORN_COLUMNS = ("start", "method", "path", "query_string", "http_version", "host", "scheme",
+                    "http_status", "client_ip")
 
 
 #: Envelope keys whose value holds the line a platform received from the app.
@@ -597,44 +612,31 @@ class JsonLinesFormat(LogFormat):
         if not isinstance(document, dict):
             return None
         if jsonlines.is_ours(document):
-            try:
-                return jsonlines.decode_object(document)
-            except ValueError:
-                return None
+            return _decoded(document)
         payload = document.get("jsonPayload")
         if isinstance(payload, dict) and jsonlines.is_ours(payload):
-            try:
-                return jsonlines.decode_object(payload)
-            except ValueError:
-                return None
+            return _decoded(payload)
         for key in _TEXT_ENVELOPES:
             inner = document.get(key)
             if isinstance(inner, str):
                 return self._row(inner, depth + 1)
             if isinstance(inner, dict) and jsonlines.is_ours(inner):
-                try:
-                    return jsonlines.decode_object(inner)
-                except ValueError:
-                    return None
+                return _decoded(inner)
         return None
 
     def matches(self, line: str) -> bool:
         return self._row(line) is not None
 
     def parse(self, chunk: str) -> Parsed:
-        rows = []
-        failed = []
-        for number, line in enumerate(chunk.split("\n")):
-            row = self._row(line)
-            if row is None:
-                if line.strip():
-                    failed.append(number)
-                continue
-            rows.append(row)
-        if not rows:
-            return Parsed({}, failed)
-        columns = map(list, zip(*rows, strict=True))
-        return Parsed(dict(zip(jsonlines.COLUMNS, columns, strict=True)), failed)
+        return self.parse_lines(chunk, self._row, jsonlines.COLUMNS)
+
+
+def _decoded(document: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The row of one of our objects; None where a value is of the wrong kind."""
+    try:
+        return jsonlines.decode_object(document)
+    except ValueError:
+        return None
 
 
 _decoder = json.JSONDecoder()
