@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import rollups
+from .asgi_apps import answer_lifespan
 from .filekind import special_file_kind
 from .schema import connect, ensure_schema, transaction
 
@@ -78,13 +79,8 @@ async def _send_body(send: Any, status: int, body: bytes, content_type: bytes) -
 async def demo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A small website and JSON API with the usual mix of fast, slow, missing and failing pages."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]

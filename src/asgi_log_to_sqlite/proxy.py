@@ -21,6 +21,8 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .asgi_apps import read_body
+
 __all__ = [
     "HOP_BY_HOP",
     "SERVER_SET",
@@ -198,14 +200,3 @@ class AnswerUpstreamErrors:
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
 
-
-async def read_body(receive: Any) -> bytes | None:
-    """A request's whole body; None if the client went away first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, unquote_to_bytes
 
+from ..asgi_apps import answer_lifespan, read_body
 from ..placeholders import PATTERN
 from ..proxy import (
     HOP_BY_HOP,
@@ -34,7 +35,6 @@ from ..proxy import (
     AnswerUpstreamErrors,
     ReverseProxy,
     check_url,
-    read_body,
 )
 from .matching import Index, Match, Miss, shown
 from .recordings import MockError, Recording, load
@@ -169,7 +169,7 @@ class MockApp:
             if self._recorder is not None:
                 await self._recorder(scope, receive, send)  # the proxy's client, the flush
             else:
-                await _lifespan(receive, send)
+                await answer_lifespan(receive, send)
         elif kind == "websocket":
             await receive()
             await send({"type": "websocket.close", "code": 1003})  # never recorded
@@ -306,16 +306,6 @@ class MockApp:
                 self.index.add(new)
             except Exception:
                 logger.exception("asgi-log-to-sqlite mock: could not read back %s", self.log)
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _unmatched(miss: Miss, send: Any) -> None:
