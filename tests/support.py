@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+#: The system Chromium: the browser tests never download one.
+CHROMIUM = "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -123,3 +126,26 @@ class Server:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{text!r} not seen {count} times within {timeout}s")
             time.sleep(0.05)
+
+
+@contextmanager
+def chromium(profile: Path) -> Iterator[object]:
+    """A headless system Chromium (a Playwright browser context) with a fresh profile and
+    nothing in the background that could reach the network."""
+    import pytest
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            ],
+        )
+        try:
+            yield context
+        finally:
+            context.close()

@@ -9,12 +9,11 @@ import sqlite3
 import time
 
 import pytest
-from support import ROOT
+from support import CHROMIUM, ROOT, chromium
 
 from asgi_log_to_sqlite.demo import synthetic_log
 from asgi_log_to_sqlite.report import build_report, render_html
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
@@ -49,24 +48,8 @@ def report_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright_api.sync_playwright() as pw:
-        # The system Chromium; never a downloaded browser. A fresh profile, nothing in the
-        # background that could reach the network.
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 def _open(browser, report_file, width, height):

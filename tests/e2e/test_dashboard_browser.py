@@ -14,11 +14,10 @@ import sqlite3
 import time
 
 import pytest
-from support import BIN, ROOT, Server, free_port
+from support import BIN, CHROMIUM, ROOT, Server, chromium, free_port
 
 from asgi_log_to_sqlite.demo import synthetic_log
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 CHARTS_DRAWN = """() => {
   const cards = [...document.querySelectorAll('.dashboard-card-chart')];
@@ -55,24 +54,8 @@ def server(log):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright_api.sync_playwright() as pw:
-        # The system Chromium, never a downloaded one; nothing in the background that could
-        # reach the network.
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            ],
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 @pytest.fixture
