@@ -257,22 +257,27 @@ WRITER_SCRIPT = """
 """
 
 
-def test_four_writers_at_once_lose_nothing_and_store_nothing_twice(pg_url):
+def run_at_once(script: str, argument_lists: list[list[str]], timeout: float) -> None:
+    """One Python process per argument list, all at once; each must end printing "ok"."""
     processes = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER_SCRIPT), pg_url,
-                          f"host-{i}", "5000"], env={**os.environ, "PYTHONPATH": SRC},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(4)
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *arguments],
+                         env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for arguments in argument_lists
     ]
     try:
         for process in processes:
-            out, err = process.communicate(timeout=240)
+            out, err = process.communicate(timeout=timeout)
             assert process.returncode == 0 and "ok" in out, err
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def test_four_writers_at_once_lose_nothing_and_store_nothing_twice(pg_url):
+    run_at_once(WRITER_SCRIPT, [[pg_url, f"host-{i}", "5000"] for i in range(4)], timeout=240)
     assert query(pg_url, "SELECT count(*), count(DISTINCT id) FROM requests") == [(20000, 20000)]
     assert query(pg_url, "SELECT instance, count(*) FROM requests_view GROUP BY 1 ORDER BY 1") == [
         (f"host-{i}", 5000) for i in range(4)]
@@ -297,21 +302,7 @@ def test_twenty_processes_create_the_schema_at_once(pg_url):
 
     url = pg_url + "&schema=fresh"
     at = str(time.time() + 3)
-    processes = [
-        subprocess.Popen([sys.executable, "-c", textwrap.dedent(SCHEMA_SCRIPT), url, at],
-                         env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for _ in range(20)
-    ]
-    try:
-        for process in processes:
-            out, err = process.communicate(timeout=120)
-            assert process.returncode == 0 and "ok" in out, err
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+    run_at_once(SCHEMA_SCRIPT, [[url, at]] * 20, timeout=120)
     assert query(pg_url, "SELECT max(version), count(*) FROM schema_migrations",
                  schema="fresh") == [(latest_version(), latest_version())]
 
