@@ -5,6 +5,7 @@ Every wait is bounded; the cluster is stopped and removed at the end of the sess
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -152,3 +153,22 @@ def write_records(target: str, records: list[Any], instance: str = "web-1", **op
     writer.request_flush(done.set)
     assert done.wait(60)
     writer.stop(10)
+
+
+def serve_paths(app: Any, paths: list[str], **headers: str) -> None:
+    """GET each of ``paths`` from ``app`` in turn, with these request headers."""
+    async def run() -> None:
+        for path in paths:
+            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+                     "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+                     "client": ("127.0.0.1", 9)}
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b""}
+
+            async def send(message: Any) -> None:
+                pass
+
+            await app(scope, receive, send)
+
+    asyncio.run(run())

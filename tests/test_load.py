@@ -3,11 +3,11 @@ once (again, after an interruption, or once a file has grown)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from pg_support import serve_paths
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.cli import cli
@@ -25,20 +25,7 @@ async def ok_app(scope, receive, send):
 def make_log(path, paths, **options):
     log = AsgiLogToSqlite(ok_app, str(path), writer="thread", **options)
 
-    async def run():
-        for p in paths:
-            scope = {"type": "http", "method": "GET", "path": p, "query_string": b"",
-                     "headers": [(b"user-agent", b"ua")], "client": ("127.0.0.1", 1)}
-
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            async def send(message):
-                pass
-
-            await log(scope, receive, send)
-
-    asyncio.run(run())
+    serve_paths(log, paths, **{"user-agent": "ua"})
     log.close(20)
 
 

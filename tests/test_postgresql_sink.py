@@ -4,7 +4,6 @@ refused credentials and bad URLs."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_support import serve_paths
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.exchange import Exchange, next_key
@@ -79,24 +79,6 @@ async def ok_app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def serve(app: Any, paths: list[str], **headers: str) -> None:
-    async def run() -> None:
-        for path in paths:
-            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
-                     "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-                     "client": ("127.0.0.1", 9)}
-
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            async def send(message):
-                pass
-
-            await app(scope, receive, send)
-
-    asyncio.run(run())
-
-
 def run_script(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC}
     return subprocess.run(
@@ -114,7 +96,7 @@ def test_every_column_of_the_logical_schema_has_a_postgresql_type():
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_requests_become_rows_with_their_instance(pg_url, writer):
     log = AsgiLogToSqlite(ok_app, pg_url, writer=writer, instance="web-1")
-    serve(log, [f"/p/{i % 7}" for i in range(50)], **{"user-agent": "curl/8"})
+    serve_paths(log, [f"/p/{i % 7}" for i in range(50)], **{"user-agent": "curl/8"})
     log.flush(20)
     log.close(20)
     assert log.stats()["written"] == 50
@@ -130,17 +112,17 @@ def test_instance_defaults_to_the_host_name(pg_url):
     import socket
 
     log = AsgiLogToSqlite(ok_app, pg_url, writer="thread")
-    serve(log, ["/"])
+    serve_paths(log, ["/"])
     log.close(20)
     assert query(pg_url, "SELECT instance FROM requests_view") == [(socket.gethostname(),)]
 
 
 def test_a_schema_from_the_url_or_the_option(pg_url):
     log = AsgiLogToSqlite(ok_app, pg_url + "&schema=weblogs", writer="thread")
-    serve(log, ["/a"])
+    serve_paths(log, ["/a"])
     log.close(20)
     log = AsgiLogToSqlite(ok_app, pg_url, writer="thread", schema="other")
-    serve(log, ["/b", "/c"])
+    serve_paths(log, ["/b", "/c"])
     log.close(20)
     assert query(pg_url, "SELECT path FROM requests_view", schema="weblogs") == [("/a",)]
     assert query(pg_url, "SELECT count(*) FROM requests", schema="other") == [(2,)]
@@ -173,7 +155,7 @@ def test_captured_headers_and_captures_are_stored(pg_url):
     log = AsgiLogToSqlite(app, pg_url, writer="thread", capture_request_headers=["x-test"],
                           capture_response_headers=["x-answer"], capture_requests=True,
                           capture_responses=True)
-    serve(log, ["/one", "/two"], **{"x-test": "yes"})
+    serve_paths(log, ["/one", "/two"], **{"x-test": "yes"})
     log.close(20)
     headers = query(pg_url, "SELECT r.path, h.direction, h.name, h.value FROM "
                             "captured_headers_view h JOIN requests_view r ON r.id = h.request "
@@ -341,7 +323,7 @@ def test_refused_credentials_are_logged_once_counted_and_rows_kept(pg_url, tmp_p
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         log = AsgiLogToSqlite(ok_app, url, writer="thread", spill=spill)
         for _ in range(3):
-            serve(log, ["/a", "/b"])
+            serve_paths(log, ["/a", "/b"])
             log.flush(20)
             time.sleep(0.5)
         stats = log.stats()

@@ -3,13 +3,13 @@ oldest first, each row once, with its own start and instance."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
 import uuid
 
 import pytest
+from pg_support import serve_paths
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.sinks import postgresql as pg_sink
@@ -28,20 +28,7 @@ async def ok_app(scope, receive, send):
 
 
 def serve(app, paths):
-    async def run():
-        for path in paths:
-            scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
-                     "headers": [(b"user-agent", b"ua")], "client": ("127.0.0.1", 9)}
-
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            async def send(message):
-                pass
-
-            await app(scope, receive, send)
-
-    asyncio.run(run())
+    serve_paths(app, paths, **{"user-agent": "ua"})
 
 
 def query(url, sql, params=()):
