@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -149,3 +150,35 @@ def chromium(profile: Path) -> Iterator[object]:
             yield context
         finally:
             context.close()
+
+
+#: Columns measured anew on every run (start, duration, ttfb): left out where rows are compared.
+TIMINGS = frozenset({"start", "duration", "ttfb"})
+
+
+def stored_rows(path: str | Path, order_by: str = "requests.rowid") -> list[tuple]:
+    """Every column of every row as a SQLite log holds it, lookups as their text."""
+    from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
+
+    selects, joins = [], []
+    for name, table in REQUEST_COLUMNS.items():
+        if table:
+            selects.append(f"{table}_{name}.name")
+            joins.append(f"LEFT JOIN {table} AS {table}_{name} "
+                         f"ON {table}_{name}.id = requests.{name}")
+        else:
+            selects.append(f"requests.{name}")
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            f"SELECT {', '.join(selects)} FROM requests {' '.join(joins)} ORDER BY {order_by}"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def untimed(row: tuple) -> tuple:
+    """A row of :func:`stored_rows` without the columns measured per run."""
+    from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
+
+    return tuple(v for name, v in zip(REQUEST_COLUMNS, row, strict=True) if name not in TIMINGS)

@@ -5,42 +5,17 @@ requests (timings aside: the two middlewares time the request at different depth
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 
 import httpx
 import pytest
-from support import BIN, Server, free_port
+from support import BIN, Server, free_port, stored_rows, untimed
 
 from asgi_log_to_sqlite import jsonlines
-from asgi_log_to_sqlite.schema import REQUEST_COLUMNS
 
-TIMINGS = {"start", "duration", "ttfb"}
+ORDER = "requests.start, requests.rowid"
 
-
-def stored_rows(path) -> list[tuple]:
-    """Every column of every row as the log holds it, lookups as their text, in order."""
-    selects, joins = [], []
-    for name, table in REQUEST_COLUMNS.items():
-        if table:
-            selects.append(f"{table}_{name}.name")
-            joins.append(f"LEFT JOIN {table} AS {table}_{name} "
-                         f"ON {table}_{name}.id = requests.{name}")
-        else:
-            selects.append(f"requests.{name}")
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(
-            f"SELECT {', '.join(selects)} FROM requests {' '.join(joins)} "
-            "ORDER BY requests.start, requests.rowid"
-        ).fetchall()
-    finally:
-        conn.close()
-
-
-def untimed(row: tuple) -> tuple:
-    return tuple(v for name, v in zip(REQUEST_COLUMNS, row, strict=True) if name not in TIMINGS)
 
 
 def send_traffic(base_url: str) -> int:
@@ -89,10 +64,10 @@ def test_printed_lines_import_to_the_same_rows(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    imported = stored_rows(imported_log)
+    imported = stored_rows(imported_log, ORDER)
 
     assert imported == printed  # every column, exactly
-    assert [untimed(r) for r in imported] == [untimed(r) for r in stored_rows(file_log)]
+    assert [untimed(r) for r in imported] == [untimed(r) for r in stored_rows(file_log, ORDER)]
     text = output.read_text()
     assert "t0p-secret" not in text and "do-not-log-this" not in text and "secret1" not in text
 
@@ -101,4 +76,4 @@ def test_printed_lines_import_to_the_same_rows(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert again.returncode == 0, again.stderr
-    assert len(stored_rows(imported_log)) == sent  # the same file adds nothing twice
+    assert len(stored_rows(imported_log, ORDER)) == sent  # the same file adds nothing twice
