@@ -191,12 +191,7 @@ class HttpObserver:
             # flush="response": committed before the last message goes out, so that a client
             # that has its whole response finds the row stored, even if the host stops or
             # throttles the process right after (a SIGKILL, Cloud Run's CPU between requests).
-            self.complete = True
-            exchange.duration = time.perf_counter() - exchange.t0
-            try:
-                self.recorder.submit(exchange)
-            except Exception:
-                logger.exception("asgi-log-to-sqlite: could not record a request")
+            self._complete(exchange)
             await self.recorder.commit_response()
             self.committed = True
         try:
@@ -212,13 +207,17 @@ class HttpObserver:
                 logger.exception("asgi-log-to-sqlite: could not capture a response chunk")
                 exchange.response_tap = None
         if finished and not self.complete:
-            self.complete = True
-            exchange.duration = time.perf_counter() - exchange.t0
             # Queue now: some servers cancel the app task right after the last byte.
-            try:
-                self.recorder.submit(exchange)
-            except Exception:
-                logger.exception("asgi-log-to-sqlite: could not record a request")
+            self._complete(exchange)
+
+    def _complete(self, exchange: Exchange) -> None:
+        """The response is complete: time it and hand it to the recorder."""
+        self.complete = True
+        exchange.duration = time.perf_counter() - exchange.t0
+        try:
+            self.recorder.submit(exchange)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not record a request")
 
 
 class WebSocketObserver:
