@@ -102,6 +102,8 @@ SEED_LOOKUP_TABLES = (
     "content_types",
 )
 LOOKUP_TABLES = tuple(dict.fromkeys(t for t in REQUEST_COLUMNS.values() if t))
+#: (position in a row, lookup table) of each column a row holds as a name and stores as an id.
+LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
 
 
 class SchemaError(Exception):

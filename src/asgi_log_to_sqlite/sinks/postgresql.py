@@ -40,7 +40,7 @@ from ..postgresql_schema import (
     parse_url,
     psycopg,
 )
-from ..schema import REQUEST_COLUMNS
+from ..schema import LOOKUP_POSITIONS, REQUEST_COLUMNS
 from .base import DataError
 from .spill import SHIP_CHUNK
 
@@ -79,7 +79,6 @@ INSERT_CAPTURE = (
     "response_body_sha256, response_body_kept, response_chunks, start) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request) DO NOTHING"
 )
-LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
 START = 0
 
 

@@ -32,6 +32,7 @@ from ..rotation import (
     rows_written,
 )
 from ..schema import (
+    LOOKUP_POSITIONS,
     LOOKUP_TABLES,
     REQUEST_COLUMNS,
     SchemaError,
@@ -65,7 +66,6 @@ CAPTURES_SQL = (
     "response_body_sha256, response_body_kept, response_chunks) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-LOOKUP_POSITIONS = [(i, table) for i, table in enumerate(REQUEST_COLUMNS.values()) if table]
 INSERT_SQL = "INSERT INTO requests ({}) VALUES ({})".format(
     ", ".join(COLUMN_NAMES), ", ".join("?" for _ in COLUMN_NAMES)
 )
