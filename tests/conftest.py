@@ -67,6 +67,37 @@ def log_path(tmp_path):
     return str(tmp_path / "log.db")
 
 
+@pytest.fixture
+def make_log(log_path):
+    """Build middlewares that are always closed at the end of the test (no stray threads)."""
+    from asgi_log_to_sqlite import AsgiLogToSqlite
+
+    made = []
+
+    def make(app, path=None, **options):
+        log = AsgiLogToSqlite(app, path or log_path, **options)
+        made.append(log)
+        return log
+
+    yield make
+    for log in made:
+        log.close(timeout=10)
+
+
+@pytest.fixture
+def data_db(tmp_path):
+    """A small database of the app's own, beside the log."""
+    import sqlite3
+
+    path = str(tmp_path / "data.db")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO items (name) VALUES ('one'), ('two')")
+    conn.commit()
+    conn.close()
+    return path
+
+
 # ---- PostgreSQL (tests/pg_support.py) -----------------------------------------------------------
 @pytest.fixture(scope="session")
 def pg_cluster():

@@ -29,17 +29,6 @@ def run(coro):
 
 
 @pytest.fixture
-def data_db(tmp_path):
-    path = str(tmp_path / "data.db")
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.execute("INSERT INTO items (name) VALUES ('one'), ('two')")
-    conn.commit()
-    conn.close()
-    return path
-
-
-@pytest.fixture
 def datasettes():
     """Datasette instances built by a test; their log writers are closed afterwards."""
     made: list[Datasette] = []

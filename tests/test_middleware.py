@@ -24,21 +24,6 @@ LOGGER = "asgi_log_to_sqlite"
 
 
 # ---- helpers -------------------------------------------------------------------------------
-@pytest.fixture
-def make_log(log_path):
-    """Build middlewares that are always closed at the end of the test (no stray threads)."""
-    made: list[AsgiLogToSqlite] = []
-
-    def make(app, path: str | None = None, **options: Any) -> AsgiLogToSqlite:
-        log = AsgiLogToSqlite(app, path or log_path, **options)
-        made.append(log)
-        return log
-
-    yield make
-    for log in made:
-        log.close(timeout=10)
-
-
 def rows(path: str, where: str = "1") -> list[dict[str, Any]]:
     conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row

@@ -20,20 +20,6 @@ def no_lambda(monkeypatch):
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
 
 
-@pytest.fixture
-def make_log(log_path):
-    made: list[AsgiLogToSqlite] = []
-
-    def make(app, path: str | None = None, **options) -> AsgiLogToSqlite:
-        log = AsgiLogToSqlite(app, path or log_path, **options)
-        made.append(log)
-        return log
-
-    yield make
-    for log in made:
-        log.close(timeout=10)
-
-
 def committed(path: str) -> list[tuple]:
     """Rows another connection sees: what is committed, nothing in flight."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

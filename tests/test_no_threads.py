@@ -94,17 +94,6 @@ def test_flush_response_without_threads(no_threads, log_path):
     log.close()
 
 
-@pytest.fixture
-def data_db(tmp_path):
-    path = str(tmp_path / "data.db")
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.execute("INSERT INTO items (name) VALUES ('one'), ('two')")
-    conn.commit()
-    conn.close()
-    return path
-
-
 @pytest.mark.parametrize("flush", ["batch", "response"])
 def test_the_datasette_plugin_in_no_thread_mode(no_threads, data_db, log_path, flush):
     ds = Datasette(
