@@ -25,6 +25,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def uvicorn(target: str, port: int) -> list[str]:
+    """The command serving ``target`` (``module:attr``) with uvicorn on 127.0.0.1, no access
+    log."""
+    return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--host", "127.0.0.1",
+            "--no-access-log"]
+
+
 def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

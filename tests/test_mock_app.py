@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from apps import service_app
 from asgi_lifespan import LifespanManager
-from support import Server, free_port
+from support import Server, free_port, uvicorn
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.mock import MockError, mock_app
@@ -190,8 +189,7 @@ def count(log: str, sql: str = "SELECT count(*) FROM captures") -> int:
 def test_a_fallback_proxies_what_is_unmatched_and_the_mock_grows_by_use(tmp_path):
     log = str(tmp_path / "grown.db")  # not there yet: the fallback starts it
     port = free_port()
-    service = Server([sys.executable, "-m", "uvicorn", "apps.service_app:app", "--port",
-                      str(port), "--host", "127.0.0.1", "--no-access-log"], port,
+    service = Server(uvicorn("apps.service_app:app", port), port,
                      env={"SERVICE_SECRET": SECRET}, log=tmp_path / "service.log")
     requests = [("GET", "/items/5?page=2", {}), ("GET", "/counter", {}),
                 ("GET", "/private", {"headers": {"Authorization": f"Bearer {SECRET}-token"}})]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 
 import httpx
 import pytest
 from apps import service_app
 from click.testing import CliRunner
 from replay_support import make_log
-from support import BIN, Server, free_port, wait_for_port
+from support import BIN, Server, free_port, uvicorn, wait_for_port
 
 from asgi_log_to_sqlite.cli import cli
 
@@ -127,9 +126,8 @@ def test_without_httpx_the_commands_say_what_to_install(tmp_path, argv, expected
 def test_ctrl_c_stops_record_and_mock_cleanly(tmp_path):
     service_port, record_port = free_port(), free_port()
     log = tmp_path / "rec.db"
-    uvicorn = [sys.executable, "-m", "uvicorn", "apps.service_app:app", "--port",
-               str(service_port), "--host", "127.0.0.1", "--no-access-log"]
-    with Server(uvicorn, service_port, log=tmp_path / "service.log") as service:
+    with Server(uvicorn("apps.service_app:app", service_port), service_port,
+                log=tmp_path / "service.log") as service:
         recorder = subprocess.Popen(
             [PROGRAM, "record", str(log), "--upstream", service.url, "--port", str(record_port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import sys
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 from apps.service_app import BIG
 from asgi_lifespan import LifespanManager
-from support import Server, free_port
+from support import Server, free_port, uvicorn
 
 from asgi_log_to_sqlite.proxy import AnswerUpstreamErrors, ReverseProxy, check_url
 
@@ -21,9 +20,7 @@ from asgi_log_to_sqlite.proxy import AnswerUpstreamErrors, ReverseProxy, check_u
 def upstream(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("proxy") / "service.log"
-    args = [sys.executable, "-m", "uvicorn", "apps.service_app:app", "--port", str(port),
-            "--host", "127.0.0.1", "--no-access-log"]
-    with Server(args, port, log=log) as server:
+    with Server(uvicorn("apps.service_app:app", port), port, log=log) as server:
         yield server.url
 
 

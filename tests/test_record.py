@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from support import Server, free_port
+from support import Server, free_port, uvicorn
 
 from asgi_log_to_sqlite.record import count_captures, recorder_app, summary
 
@@ -23,9 +22,8 @@ SECRET = "Kx7-RECORD-SECRET"
 def upstream(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("record") / "service.log"
-    args = [sys.executable, "-m", "uvicorn", "apps.service_app:app", "--port", str(port),
-            "--host", "127.0.0.1", "--no-access-log"]
-    with Server(args, port, env={"SERVICE_SECRET": SECRET}, log=log) as server:
+    with Server(uvicorn("apps.service_app:app", port), port, env={"SERVICE_SECRET": SECRET},
+                log=log) as server:
         yield server.url
 
 

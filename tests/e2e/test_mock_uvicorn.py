@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import sys
 import time
 
 import httpx
 import pytest
 from apps.service_app import BIG
-from support import BIN, Server, free_port
+from support import BIN, Server, free_port, uvicorn
 
 PROGRAM = str(BIN / "asgi-log-to-sqlite")
 SECRET = "Zq8-MOCK-SECRET"
 ENV = {"SERVICE_SECRET": SECRET, "SERVICE_EVENTS": "3", "SERVICE_GAP": "0.25"}
-
-
-def uvicorn(target: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--host", "127.0.0.1",
-            "--no-access-log"]
 
 
 def raw_bytes(path) -> bytes:

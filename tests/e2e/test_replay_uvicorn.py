@@ -10,21 +10,15 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 from apps.replay_app import app_v1
 from replay_support import make_log
-from support import BIN, ROOT, Server, free_port
+from support import BIN, ROOT, Server, free_port, uvicorn
 
 PROGRAM = str(BIN / "asgi-log-to-sqlite")
-
-
-def uvicorn(target: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", target, "--port", str(port), "--host", "127.0.0.1",
-            "--no-access-log"]
 
 
 def count_rows(path: str) -> int:
