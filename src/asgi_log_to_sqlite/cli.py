@@ -316,20 +316,15 @@ def demo(db: str, count: int, seconds: float) -> None:
     import sys
 
     from .demo import run_demo
-    from .filekind import special_file_kind
     from .report import build_report, render_text
     from .report.files import display
-
-    kind = special_file_kind(db)
-    if kind is not None:  # the demo starts its log afresh: it would delete a device or a pipe
-        raise click.ClickException(f"{display(db)}: {kind}, not a log file")
 
     click.echo(f"Sending {count:,} requests from simulated visitors through the demo site...")
     with click.progressbar(length=count, label="Requests", file=sys.stderr) as bar:
         try:
             run_demo(db, requests=count, seconds=seconds, progress=bar.update)
-        except (OSError, ValueError) as error:  # a missing folder, a file that cannot be written
-            raise click.ClickException(str(error)) from None
+        except (OSError, ValueError) as error:  # a missing folder, a pipe, a device...
+            raise click.ClickException(display(str(error))) from None
     click.echo(render_text(build_report([db])))
     click.echo(f"The log is in {db}. Explore it with:")
     click.echo(f"  datasette {db}")

@@ -282,7 +282,7 @@ def run_demo(
     path = os.fspath(db)
     kind = special_file_kind(path)
     if kind is not None:  # never delete a pipe, a device (/dev/null) or a folder
-        raise ValueError(f"{path!r} is {kind}, not a log database")
+        raise ValueError(f"{path}: {kind}, not a log file")
     for suffix in ("", "-wal", "-shm", "-journal"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
