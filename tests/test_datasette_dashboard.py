@@ -12,7 +12,7 @@ import pytest
 from datasette.app import Datasette
 from datasette_dashboards import replace_opts_in_query
 from test_dashboard import DAY, NOW, ROUTES, make_known_log
-from test_datasette_plugin import cookies, data_db, datasettes, plugin, run  # noqa: F401
+from test_datasette_plugin import cookies, datasettes, plugin, run  # noqa: F401
 
 from asgi_log_to_sqlite import datasette_plugin
 from asgi_log_to_sqlite.dashboard import DASHBOARDS_PLUGIN
