@@ -6,7 +6,9 @@
 Two variants take the cost apart (``run.py --diagnose``): ``discard`` is the middleware with a
 writer that drops every record (what the event loop's own work costs), ``busy-thread`` the bare
 app beside a thread that computes in Python a quarter of the time (what any such thread costs
-the loop, through the GIL).
+the loop, through the GIL), and ``idle-writer`` the middleware whose writer process reads what
+it is sent and stores nothing (``idle_writer.py``: the loop's shipping, without the writer's
+CPU).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def make(kind: str, db: str | None):
         return hello
     from asgi_log_to_sqlite import AsgiLogToSqlite
 
+    if kind == "idle-writer":
+        from asgi_log_to_sqlite.writer_process import ProcessWriter
+
+        ProcessWriter.COMMAND = (os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "idle_writer.py"),)
     if kind == "discard":
         from asgi_log_to_sqlite.writer import Queue
         from asgi_log_to_sqlite.writer_process import ProcessWriter

@@ -315,6 +315,7 @@ DIAGNOSE = {
     "bare": "bare app",
     "discard": "middleware, writer drops its records (the loop's own work)",
     "busy-thread": "bare app beside a thread computing in Python 25% of the time",
+    "idle-writer": "middleware, its writer process stores nothing (the loop's shipping alone)",
     "wrapped": "middleware with its writer process (the default)",
 }
 

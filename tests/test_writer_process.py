@@ -116,6 +116,39 @@ def test_only_what_a_row_stores_crosses_the_pipe():
     assert dict(rebuilt.scope["headers"]).keys() == {b"host", b"user-agent", b"referer"}
 
 
+ODD_HEADERS = [
+    # An odd-case name before its lower-case twin: the first value is the row's.
+    [(b"User-Agent", b"first"), (b"user-agent", b"second"), (b"host", b"a.example")],
+    [(b"user-agent", b"first"), (b"USER-AGENT", b"second"), (b"Referer", b"https://r.example/")],
+    # Repeated names, no host (the server's address then), names that are not lower-case.
+    [(b"referer", b"https://one.example/"), (b"referer", b"https://two.example/")],
+    [(b"Accept-Language", b"fr"), (b"HOST", b"b.example"), (b"x-forwarded-for", b"198.51.100.7")],
+    [(b"x-request-id", b"r1"), (b"X-Forwarded-For", b"203.0.113.9, 198.51.100.7")],
+    [],
+]
+
+
+@pytest.mark.parametrize("headers", ODD_HEADERS)
+@pytest.mark.parametrize("given", [
+    {},
+    {"trusted_proxies": ["192.0.2.0/24"], "capture_request_headers": ["x-request-id"]},
+    {"capture_request_headers": ["user-agent", "Host"]},
+])
+def test_a_shipped_record_makes_the_row_of_the_live_one(headers, given):
+    """The row the writer process builds from a shipped record is the row any other strategy
+    builds from the live exchange, captured headers included, whatever the header list holds."""
+    from asgi_log_to_sqlite.prepare import Prepare
+
+    options = Options.from_kwargs(given)
+    exchange = Exchange(scope("/x", headers=headers), 1_700_000_000.0, 0.0)
+    exchange.response_headers = [(b"content-type", b"text/html")]
+    exchange.status, exchange.duration, exchange.body_size = 200, 0.01, 5
+    live, shipped = (Prepare(options)([found]) for found in
+                     (exchange, decode(pickle.loads(pickle.dumps(Encoder(options)(exchange))))))
+    assert shipped.rows == live.rows
+    assert shipped.captured == live.captured
+
+
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):
     seen_pids = []
 

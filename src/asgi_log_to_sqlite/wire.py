@@ -14,10 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .prepare import response_header
+from .prepare import request_headers, response_header
 from .privacy.frameworks import SCOPE_ACTOR_KEY, SCOPE_ROUTE_KEY, Detectors
 
 __all__ = ["Encoder", "decode"]
+
+#: The request headers a row stores (their first values travel as fields of their own).
+ROW_HEADERS = frozenset((b"user-agent", b"referer", b"accept-language", b"host"))
 
 
 class Encoder:
@@ -30,7 +33,9 @@ class Encoder:
         captured = {h.encode("latin-1") for h in options.capture_request_headers}
         #: Request headers kept beyond the four a row stores (lower-case names).
         self.extra = frozenset(captured | ({forwarded} if forwarded else set()))
-        self.wanted = self.extra | {b"user-agent", b"referer", b"accept-language", b"host"}
+        self.wanted = self.extra | ROW_HEADERS
+        #: Where one of the four is also captured, every wanted pair travels, in order.
+        self.in_order = not self.extra.isdisjoint(ROW_HEADERS)
         self.response_extra = frozenset(
             h.encode("latin-1") for h in options.capture_response_headers
         )
@@ -39,24 +44,42 @@ class Encoder:
         scope = exchange.scope
         get = scope.get
         headers = get("headers")
-        kept: list[Any] = []
-        wanted = self.wanted
+        # The first value of each header a row stores, as plain fields: a list of pairs would
+        # cost the loop (and the pickle) a dozen objects a request.
+        user_agent = referer = language = host = extra = None
+        odd = False
         try:
-            for item in headers or ():
+            walk = headers or ()
+            if self.in_order:
+                extra = [pair for item in walk
+                         if (pair := (bytes(item[0]).lower(), item[1]))[0] in self.wanted]
+                walk = ()
+            for item in walk:
                 name = item[0]
-                if (
-                    name == b"user-agent"
-                    or name == b"referer"
-                    or name == b"accept-language"
-                    or name == b"host"
-                ):
-                    kept.append((name, item[1]))
+                if name == b"user-agent":
+                    if user_agent is None:
+                        user_agent = item[1]
+                elif name == b"referer":
+                    if referer is None:
+                        referer = item[1]
+                elif name == b"accept-language":
+                    if language is None:
+                        language = item[1]
+                elif name == b"host":
+                    if host is None:
+                        host = item[1]
                 elif self.extra or type(name) is not bytes or not name.islower():
                     lowered = bytes(name).lower()  # odd case or type: as the row would read it
-                    if lowered in wanted:
-                        kept.append((lowered, item[1]))
+                    if lowered in self.extra:
+                        if extra is None:
+                            extra = []
+                        extra.append((lowered, item[1]))
+                    elif lowered in ROW_HEADERS:
+                        odd = True
+            if odd:  # one of the four in an odd case: which value comes first is the row's call
+                user_agent, referer, language, host = request_headers(headers)
         except Exception:
-            kept = []
+            user_agent = referer = language = host = extra = None
         keys = scope.keys()
         detectors = self.detectors
         route = actor = None
@@ -111,9 +134,13 @@ class Encoder:
             path,
             raw_path,
             get("query_string"),
-            kept,
+            user_agent,
+            referer,
+            language,
+            host,
+            extra,
             get("client"),
-            get("server") if response_header(kept, b"host") is None else None,
+            get("server") if host is None and response_header(extra, b"host") is None else None,
             get("scheme"),
             get("http_version"),
             content_type,
@@ -128,8 +155,14 @@ class Encoder:
 def decode(record: tuple[Any, ...]) -> Exchange:
     """The exchange an encoded tuple stands for, in the writer process."""
     (key, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
-     kind, method, path, raw_path, query_string, headers, client, server, scheme, http_version,
-     content_type, response_kept, pathsend, route, actor, captured) = record
+     kind, method, path, raw_path, query_string, user_agent, referer, language, host, extra,
+     client, server, scheme, http_version, content_type, response_kept, pathsend, route, actor,
+     captured) = record
+    headers = [pair for pair in ((b"user-agent", user_agent), (b"referer", referer),
+                                 (b"accept-language", language), (b"host", host))
+               if pair[1] is not None]
+    if extra:
+        headers.extend(extra)
     scope: dict[str, Any] = {
         "type": kind,
         "method": method,

@@ -88,6 +88,9 @@ class ProcessWriter(Queue):
     #: Bytes waiting for the pipe at most; past it records stay queued (and the queue bound
     #: counts what it drops).
     MAX_BUFFER = 32 << 20
+    #: The arguments of ``python`` that run the writer process (benchmarks swap in a process
+    #: that stores nothing, to tell the event loop's share of the cost from the writer's).
+    COMMAND: tuple[str, ...] = ("-m", "asgi_log_to_sqlite.writer_process")
 
     def __init__(self, target: str, given: dict[str, Any], encode: Callable[[Any], Any],
                  options: Any, name: str | None = None,
@@ -126,7 +129,7 @@ class ProcessWriter(Queue):
         self._ready.clear()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "asgi_log_to_sqlite.writer_process"],
+                [sys.executable, *self.COMMAND],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
