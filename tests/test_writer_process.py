@@ -124,6 +124,9 @@ ODD_HEADERS = [
     [(b"referer", b"https://one.example/"), (b"referer", b"https://two.example/")],
     [(b"Accept-Language", b"fr"), (b"HOST", b"b.example"), (b"x-forwarded-for", b"198.51.100.7")],
     [(b"x-request-id", b"r1"), (b"X-Forwarded-For", b"203.0.113.9, 198.51.100.7")],
+    # Items that are not pairs of bytes are skipped, the others kept.
+    [(b"user-agent",), ("x-request-id", "r2"), (b"x-request-id", b"r3", b""),
+     (b"host", b"c.example"), (b"x-request-id", b"r4"), (b"x-forwarded-for", b"203.0.113.5")],
     [],
 ]
 

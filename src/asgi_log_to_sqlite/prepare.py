@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -148,6 +148,21 @@ def _items(headers: Any) -> Iterable[Any]:
         return list(headers or ())
     except Exception:
         return ()
+
+
+def header_pairs(headers: Any, names: Container[bytes]) -> list[tuple[bytes, Any]]:
+    """The (lower-case name, value) pairs of ``names`` in ``headers``, in order; items that are
+    not pairs are skipped."""
+    found = []
+    for item in _items(headers):
+        try:
+            name, value = item
+            name = bytes(name).lower()
+        except Exception:
+            continue
+        if name in names:
+            found.append((name, value))
+    return found
 
 
 def _walk_request_headers(headers: Any) -> list[Any]:
@@ -468,16 +483,10 @@ class RowBuilder:
         ):
             if not wanted:
                 continue
-            for item in _items(headers):
-                try:
-                    name, value = item
-                    name = bytes(name).lower()
-                except Exception:
-                    continue
-                if name in wanted:
-                    if name in URL_HEADERS:
-                        value = self.redactor.url(text(value, 1 << 30))
-                    found.append((direction, text(name, cap), text(value, cap)))
+            for name, value in header_pairs(headers, wanted):
+                if name in URL_HEADERS:
+                    value = self.redactor.url(text(value, 1 << 30))
+                found.append((direction, text(name, cap), text(value, cap)))
         return found
 
 

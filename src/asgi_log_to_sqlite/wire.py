@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .prepare import request_headers, response_header
+from .prepare import header_pairs, request_headers, response_header
 from .privacy.frameworks import SCOPE_ACTOR_KEY, SCOPE_ROUTE_KEY, Detectors
 
 __all__ = ["Encoder", "decode"]
@@ -44,42 +44,16 @@ class Encoder:
         scope = exchange.scope
         get = scope.get
         headers = get("headers")
-        # The first value of each header a row stores, as plain fields: a list of pairs would
-        # cost the loop (and the pickle) a dozen objects a request.
-        user_agent = referer = language = host = extra = None
-        odd = False
-        try:
-            walk = headers or ()
-            if self.in_order:
-                extra = [pair for item in walk
-                         if (pair := (bytes(item[0]).lower(), item[1]))[0] in self.wanted]
-                walk = ()
-            for item in walk:
-                name = item[0]
-                if name == b"user-agent":
-                    if user_agent is None:
-                        user_agent = item[1]
-                elif name == b"referer":
-                    if referer is None:
-                        referer = item[1]
-                elif name == b"accept-language":
-                    if language is None:
-                        language = item[1]
-                elif name == b"host":
-                    if host is None:
-                        host = item[1]
-                elif self.extra or type(name) is not bytes or not name.islower():
-                    lowered = bytes(name).lower()  # odd case or type: as the row would read it
-                    if lowered in self.extra:
-                        if extra is None:
-                            extra = []
-                        extra.append((lowered, item[1]))
-                    elif lowered in ROW_HEADERS:
-                        odd = True
-            if odd:  # one of the four in an odd case: which value comes first is the row's call
-                user_agent, referer, language, host = request_headers(headers)
-        except Exception:
-            user_agent = referer = language = host = extra = None
+        # The first value of each header a row stores, as plain fields (a list of pairs would
+        # cost the loop, and the pickle, a dozen objects a request), found as the row builder
+        # finds them in a live scope.
+        if self.in_order:
+            user_agent = referer = language = host = None
+        else:
+            user_agent, referer, language, host = request_headers(headers)
+        extra = None
+        if self.extra:
+            extra = header_pairs(headers, self.wanted if self.in_order else self.extra) or None
         keys = scope.keys()
         detectors = self.detectors
         route = actor = None
