@@ -21,7 +21,7 @@ from typing import Any
 from . import rollups
 from .asgi_apps import answer_lifespan
 from .filekind import special_file_kind
-from .schema import connect, ensure_schema, transaction
+from .schema import connect, ensure_schema, remove_files, transaction
 
 __all__ = ["USER_AGENTS", "demo_app", "run_demo", "synthetic_log"]
 
@@ -283,9 +283,7 @@ def run_demo(
     kind = special_file_kind(path)
     if kind is not None:  # never delete a pipe, a device (/dev/null) or a folder
         raise ValueError(f"{path}: {kind}, not a log file")
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
+    remove_files(path)
     random.seed(seed)
     log = AsgiLogToSqlite(demo_app, path, flush_interval=0.1)
     try:

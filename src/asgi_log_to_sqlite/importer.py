@@ -53,7 +53,18 @@ from .logsources import (
     build_formats,
     read_source,
 )
-from .schema import REQUEST_COLUMNS, SchemaError, connect, ensure_schema, is_log_database
+from .schema import (
+    IMPORTED_FILES_INDEX_SQL,
+    IMPORTED_FILES_SQL,
+    REQUEST_COLUMNS,
+    SchemaError,
+    begin_immediate,
+    commit,
+    connect,
+    ensure_schema,
+    is_log_database,
+    rollback,
+)
 
 __all__ = ["FileResult", "ImportFailed", "ImportOptions", "import_logs"]
 
@@ -65,25 +76,6 @@ CACHE_LIMIT = 1_000_000
 MAX_TRANSACTION = 0.5
 #: Input bytes from which the reading side runs in a second process (when "auto").
 PARALLEL_BYTES = 32 << 20
-
-IMPORTED_FILES_SQL = """CREATE TABLE IF NOT EXISTS imported_files (
-    id INTEGER PRIMARY KEY,
-    head_sha256 TEXT NOT NULL,
-    head_bytes INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    lines INTEGER NOT NULL,
-    rows INTEGER NOT NULL,
-    excluded INTEGER NOT NULL,
-    unparsed INTEGER NOT NULL,
-    format TEXT,
-    name TEXT,
-    first_imported TEXT,
-    last_imported TEXT
-)"""
-IMPORTED_FILES_INDEX_SQL = (
-    "CREATE INDEX IF NOT EXISTS imported_files_head ON imported_files(head_sha256)"
-)
 
 _LOOKUPS = {column: table for column, table in REQUEST_COLUMNS.items() if table}
 
@@ -261,7 +253,7 @@ class _Source:
         result.unparsed += chunk.unparsed
         result.failures += chunk.failures
         if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             self.began = time.monotonic()
             # This transaction holds the write lock: its rows get the row ids after this one.
             self.first_rowid = conn.execute(
@@ -291,7 +283,7 @@ class _Source:
                 rollups.add_rows(conn, self.first_rowid, self.first_rowid + self.rows - 1)
             self.store.count_excluded(self.excluded)
             self._save(self.last, self.rows, sum(self.excluded.values()), self.unparsed)
-            conn.execute("COMMIT")
+            commit(conn)
         except BaseException:
             self._rollback()
             raise
@@ -302,8 +294,7 @@ class _Source:
         self.excluded = collections.Counter()
 
     def _rollback(self) -> None:
-        if self.store.conn.in_transaction:
-            self.store.conn.execute("ROLLBACK")
+        rollback(self.store.conn)
         self.store.forget()
 
     def _save(self, chunk: Chunk, rows: int, excluded: int, unparsed: int) -> None:

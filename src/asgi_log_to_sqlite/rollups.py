@@ -42,8 +42,8 @@ __all__ = [
     "add_rows",
     "aggregate_sql",
     "copy_rollups",
-    "create_tables",
     "delete_before",
+    "fill_buckets",
     "folded_until",
     "has_rollups",
 ]
@@ -72,56 +72,11 @@ ROLLUP_MEASURES: dict[str, str] = {
 KEY = ("period", "start", "route", "path")
 ROLLUP_TABLES = ("rollups", "rollup_latency", "latency_buckets", "rollups_state")
 
-TABLES_SQL = (
-    """CREATE TABLE IF NOT EXISTS latency_buckets (
-        bucket INTEGER PRIMARY KEY,
-        low FLOAT NOT NULL,
-        high FLOAT,
-        mid FLOAT NOT NULL,
-        label TEXT NOT NULL
-    )""",
-    # NUMERIC: whole numbers (unsampled counts, byte totals) are stored and shown as integers.
-    """CREATE TABLE IF NOT EXISTS rollups (
-        id INTEGER PRIMARY KEY,
-        period INTEGER NOT NULL,
-        start INTEGER NOT NULL,
-        route INTEGER REFERENCES routes(id),
-        path INTEGER REFERENCES paths(id),
-        rows INTEGER NOT NULL DEFAULT 0,
-        requests NUMERIC NOT NULL DEFAULT 0,
-        status_1xx NUMERIC NOT NULL DEFAULT 0,
-        status_2xx NUMERIC NOT NULL DEFAULT 0,
-        status_3xx NUMERIC NOT NULL DEFAULT 0,
-        status_4xx NUMERIC NOT NULL DEFAULT 0,
-        status_5xx NUMERIC NOT NULL DEFAULT 0,
-        not_found NUMERIC NOT NULL DEFAULT 0,
-        bytes_sent NUMERIC NOT NULL DEFAULT 0,
-        bytes_received NUMERIC NOT NULL DEFAULT 0,
-        timed INTEGER NOT NULL DEFAULT 0,
-        duration_total FLOAT NOT NULL DEFAULT 0,
-        duration_max FLOAT
-    )""",
-    # The key; a NULL route or path (one of them always is) must still conflict.
-    """CREATE UNIQUE INDEX IF NOT EXISTS rollups_key
-        ON rollups (period, start, COALESCE(route, 0), COALESCE(path, 0))""",
-    """CREATE TABLE IF NOT EXISTS rollup_latency (
-        rollup INTEGER NOT NULL REFERENCES rollups(id),
-        bucket INTEGER NOT NULL REFERENCES latency_buckets(bucket),
-        count INTEGER NOT NULL,
-        PRIMARY KEY (rollup, bucket)
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS rollups_state (
-        name TEXT PRIMARY KEY,
-        value INTEGER
-    )""",
-)
 CONFLICT = "(period, start, COALESCE(route, 0), COALESCE(path, 0))"
 
 
-def create_tables(conn: sqlite3.Connection) -> None:
-    """The rollup tables, and the bucket table Datasette labels the histogram with."""
-    for sql in TABLES_SQL:
-        conn.execute(sql)
+def fill_buckets(conn: sqlite3.Connection) -> None:
+    """The rows of the bucket table Datasette labels the histogram with."""
     conn.executemany(
         "INSERT OR IGNORE INTO latency_buckets (bucket, low, high, mid, label) "
         "VALUES (?, ?, ?, ?, ?)",

@@ -43,6 +43,7 @@ from typing import Any
 from .schema import (
     FILE_SUFFIXES,
     LOG_META_SQL,
+    WAL_SUFFIX,
     connect,
     ensure_schema,
     open_readonly,
@@ -191,7 +192,7 @@ def rows_written(conn: sqlite3.Connection) -> int:
 
 def file_bytes(path: str) -> int:
     total = 0
-    for name in (path, path + "-wal"):
+    for name in (path, path + WAL_SUFFIX):
         try:
             total += os.path.getsize(name)
         except OSError:

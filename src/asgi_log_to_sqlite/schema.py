@@ -21,20 +21,29 @@ from . import rollups
 
 __all__ = [
     "FILE_SUFFIXES",
+    "IMPORTED_FILES_SQL",
     "LOOKUP_TABLES",
     "REQUEST_COLUMNS",
+    "ROLLUP_TABLES_SQL",
+    "WAL_SUFFIX",
     "SchemaError",
+    "begin_immediate",
+    "commit",
     "connect",
     "ensure_schema",
     "is_log_database",
     "latest_version",
     "open_readonly",
     "remove_files",
+    "rollback",
     "transaction",
 ]
 
+#: The write-ahead log beside a database in WAL mode: its size is the log's too, and its
+#: presence says a program has the file open.
+WAL_SUFFIX = "-wal"
 #: The files SQLite may keep beside a database: a log is all of them, under one name.
-FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+FILE_SUFFIXES = ("", WAL_SUFFIX, "-shm", "-journal")
 
 #: What a file knows about itself (when it was started, rotated): made by rotation as needed.
 LOG_META_SQL = "CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT)"
@@ -259,6 +268,71 @@ def capture_tables(conn: sqlite3.Connection) -> None:
     conn.execute(CAPTURES_VIEW_SQL)
 
 
+#: The rollup tables (rollups.py), and the bucket table Datasette labels the histogram with.
+ROLLUP_TABLES_SQL = (
+    """CREATE TABLE IF NOT EXISTS latency_buckets (
+        bucket INTEGER PRIMARY KEY,
+        low FLOAT NOT NULL,
+        high FLOAT,
+        mid FLOAT NOT NULL,
+        label TEXT NOT NULL
+    )""",
+    # NUMERIC: whole numbers (unsampled counts, byte totals) are stored and shown as integers.
+    """CREATE TABLE IF NOT EXISTS rollups (
+        id INTEGER PRIMARY KEY,
+        period INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        route INTEGER REFERENCES routes(id),
+        path INTEGER REFERENCES paths(id),
+        rows INTEGER NOT NULL DEFAULT 0,
+        requests NUMERIC NOT NULL DEFAULT 0,
+        status_1xx NUMERIC NOT NULL DEFAULT 0,
+        status_2xx NUMERIC NOT NULL DEFAULT 0,
+        status_3xx NUMERIC NOT NULL DEFAULT 0,
+        status_4xx NUMERIC NOT NULL DEFAULT 0,
+        status_5xx NUMERIC NOT NULL DEFAULT 0,
+        not_found NUMERIC NOT NULL DEFAULT 0,
+        bytes_sent NUMERIC NOT NULL DEFAULT 0,
+        bytes_received NUMERIC NOT NULL DEFAULT 0,
+        timed INTEGER NOT NULL DEFAULT 0,
+        duration_total FLOAT NOT NULL DEFAULT 0,
+        duration_max FLOAT
+    )""",
+    # The key; a NULL route or path (one of them always is) must still conflict.
+    """CREATE UNIQUE INDEX IF NOT EXISTS rollups_key
+        ON rollups (period, start, COALESCE(route, 0), COALESCE(path, 0))""",
+    """CREATE TABLE IF NOT EXISTS rollup_latency (
+        rollup INTEGER NOT NULL REFERENCES rollups(id),
+        bucket INTEGER NOT NULL REFERENCES latency_buckets(bucket),
+        count INTEGER NOT NULL,
+        PRIMARY KEY (rollup, bucket)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS rollups_state (
+        name TEXT PRIMARY KEY,
+        value INTEGER
+    )""",
+)
+
+#: What `import` knows of each file it read (importer.py): a file is never imported twice.
+IMPORTED_FILES_SQL = """CREATE TABLE IF NOT EXISTS imported_files (
+    id INTEGER PRIMARY KEY,
+    head_sha256 TEXT NOT NULL,
+    head_bytes INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    excluded INTEGER NOT NULL,
+    unparsed INTEGER NOT NULL,
+    format TEXT,
+    name TEXT,
+    first_imported TEXT,
+    last_imported TEXT
+)"""
+IMPORTED_FILES_INDEX_SQL = (
+    "CREATE INDEX IF NOT EXISTS imported_files_head ON imported_files(head_sha256)"
+)
+
 #: Rows of an existing log the rollups are first filled from: the newest ones, so that opening
 #: a big old log takes seconds, not minutes (about 2 s a million rows).
 ROLLUP_BACKFILL_ROWS = 1_000_000
@@ -268,7 +342,9 @@ ROLLUP_BACKFILL_ROWS = 1_000_000
 def rollup_tables(conn: sqlite3.Connection) -> None:
     """Hourly and daily rollups per route (rollups.py), filled from the rows already logged
     (the last :data:`ROLLUP_BACKFILL_ROWS` of them)."""
-    rollups.create_tables(conn)
+    for sql in ROLLUP_TABLES_SQL:
+        conn.execute(sql)
+    rollups.fill_buckets(conn)
     first, last = conn.execute("SELECT MIN(rowid), MAX(rowid) FROM requests").fetchone()
     if first is not None:
         rollups.add_rows(conn, max(first, last - ROLLUP_BACKFILL_ROWS + 1), last)
@@ -378,26 +454,43 @@ def connect(path: str, busy_timeout: float = 10.0) -> sqlite3.Connection:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error.
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
+    begin_immediate(conn)
+    try:
+        yield conn
+        commit(conn)
+    except BaseException:
+        rollback(conn)
+        raise
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """Begin a write transaction (for one that outlives a ``with`` block: see
+    :func:`transaction` for the usual case).
 
     IMMEDIATE takes the write lock up front, so writers of several processes queue on the busy
     timeout instead of failing halfway with "database is locked" on their first write.
     """
     conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
 
 
-def readonly_uri(path: str | os.PathLike[str]) -> str:
-    """The URI that opens ``path`` read-only (any characters in the name are quoted)."""
+def commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any; never raises (the caller has an error to tell)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def readonly_uri(path: str | os.PathLike[str], immutable: bool = False) -> str:
+    """The URI that opens ``path`` read-only (any characters in the name are quoted);
+    ``immutable``: without locks, for a file no program writes to (see report/files.py)."""
     # Quoted from bytes: a name that is not UTF-8 (surrogate escapes) cannot be encoded as text.
-    return "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(path))) + "?mode=ro"
+    quoted = urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+    return f"file:{quoted}?immutable=1" if immutable else f"file:{quoted}?mode=ro"
 
 
 def open_readonly(path: str | os.PathLike[str], timeout: float = 5.0) -> sqlite3.Connection:

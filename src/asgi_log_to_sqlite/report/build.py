@@ -628,7 +628,8 @@ def _report_via_merge(
     names: list[str], since: float | None, until: float | None, limit: int, filters: Filters
 ) -> dict[str, Any]:
     """More files than SQLite attaches at once: merge them into a temporary log, report on it."""
-    from ..maintenance import MaintenanceError, merge
+    from ..logfiles import MaintenanceError
+    from ..merge import merge
 
     for name in names:  # the same messages as for fewer files
         with LogSet([name]):

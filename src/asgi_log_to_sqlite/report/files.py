@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import urllib.parse
 from dataclasses import dataclass
 
 from ..filekind import special_file_kind
+from ..schema import WAL_SUFFIX, readonly_uri
 
 __all__ = ["SQL_ERRORS", "ReportError", "Snapshot", "check_file", "display", "read_uri",
            "reason"]
@@ -74,7 +74,7 @@ class Snapshot:
 
     def changed(self) -> bool:
         """True if a program wrote to the file (or started writing) since."""
-        if os.path.exists(self.path + "-wal"):
+        if os.path.exists(self.path + WAL_SUFFIX):
             return True
         try:
             st = os.stat(self.path)
@@ -98,7 +98,6 @@ def read_uri(path: str, quiet: bool = True) -> tuple[str, Snapshot | None]:
     :class:`Snapshot` to check afterwards. ``quiet=False`` always asks for the ordinary
     read-only open (the second attempt after a snapshot changed)."""
     st = check_file(path)
-    quoted = urllib.parse.quote(os.fsencode(os.path.abspath(path)))
-    if quiet and _is_wal(path) and not os.path.exists(path + "-wal"):
-        return f"file:{quoted}?immutable=1", Snapshot(path, st.st_size, st.st_mtime_ns)
-    return f"file:{quoted}?mode=ro", None
+    if quiet and _is_wal(path) and not os.path.exists(path + WAL_SUFFIX):
+        return readonly_uri(path, immutable=True), Snapshot(path, st.st_size, st.st_mtime_ns)
+    return readonly_uri(path), None

@@ -38,6 +38,7 @@ from ..schema import (
     SchemaError,
     connect,
     ensure_schema,
+    rollback,
     transaction,
 )
 from .base import DataError
@@ -211,9 +212,8 @@ class SQLiteSink:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        rollback(conn)
         try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             conn.close()
         except Exception:
             pass
