@@ -370,7 +370,8 @@ def main() -> None:
     results["seconds"] = time.monotonic() - started
     m = results["machine"]
     print(f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}; Python {m['python']}, "
-          f"SQLite {m['sqlite']}, uvicorn {m['uvicorn']}; load average at start {m['load_average']}")
+          f"SQLite {m['sqlite']}, uvicorn {m['uvicorn']}; "
+          f"load average at start {m['load_average']}")
     print()
     print(table)
     print(f"\n({results['seconds']:.0f} s{', --quick' if args.quick else ''})")

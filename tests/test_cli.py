@@ -27,7 +27,9 @@ EXE = str(BIN / "asgi-log-to-sqlite")
 NOW = time.time()
 
 
-def run(*args: str, cwd: str | Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cwd: str | Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [EXE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
     )
@@ -149,7 +151,9 @@ def test_tail_filters_and_layout(log):
         line.count('"') == 6 and " - - [" in line and line.endswith("s") for line in lines
     ), lines
     conn = sqlite3.connect(log)
-    last = conn.execute("SELECT rowid, client_ip FROM requests ORDER BY rowid DESC LIMIT 1").fetchone()
+    last = conn.execute(
+        "SELECT rowid, client_ip FROM requests ORDER BY rowid DESC LIMIT 1"
+    ).fetchone()
     assert lines[-1].startswith(f"{last[1]} - - [")
 
     errors = runner.invoke(cli, ["tail", log, "-n", "1000", "--status", "5xx"]).output.splitlines()
@@ -188,8 +192,8 @@ def _insert(path: str, paths: list[str], status: int = 200) -> None:
         conn.execute("INSERT OR IGNORE INTO paths (name) VALUES (?)", (name,))
         pid = conn.execute("SELECT id FROM paths WHERE name = ?", (name,)).fetchone()[0]
         conn.execute(
-            "INSERT INTO requests (start, method, path, http_status, client_ip, duration, body_size)"
-            " VALUES (?, 'GET', ?, ?, '192.0.2.9', 0.002, 12)",
+            "INSERT INTO requests (start, method, path, http_status, client_ip, duration,"
+            " body_size) VALUES (?, 'GET', ?, ?, '192.0.2.9', 0.002, 12)",
             (time.time(), pid, status),
         )
     conn.execute("COMMIT")
@@ -404,7 +408,9 @@ def test_demo_in_a_missing_folder_is_one_line(tmp_path):
 @pytest.mark.timeout(120)
 def test_demo_in_process(tmp_path):
     db = tmp_path / "d.db"
-    result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--requests", "150", "--seconds", "0.2"])
+    result = CliRunner().invoke(
+        cli, ["demo", "--db", str(db), "--requests", "150", "--seconds", "0.2"]
+    )
     assert result.exit_code == 0, result.output
     assert f"datasette {db}" in result.output
     assert "Top paths" in result.output

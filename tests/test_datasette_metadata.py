@@ -135,7 +135,7 @@ def assert_matches(name: str, rows: list[dict]) -> None:
     """Every expected row and column is there, in order (extra columns are allowed)."""
     expected = EXPECTED[name]
     assert len(rows) == len(expected), (name, rows)
-    for row, want in zip(rows, expected):
+    for row, want in zip(rows, expected, strict=True):
         for key, value in want.items():
             if isinstance(value, float):
                 assert row[key] == pytest.approx(value), (name, key, row)
@@ -252,7 +252,9 @@ def test_rotation_and_merge_tables_are_described(tmp_path):
     source = str(tmp_path / "a.db")
     conn = connect(source)
     ensure_schema(conn)
-    conn.execute("INSERT INTO requests (start, method, http_status) VALUES (1700000000.5, 'GET', 200)")
+    conn.execute(
+        "INSERT INTO requests (start, method, http_status) VALUES (1700000000.5, 'GET', 200)"
+    )
     conn.close()
     out = str(tmp_path / "merged.db")
     merge(out, [source])

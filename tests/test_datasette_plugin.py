@@ -236,7 +236,7 @@ def served_log(datasettes, data_db, tmp_path):
     return serve
 
 
-@pytest.mark.parametrize("url", LOG_URLS + ["/log.db", "/log/requests/1.json"])
+@pytest.mark.parametrize("url", [*LOG_URLS, "/log.db", "/log/requests/1.json"])
 def test_anonymous_visitors_cannot_read_the_log(served_log, url):
     ds = served_log()
     assert get(ds, url).status_code == 403

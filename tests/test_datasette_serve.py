@@ -125,7 +125,9 @@ def test_serve_logs_its_traffic_and_keeps_the_log_private(datasette, tmp_path):
     with serve(datasette, tmp_path, [data, log], config, env={"ACCESS_LOG": log}) as server:
         with client(server) as anonymous:
             assert anonymous.get("/data/items.json").status_code == 200
-            rows = wait_for_rows(log, lambda rows: any(r["path"] == "/data/items.json" for r in rows))
+            rows = wait_for_rows(
+                log, lambda rows: any(r["path"] == "/data/items.json" for r in rows)
+            )
             row = next(r for r in rows if r["path"] == "/data/items.json")
             assert row["http_status"] == 200 and row["client_ip"] == "127.0.0.1"
             for url in PRIVATE_URLS:

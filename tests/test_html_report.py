@@ -57,7 +57,8 @@ def _open(browser, report_file, width, height):
     page.set_viewport_size({"width": width, "height": height})
     problems: list[str] = []
     requests: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("console",
+            lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(report_file.as_uri())

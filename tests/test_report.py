@@ -12,6 +12,7 @@ import time
 import unicodedata
 from fractions import Fraction
 from math import ceil
+from typing import Any
 
 import pytest
 
@@ -79,8 +80,12 @@ def _percentile(conn, p, source, extra="1"):
 def check_against_sql(report, conn, source):
     """Every section of ``report`` recomputed from ``source`` (a subquery of requests rows)."""
     s = report["summary"]
-    q = lambda sql: conn.execute(sql.format(src=source)).fetchall()
-    total, visitors, sent = q("SELECT COUNT(*), COUNT(DISTINCT client_ip), TOTAL(body_size) FROM {src}")[0]
+    def q(sql: str) -> list[Any]:
+        return conn.execute(sql.format(src=source)).fetchall()
+
+    total, visitors, sent = q(
+        "SELECT COUNT(*), COUNT(DISTINCT client_ip), TOTAL(body_size) FROM {src}"
+    )[0]
     assert s["requests"] == total
     assert s["visitors"] == visitors
     assert s["bytes_sent"] == int(sent)
@@ -112,7 +117,9 @@ def check_against_sql(report, conn, source):
     referrers = q("SELECT referer, COUNT(*) FROM {src} WHERE referer IS NOT NULL "
                   "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10")
     assert [(r["referrer"], r["requests"]) for r in report["referrers"]] == referrers
-    hosts = q("SELECT host, COUNT(*) FROM {src} WHERE host IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1")
+    hosts = q(
+        "SELECT host, COUNT(*) FROM {src} WHERE host IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"
+    )
     assert [(h["host"], h["requests"]) for h in report["hosts"]] == hosts
     methods = q("SELECT method, COUNT(*) FROM {src} GROUP BY 1 ORDER BY 2 DESC, 1")
     assert [(m["method"], m["requests"]) for m in report["methods"]] == methods
@@ -165,7 +172,9 @@ def test_several_files_are_one_log(tmp_path, log):
     conn = connect(str(other))
     ensure_schema(conn)
     # Different ids for the same names in the second file.
-    conn.executemany("INSERT INTO paths (name) VALUES (?)", [(f"/only-here/{i}",) for i in range(7)])
+    conn.executemany(
+        "INSERT INTO paths (name) VALUES (?)", [(f"/only-here/{i}",) for i in range(7)]
+    )
     conn.close()
     synthetic_log(other, 1500, end=NOW - 3 * 86400, days=2, seed=5)
     report = build_report([log, str(other)])
@@ -214,7 +223,8 @@ def test_log_from_0_1_1_without_newer_columns(tmp_path):
                content_type INTEGER, client_ip TEXT, duration FLOAT, body_size INTEGER);
            INSERT INTO paths VALUES (1, '/'), (2, '/missing');
            INSERT INTO requests (start, method, path, http_status, client_ip, duration, body_size)
-           VALUES (1000, 'GET', 1, 200, '1.2.3.4', 0.1, 10), (1001, 'GET', 2, 404, '1.2.3.5', 0.2, 5);"""
+           VALUES (1000, 'GET', 1, 200, '1.2.3.4', 0.1, 10),
+                  (1001, 'GET', 2, 404, '1.2.3.5', 0.2, 5);"""
     )
     conn.close()
     report = build_report([str(path)])
@@ -271,7 +281,8 @@ def test_text_report_fits_80_columns(log, tmp_path):
             pid = conn.execute("SELECT max(id) FROM paths").fetchone()[0]
             conn.executemany(
                 "INSERT INTO requests (start, method, path, http_status, duration, body_size) "
-                "VALUES (?, 'GET', ?, 404, 0.01, 99999999999)", [(NOW - i, pid) for i in range(500)])
+                "VALUES (?, 'GET', ?, 404, 0.01, 99999999999)",
+                [(NOW - i, pid) for i in range(500)])
     conn.close()
     for paths in ([log], [str(long)]):
         text = render_text(build_report(paths))
@@ -314,7 +325,9 @@ def test_json_shape_is_stable(log):
     assert set(report["timeline"]) == {"bucket_seconds", "points"}
     assert set(report["timeline"]["points"][0]) == {"start", "requests", "errors", "bytes"}
     assert set(report["user_agents"]) == {"kinds", "browsers", "operating_systems", "bots"}
-    assert set(report["slowest_paths"][0]) == {"path", "requests", "avg_duration", "p50", "p95", "p99"}
+    assert set(report["slowest_paths"][0]) == {
+        "path", "requests", "avg_duration", "p50", "p95", "p99"
+    }
 
 
 def test_visitor_hash_is_preferred_when_recorded(tmp_path):
@@ -380,7 +393,9 @@ def test_more_files_than_sqlite_attaches(tmp_path):
         conn = sqlite3.connect(":memory:")
         for i, path in enumerate(chunk):
             conn.execute(f"ATTACH ? AS db{i}", (path,))
-        source = " UNION ALL ".join(f"SELECT client_ip FROM db{i}.requests" for i in range(len(chunk)))
+        source = " UNION ALL ".join(
+            f"SELECT client_ip FROM db{i}.requests" for i in range(len(chunk))
+        )
         ips |= {row[0] for row in conn.execute(source)}
         conn.close()
     assert report["summary"]["visitors"] == len(ips)
@@ -466,7 +481,9 @@ def routed_log(tmp_path_factory):
 def test_sections_log_analysers_show_match_sql(routed_log):
     report = build_report([routed_log], limit=50)
     conn = sqlite3.connect(routed_log)
-    q = lambda sql, *args: conn.execute(sql, args).fetchall()
+    def q(sql: str, *args: Any) -> list[Any]:
+        return conn.execute(sql, args).fetchall()
+
     s = report["summary"]
     total = s["requests"]
     assert s["unique_user_agents"] == q("SELECT COUNT(DISTINCT user_agent) FROM requests")[0][0]
@@ -488,9 +505,9 @@ def test_sections_log_analysers_show_match_sql(routed_log):
         "SELECT http_version, COUNT(*) FROM requests GROUP BY 1 ORDER BY 2 DESC, 1")
     assert [(c["client"], c["requests"]) for c in report["clients"]] == q(
         "SELECT client_ip, COUNT(*) FROM requests GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50")
-    domains = q("SELECT replace(replace(substr(r.name, instr(r.name, '://') + 3), '/r/Python/', ''), "
-                "'/', ''), COUNT(*) FROM requests JOIN referers r ON r.id = requests.referer "
-                "GROUP BY 1 ORDER BY 2 DESC, 1")
+    domains = q("SELECT replace(replace(substr(r.name, instr(r.name, '://') + 3), "
+                "'/r/Python/', ''), '/', ''), COUNT(*) FROM requests "
+                "JOIN referers r ON r.id = requests.referer GROUP BY 1 ORDER BY 2 DESC, 1")
     assert [(d["domain"], d["requests"]) for d in report["referring_domains"]] == domains
     # Static files by extension; the rest are other requests.
     static = q("SELECT COUNT(*) FROM requests JOIN paths p ON p.id = requests.path "
@@ -529,7 +546,8 @@ def test_text_report_never_prints_two_paths_alike(tmp_path):
             conn.execute("INSERT INTO paths (name) VALUES (?)", (name,))
             pid = conn.execute("SELECT max(id) FROM paths").fetchone()[0]
             conn.executemany("INSERT INTO requests (start, method, path, http_status, duration) "
-                             "VALUES (?, 'GET', ?, 404, 0.01)", [(NOW - j, pid) for j in range(90 - i)])
+                             "VALUES (?, 'GET', ?, 404, 0.01)",
+                             [(NOW - j, pid) for j in range(90 - i)])
     conn.close()
     text = render_text(build_report([str(path)]))
     lines = text.splitlines()

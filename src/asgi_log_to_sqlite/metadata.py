@@ -292,7 +292,7 @@ LIMIT 100""",
 }
 
 
-# ---- rollups (rollups.py): hourly and daily figures per route that outlive pruned rows ------------
+# ---- rollups (rollups.py): hourly and daily figures per route that outlive pruned rows --------
 ROLLUP_TABLES: dict[str, dict[str, Any]] = {
     "rollups": {
         "description": "Requests per hour (period 3600) and per UTC day (86400), per route "
@@ -403,7 +403,9 @@ LIMIT 1000""",
 
 def _rollup_metadata(tables: dict[str, list[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(table metadata, canned queries) for the rollup tables the file has."""
-    described = {name: copy.deepcopy(meta) for name, meta in ROLLUP_TABLES.items() if name in tables}
+    described = {
+        name: copy.deepcopy(meta) for name, meta in ROLLUP_TABLES.items() if name in tables
+    }
     needed = {"rollups", "rollup_latency", "latency_buckets", "routes", "paths"}
     queries = copy.deepcopy(ROLLUP_QUERIES) if needed <= set(tables) else {}
     return described, queries

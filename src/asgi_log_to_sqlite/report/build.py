@@ -178,7 +178,8 @@ def is_static(path: str | None) -> bool:
 
 
 def referring_domain(referrer: str | None) -> str | None:
-    """The host a referrer URL names, lower case (``https://www.google.com/x`` -> ``www.google.com``)."""
+    """The host a referrer URL names, lower case (``https://www.google.com/x`` ->
+    ``www.google.com``)."""
     if not referrer:
         return None
     try:

@@ -49,7 +49,9 @@ def previous_window(report: dict[str, Any]) -> tuple[float, float]:
     try:
         return parse_when(iso(start - span) or ""), start
     except ValueError:
-        raise ReportError("--compare previous: the window before this one starts before year 1") from None
+        raise ReportError(
+            "--compare previous: the window before this one starts before year 1"
+        ) from None
 
 
 def _change(now: float | None, before: float | None) -> float | None:

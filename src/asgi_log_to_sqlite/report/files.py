@@ -90,7 +90,8 @@ def _is_wal(path: str) -> bool:
             header = file.read(20)
     except OSError:
         return False
-    return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+    return (len(header) == 20 and header[:16] == b"SQLite format 3\x00"
+            and header[18:20] == b"\x02\x02")
 
 
 def read_uri(path: str, quiet: bool = True) -> tuple[str, Snapshot | None]:

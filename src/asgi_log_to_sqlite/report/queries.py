@@ -213,7 +213,9 @@ class LogSet:
                     f"{display(path)}: cannot be read as a SQLite database ({error})"
                 ) from None
             except SQL_ERRORS as error:
-                raise ReportError(f"{display(path)}: not a SQLite database ({reason(error)})") from None
+                raise ReportError(
+                    f"{display(path)}: not a SQLite database ({reason(error)})"
+                ) from None
             if not _REQUIRED <= log.columns:
                 raise ReportError(
                     f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table with "
@@ -685,7 +687,9 @@ class LogSet:
         return [(src, p, r, d, bucket_of(d)) for src, p, r, d, _ in rows]
 
     # ---- names -----------------------------------------------------------------------------
-    def names(self, table: str, ids: Iterable[tuple[int, Any]]) -> dict[tuple[int, Any], str | None]:
+    def names(
+        self, table: str, ids: Iterable[tuple[int, Any]]
+    ) -> dict[tuple[int, Any], str | None]:
         """``(src, id) -> name`` in lookup ``table`` for the ids given; a missing table or id
         (a damaged file) gives None."""
         wanted: dict[int, set[int]] = {}

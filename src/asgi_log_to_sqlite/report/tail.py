@@ -62,7 +62,9 @@ class _Log:
             raise ReportError(f"{display(path)}: not a SQLite database ({reason(error)})") from None
         if not _REQUIRED <= self.columns:
             self.conn.close()
-            raise ReportError(f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table)")
+            raise ReportError(
+                f"{display(path)}: not an asgi-log-to-sqlite log (no 'requests' table)"
+            )
 
     def close(self) -> None:
         self.conn.close()

@@ -134,7 +134,9 @@ def _step(points: list[dict[str, Any]], most: int = BAR_LINES) -> int:
     return max(1, -(-len(points) // most))
 
 
-def _bars(points: list[dict[str, Any]], bucket: int, width: int, most: int = BAR_LINES) -> list[str]:
+def _bars(
+    points: list[dict[str, Any]], bucket: int, width: int, most: int = BAR_LINES
+) -> list[str]:
     """The timeline as horizontal bars, merging neighbouring buckets to at most ``most`` lines."""
     if not points:
         return []
