@@ -64,6 +64,13 @@ def test_the_middleware_never_touches_storage():
     assert "schema" not in modules
 
 
+def test_the_writer_knows_neither_sqlite_nor_asgi():
+    """The generic writer gets its sink and its row-building step injected."""
+    for module in ("writer.py", "writer_process.py"):
+        found = imported(PACKAGE / module)
+        assert found & {"sqlite3", "schema", "sinks.sqlite", "observers", "middleware"} == set()
+
+
 @pytest.mark.parametrize("path", [p for p in MODULES if name_of(p).startswith("report.")],
                          ids=name_of)
 def test_reports_import_nothing_of_the_writer_side(path):
