@@ -176,6 +176,7 @@ def test_long_ranges_come_from_the_rollups_and_add_up_to_the_rows(
         rolled_log, f"SELECT 1, count(duration) {in_range}")[1]
 
 
+@pytest.mark.slow  # one table request per bar: about 10 s
 def test_each_bar_of_a_long_range_opens_the_rows_behind_it(datasettes, rolled_log):  # noqa: F811
     ds = datasettes([rolled_log])
     charts = ours(ds)["traffic-rolled"]["charts"]

@@ -22,16 +22,18 @@ Where the work runs is a strategy:
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .batch import Batch
 from .sinks.base import DataError, Sink
+
+if TYPE_CHECKING:  # imported where used: the writer process never needs asyncio
+    import asyncio
 
 __all__ = ["InlineWriter", "Queue", "ThreadWriter", "Writer", "start_writer"]
 
@@ -59,6 +61,7 @@ class LoopWaiter:
     loop that made it: how ``aflush`` waits for a writer in another thread or process."""
 
     def __init__(self) -> None:
+        import asyncio
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[None] = self.loop.create_future()
 
@@ -73,6 +76,7 @@ class LoopWaiter:
             self.future.set_result(None)
 
     async def wait(self, timeout: float | None, name: str) -> None:
+        import asyncio
         try:
             await asyncio.wait_for(self.future, timeout)
         except asyncio.TimeoutError:
@@ -488,6 +492,7 @@ class InlineWriter(Writer):
             self._schedule(self.flush_interval)
 
     def _schedule(self, delay: float) -> None:
+        import asyncio
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -538,6 +543,7 @@ class InlineWriter(Writer):
                 time.sleep(max(0.0, min(self._retry_at - time.monotonic(), 0.05)))
 
     async def aflush(self, timeout: float | None = None) -> None:
+        import asyncio
         deadline = None if timeout is None else time.monotonic() + timeout
         flushed: list[bool] = []
         self.queue.append(_Flush(lambda: flushed.append(True)))

@@ -21,7 +21,6 @@ so that it outlives the app long enough to finish.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import fcntl
@@ -36,9 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .writer import LoopWaiter, Queue, Writer, _AmendMarker, _Flush
+
+if TYPE_CHECKING:  # imported where used: the writer process never needs asyncio
+    import asyncio
 
 __all__ = ["ProcessWriter", "WriterProcessError", "main"]
 
@@ -257,6 +259,7 @@ class ProcessWriter(Queue):
             self._schedule(self.INTERVAL)
 
     def _schedule(self, delay: float) -> None:
+        import asyncio
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -329,6 +332,7 @@ class ProcessWriter(Queue):
 
     # ---- flushing and stopping (any thread) ----------------------------------------------------
     def request_flush(self, done: Callable[[], None]) -> None:
+        import asyncio
         if self._stopped:  # stopped: everything was committed, nothing more is taken
             done()
             return
@@ -366,6 +370,7 @@ class ProcessWriter(Queue):
             raise TimeoutError(f"asgi-log-to-sqlite: flush of {self.name!r} took over {timeout}s")
 
     async def aflush(self, timeout: float | None = None) -> None:
+        import asyncio
         if self._stopped:
             return
         done = LoopWaiter()

@@ -23,7 +23,6 @@ warnings (the ``asgi_log_to_sqlite`` logger, on standard error).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import select
@@ -127,6 +126,8 @@ class JSONLinesSink:
     def _writable(self) -> bool:
         if not self._can_poll:
             return True
+        import asyncio  # here: opening a SQLite sink (this module's TARGETS) must not load it
+
         try:
             asyncio.get_running_loop()
             wait = 0.0  # on the event loop (the inline writer): never wait for the reader
