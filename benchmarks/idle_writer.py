@@ -10,41 +10,38 @@ variant and the default one is what the writer's own CPU costs the app.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 import time
 
-from asgi_log_to_sqlite.writer_process import ACK_EVERY, _frame
+from asgi_log_to_sqlite.writer_process import ACK_EVERY, _frame, _read
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stream, out = sys.stdin.buffer, sys.stdout.buffer
-    written = 0
-    seq = 0
-    next_ack = time.monotonic() + ACK_EVERY
-    first = True
-    while True:
-        header = stream.read(4)
-        if len(header) < 4:
-            break
-        body = stream.read(int.from_bytes(header, "big"))
-        if first:  # the settings: answer as a real writer does once its sink is open
-            first = False
-            out.write(_frame(("ready", 0, {"written": 0})))
+    written = seq = 0
+
+    def answer(kind: str) -> None:
+        try:
+            out.write(_frame((kind, seq, {"written": written})))
             out.flush()
-            continue
-        ack, seq, items, _, _ = pickle.loads(body)
+        except OSError:
+            os._exit(0)  # the app is gone: nobody to tell
+
+    if _read(stream) is None:  # the settings: answered as a real writer does once its sink is open
+        os._exit(0)
+    answer("ready")
+    next_ack = time.monotonic() + ACK_EVERY
+    while (message := _read(stream)) is not None:
+        ack, seq, items, _, _ = message
         written += sum(1 for item in items if item[0] != "a")
         if ack or time.monotonic() >= next_ack:
-            out.write(_frame(("ack", seq, {"written": written})))
-            out.flush()
+            answer("ack")
             next_ack = time.monotonic() + ACK_EVERY
     if seq:
-        out.write(_frame(("ack", seq, {"written": written})))
-        out.flush()
+        answer("ack")
     os._exit(0)
 
 

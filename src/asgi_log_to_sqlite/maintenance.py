@@ -33,10 +33,7 @@ from .rotation import (
     reclaim_space,
     rotate_file,
 )
-from .schema import (
-    connect,
-    transaction,
-)
+from .schema import connect, transaction
 
 __all__ = [
     "MaintenanceError",
