@@ -495,6 +495,22 @@ def test_the_target_must_be_a_log_database(tmp_path, content, message):
     assert message in result.err and "Traceback" not in result.err
 
 
+def test_a_log_whose_schema_is_damaged_is_one_line(tmp_path):
+    """A byte of the table's declaration flipped to one that is not UTF-8 (a damaged page)."""
+    target = tmp_path / "target.db"
+    conn = sqlite3.connect(target)
+    conn.execute("CREATE TABLE requests (start FLOAT, path TEXT)")
+    conn.close()
+    data = bytearray(target.read_bytes())
+    data[data.find(b"start FLOAT") + 8] = 0xFF
+    target.write_bytes(bytes(data))
+    log = tmp_path / "access.log"
+    log.write_text(lines(1))
+    result = run(log, target)
+    assert result.returncode == 1
+    assert "cannot be read" in result.err and "Traceback" not in result.err
+
+
 def test_import_logs_rejects_an_unknown_format(tmp_path):
     with pytest.raises(ImportFailed, match="unknown format"):
         import_logs(str(tmp_path / "log.db"), [], ImportOptions(format="xml"))

@@ -467,10 +467,19 @@ def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
 def _open_log(path: str) -> sqlite3.Connection:
     try:
         conn = connect(path)
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as error:
         raise ImportFailed(f"{path}: not a SQLite database ({error})") from None
-    if tables and not is_log_database(conn):
+    try:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        raise ImportFailed(f"{path}: not a SQLite database ({error})") from None
+    try:
+        log = not tables or is_log_database(conn)
+    except sqlite3.DatabaseError as error:  # a damaged schema (names that are not UTF-8...)
+        conn.close()
+        raise ImportFailed(f"{path}: cannot be read ({error})") from None
+    if not log:
         conn.close()
         raise ImportFailed(f"{path}: not a log database (it has no 'requests' table)")
     try:
