@@ -495,20 +495,31 @@ def test_the_target_must_be_a_log_database(tmp_path, content, message):
     assert message in result.err and "Traceback" not in result.err
 
 
-def test_a_log_whose_schema_is_damaged_is_one_line(tmp_path):
-    """A byte of the table's declaration flipped to one that is not UTF-8 (a damaged page)."""
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # A column's type that is not UTF-8: reading the table's columns fails.
+        ((b"start FLOAT", 8), "cannot be read"),
+        # A table's name that SQLite cannot parse, and quotes undecodable in its own message.
+        ((b"[actors]", 7), "not a SQLite database (malformed database schema (actors)"),
+    ],
+)
+def test_a_log_whose_schema_is_damaged_is_one_line(tmp_path, damage, message):
+    """A byte of a declaration flipped to one that is not UTF-8 (a damaged page)."""
     target = tmp_path / "target.db"
     conn = sqlite3.connect(target)
     conn.execute("CREATE TABLE requests (start FLOAT, path TEXT)")
+    conn.execute("CREATE TABLE [actors] (id INTEGER PRIMARY KEY, name TEXT UNIQUE)")
     conn.close()
     data = bytearray(target.read_bytes())
-    data[data.find(b"start FLOAT") + 8] = 0xFF
+    found, offset = damage
+    data[data.find(found) + offset] ^= 0x80
     target.write_bytes(bytes(data))
     log = tmp_path / "access.log"
     log.write_text(lines(1))
     result = run(log, target)
     assert result.returncode == 1
-    assert "cannot be read" in result.err and "Traceback" not in result.err
+    assert message in result.err and "Traceback" not in result.err
 
 
 def test_import_logs_rejects_an_unknown_format(tmp_path):

@@ -40,6 +40,7 @@ from typing import Any
 
 from . import bulk, rollups
 from .filekind import special_file_kind
+from .logfiles import describe
 from .logformats import FORMATS
 from .logprivacy import Privacy
 from .logsources import (
@@ -465,20 +466,21 @@ def _use_parallel(options: ImportOptions, sources: Sequence[str]) -> bool:
 
 # ---- the command's function -------------------------------------------------------------------
 def _open_log(path: str) -> sqlite3.Connection:
+    # UnicodeError: SQLite's own message quotes damaged bytes Python cannot decode (describe()).
     try:
         conn = connect(path)
-    except sqlite3.DatabaseError as error:
-        raise ImportFailed(f"{path}: not a SQLite database ({error})") from None
+    except (sqlite3.DatabaseError, UnicodeError) as error:
+        raise ImportFailed(f"{path}: not a SQLite database ({describe(error)})") from None
     try:
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.DatabaseError as error:
+    except (sqlite3.DatabaseError, UnicodeError) as error:
         conn.close()
-        raise ImportFailed(f"{path}: not a SQLite database ({error})") from None
+        raise ImportFailed(f"{path}: not a SQLite database ({describe(error)})") from None
     try:
         log = not tables or is_log_database(conn)
-    except sqlite3.DatabaseError as error:  # a damaged schema (names that are not UTF-8...)
+    except (sqlite3.DatabaseError, UnicodeError) as error:  # a damaged schema
         conn.close()
-        raise ImportFailed(f"{path}: cannot be read ({error})") from None
+        raise ImportFailed(f"{path}: cannot be read ({describe(error)})") from None
     if not log:
         conn.close()
         raise ImportFailed(f"{path}: not a log database (it has no 'requests' table)")
@@ -489,9 +491,9 @@ def _open_log(path: str) -> sqlite3.Connection:
     except SchemaError as error:
         conn.close()
         raise ImportFailed(f"{path}: {error}") from None
-    except sqlite3.Error as error:
+    except (sqlite3.Error, UnicodeError) as error:
         conn.close()
-        raise ImportFailed(f"{path}: cannot be written ({error})") from None
+        raise ImportFailed(f"{path}: cannot be written ({describe(error)})") from None
     return conn
 
 
