@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "asgi_log_to_sqlite"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 #: What the writer side is made of: reports must not need any of it to read a log.
 WRITER_SIDE = {
-    "middleware", "observers", "writer", "writer_process", "wire", "prepare", "sinks",
+    "middleware", "observers", "writer", "writer_process", "wire", "headers", "prepare", "sinks",
     "maintenance", "rotation",
 }
 

@@ -16,7 +16,8 @@ import pytest
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.exchange import Exchange
 from asgi_log_to_sqlite.options import Options
-from asgi_log_to_sqlite.wire import Encoder, decode
+from asgi_log_to_sqlite.prepare import Prepare
+from asgi_log_to_sqlite.wire import FIELDS, Encoder
 
 SECRET = "Zq7-SECRET-VALUE"
 
@@ -111,9 +112,13 @@ def test_only_what_a_row_stores_crosses_the_pipe():
     assert b"authorization" not in shipped.lower()
     assert b"session=" not in shipped
     assert b"set-cookie" not in shipped
-    # What does cross is redacted by the writer process before anything is stored.
-    rebuilt = decode(Encoder(Options())(exchange))
-    assert dict(rebuilt.scope["headers"]).keys() == {b"host", b"user-agent", b"referer"}
+    # What does cross is the four headers a row stores (redacted by the writer process before
+    # anything is stored), and no other.
+    record = dict(zip(FIELDS, Encoder(Options())(exchange), strict=True))
+    assert record["extra"] is None and record["captured"] is None
+    assert record["response_kept"] is None
+    assert {name for name in ("user_agent", "referer", "accept_language", "host")
+            if record[name] is not None} == {"user_agent", "referer", "host"}
 
 
 ODD_HEADERS = [
@@ -140,16 +145,27 @@ ODD_HEADERS = [
 def test_a_shipped_record_makes_the_row_of_the_live_one(headers, given):
     """The row the writer process builds from a shipped record is the row any other strategy
     builds from the live exchange, captured headers included, whatever the header list holds."""
-    from asgi_log_to_sqlite.prepare import Prepare
-
     options = Options.from_kwargs(given)
     exchange = Exchange(scope("/x", headers=headers), 1_700_000_000.0, 0.0)
     exchange.response_headers = [(b"content-type", b"text/html")]
     exchange.status, exchange.duration, exchange.body_size = 200, 0.01, 5
     live, shipped = (Prepare(options)([found]) for found in
-                     (exchange, decode(pickle.loads(pickle.dumps(Encoder(options)(exchange))))))
+                     (exchange, pickle.loads(pickle.dumps(Encoder(options)(exchange)))))
     assert shipped.rows == live.rows
     assert shipped.captured == live.captured
+
+
+def test_a_captured_response_header_the_row_also_reads_is_captured_once():
+    """Content-Type is a column and may be captured too: the shipped record carries it once."""
+    options = Options.from_kwargs({"capture_response_headers": ["Content-Type", "x-served-by"]})
+    exchange = Exchange(scope("/x"), 1_700_000_000.0, 0.0)
+    exchange.response_headers = [(b"Content-Type", b"text/html"), (b"x-served-by", b"a")]
+    exchange.status, exchange.duration = 200, 0.01
+    shipped = pickle.loads(pickle.dumps(Encoder(options)(exchange)))
+    batch = Prepare(options)([shipped])
+    assert batch.rows[0][8] == "text/html"
+    assert batch.captured == [(0, [("response", "content-type", "text/html"),
+                                   ("response", "x-served-by", "a")])]
 
 
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):

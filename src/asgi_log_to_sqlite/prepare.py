@@ -1,4 +1,5 @@
-"""The writer's "prepare" step: finished exchanges in, a batch of plain values out.
+"""The writer's "prepare" step: finished exchanges (or the records the writer process gets,
+:mod:`asgi_log_to_sqlite.wire`) in, a batch of plain values out.
 
 Everything that costs more than O(1) per request happens here, off the event loop: decoding
 bytes, walking header lists, the privacy rules (exclusions, sampling, redaction, addresses, route
@@ -18,18 +19,20 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from .batch import Batch, Row
 from .capture import CaptureBuilder
 from .exchange import Exchange
+from .headers import header_pairs, request_headers, response_header
 from .privacy.addresses import ClientAddresses, VisitorHash, parse_ip
 from .privacy.filters import RecordingFilter
 from .privacy.frameworks import Detectors
 from .privacy.redaction import Redactor
 from .raw_path import readable_path
+from .wire import CAPTURED, EXTRA, KEY, PATH, QUERY_STRING, RESPONSE_KEPT, START, Encoder
 
 __all__ = ["Prepare", "hour_of", "instance_name", "text"]
 
@@ -41,7 +44,6 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 MEMO_LIMIT = 20_000
 #: Headers whose value is a URL, redacted like the referer when captured.
 URL_HEADERS = frozenset({b"referer", b"location", b"content-location"})
-REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"host": 3}
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -112,104 +114,14 @@ def instance_name(options: Any) -> str:
     return options.instance or socket.gethostname() or "unknown"
 
 
-# ---- headers -------------------------------------------------------------------------------------
-def request_headers(headers: Any) -> list[Any]:
-    """user-agent, referer, accept-language, host: the first value of each, as given."""
-    if not headers:
-        return [None, None, None, None]
-    # The usual case: lower-case bytes names, compared by equality (no hashing of fresh bytes).
-    user_agent = referer = language = host = None
-    try:
-        for name, value in headers:
-            if name == b"user-agent":
-                if user_agent is None:
-                    user_agent = value
-            elif name == b"referer":
-                if referer is None:
-                    referer = value
-            elif name == b"accept-language":
-                if language is None:
-                    language = value
-            elif name == b"host":
-                if host is None:
-                    host = value
-            elif not name.islower():
-                break  # odd case or type: the careful walk below
-        else:
-            return [user_agent, referer, language, host]
-    except Exception:
-        pass
-    return _walk_request_headers(headers)
-
-
-def _items(headers: Any) -> Iterable[Any]:
-    """The items of a header list, or none at all when it is not a list of pairs."""
-    try:
-        return list(headers or ())
-    except Exception:
-        return ()
-
-
-def header_pairs(headers: Any, names: Container[bytes]) -> list[tuple[bytes, Any]]:
-    """The (lower-case name, value) pairs of ``names`` in ``headers``, in order; items that are
-    not pairs are skipped."""
-    found = []
-    for item in _items(headers):
-        try:
-            name, value = item
-            name = bytes(name).lower()
-        except Exception:
-            continue
-        if name in names:
-            found.append((name, value))
-    return found
-
-
-def _walk_request_headers(headers: Any) -> list[Any]:
-    """:func:`request_headers` for anything else: odd case, odd types, broken items."""
-    found: list[Any] = [None, None, None, None]
-    get = REQUEST_HEADERS.get
-    for item in _items(headers):
-        try:
-            name, value = item
-            index = get(bytes(name).lower())
-        except Exception:
-            continue
-        if index is not None and found[index] is None:
-            found[index] = value
-    return found
-
-
-def response_header(headers: Any, wanted: bytes) -> Any:
-    """The first value of header ``wanted`` (lower-case bytes), whatever case the app used."""
-    try:
-        for name, value in headers or ():
-            if name == wanted:
-                return value
-            if type(name) is not bytes or not name.islower():
-                break  # odd case or type: the careful walk below
-        else:
-            return None
-    except Exception:
-        pass
-    for item in _items(headers):
-        try:
-            name, value = item
-            if bytes(name).lower() == wanted:
-                return value
-        except Exception:
-            continue
-    return None
-
-
-def _sent_file_size(exchange: Exchange) -> int:
+def _sent_file_size(pathsend: Any, response_headers: Any) -> int:
     """Bytes of a ``pathsend`` file: the response's Content-Length when it has one (Starlette's
     FileResponse always does), since by now the file may be gone (a temporary download removed
     by a background task); else the file's size now."""
-    length = size(response_header(exchange.response_headers, b"content-length"))
+    length = size(response_header(response_headers, b"content-length"))
     if length is not None:
         return length
-    path = exchange.pathsend
+    path = pathsend
     if not isinstance(path, (str, bytes, os.PathLike)):
         return 0
     try:
@@ -282,12 +194,16 @@ class RowBuilder:
             self.addresses = ClientAddresses(options)
             self.visitor = VisitorHash(options.visitor_hash) if options.visitor_hash else None
             self.detectors = Detectors(options.route, options.actor)
+            #: Exchanges become records as the writer process gets them: one way to build rows.
+            self.encode = Encoder(options, self.detectors)
             #: Values stored as NULL because no sink could store them, per column.
             self.nulled: collections.Counter[str] = collections.Counter()
         else:  # the same rules and counters as ``rules``, without its memos
             self.redactor, self.filter = rules.redactor, rules.filter
             self.addresses = rules.addresses
             self.visitor, self.detectors, self.nulled = rules.visitor, rules.detectors, rules.nulled
+            self.encode = rules.encode
+        self._in_order = self.encode.in_order
         redactor, recording = self.redactor, self.filter
         self.client_ip = options.client_ip
         self.sample = options.sample
@@ -347,50 +263,55 @@ class RowBuilder:
         """(stored text, exclusion verdict) of a user agent."""
         return text(user_agent, self.cap), self.filter.user_agent_verdict(text(user_agent, 4096))
 
-    def build(self, exchange: Exchange) -> Row | str:
-        """The row, or the reason (a str) the request is left out of the log."""
+    def build(self, record: Exchange | tuple[Any, ...]) -> Row | str:
+        """The row, or the reason (a str) the request is left out of the log, of an exchange
+        or of its encoded record (:mod:`asgi_log_to_sqlite.wire`)."""
+        if type(record) is not tuple:
+            record = self.encode(record)
+        return self._build_memo_or_plain(record)
+
+    def _build_memo_or_plain(self, record: tuple[Any, ...]) -> Row | str:
         try:
-            return self._build(exchange)
+            return self._build(record)
         except TypeError:
             if self._plain is self:
                 raise
-            return self._plain._build(exchange)
+            return self._plain._build(record)
 
-    def _build(self, exchange: Exchange) -> Row | str:
+    def _build(self, record: tuple[Any, ...]) -> Row | str:
         # Memo lookups first: only they raise TypeError (an unhashable value), and build() then
         # starts again without memos. Sampling and the user's hooks come after them, so that
         # they run once per request.
-        scope = exchange.scope
-        get = scope.get
-        user_agent, referer, accept_language, host = request_headers(get("headers"))
+        (_, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
+         kind, method, path, raw_path, query, user_agent, referer, accept_language, host, extra,
+         client, server, scheme, http_version, content_type, response_kept, pathsend, route,
+         actor, captured) = record
+        if self._in_order:
+            user_agent, referer, accept_language, host = request_headers(extra)
         user_agent_text, agent_verdict = (
             self._agent[user_agent] if user_agent is not None else (None, None)
         )
-        path = get("path")
         path_verdict = self._path_verdict[path if type(path) is str else ""]
-        websocket = get("type") == "websocket"
-        raw_path = get("raw_path")
+        websocket = kind == "websocket"
         if type(path) is not str or not path:
             path = raw_path or path
         path_text = self._path[path]
         if type(raw_path) is bytes and path_text and (b"%" in raw_path or not raw_path.isascii()):
             path_text = self._stored_path(raw_path, path, path_text)
-        method = self._method[get("method")] if not websocket else "GET"
-        query = get("query_string")
+        method = self._method[method] if not websocket else "GET"
         query_text = self._query[query] if query else None
         referer_text = self._referer[referer] if referer is not None else None
         language = self._text[accept_language] if accept_language is not None else None
-        content_type = response_header(exchange.response_headers, b"content-type")
         content_type_text = self._text[content_type] if content_type is not None else None
         if host is not None:
             host_text = self._text[host]
         else:
-            host_text = text(_server_host(get("server")), self.cap)
-        scheme = self._short[get("scheme") or ("ws" if websocket else "http")]
-        http_version = self._short[get("http_version")]
-        peer = _peer_text(get("client"))
+            host_text = text(_server_host(server), self.cap)
+        scheme = self._short[scheme or ("ws" if websocket else "http")]
+        http_version = self._short[http_version]
+        peer = _peer_text(client)
         if self._trusted:
-            address = self.addresses.resolve(peer, get("headers"))
+            address = self.addresses.resolve(peer, extra if captured is None else captured[1])
             client_ip = peer_ip = None
             if self.client_ip:
                 client_ip = text(self.addresses.storable(address), self.cap)
@@ -407,41 +328,29 @@ class RowBuilder:
                 return reason
         visitor = None
         if self.visitor is not None:
-            visitor = self.visitor(address, user_agent_text, host_text, exchange.start)
-        body_size = exchange.body_size
-        if exchange.pathsend is not None:
-            body_size = body_size + _sent_file_size(exchange) if type(body_size) is int else None
-        # Only look for a route or an actor where the scope can hold one (most often it cannot).
-        keys = scope.keys()
-        detectors = self.detectors
-        route = None
-        route_keys = detectors.route_keys
-        if route_keys is None or not keys.isdisjoint(route_keys):
-            route = detectors.route(scope)
-            route = self._route[route] if type(route) is str else None
-        actor = None
-        actor_keys = detectors.actor_keys
-        if actor_keys is None or not keys.isdisjoint(actor_keys):
-            actor = text(detectors.actor(scope), 200)
-        status = exchange.status
+            visitor = self.visitor(address, user_agent_text, host_text, start)
+        if pathsend is not None:
+            sent = _sent_file_size(pathsend, response_kept if captured is None else captured[5])
+            body_size = body_size + sent if type(body_size) is int else None
+        # Route and actor were found where the scope was live (the encoder), as text or None.
+        if route is not None:
+            route = self._route[route]
+        if actor is not None:
+            actor = text(actor, 200)
         if type(status) is not int or not 0 <= status < 1000:
             status = self._normal("http_status", status, integer)
-        duration = exchange.duration
         if type(duration) is not float or not 0 <= duration < math.inf:
             duration = self._normal("duration", duration, real)
-        ttfb = exchange.ttfb
         if ttfb is not None and (type(ttfb) is not float or not 0 <= ttfb < math.inf):
             ttfb = self._normal("ttfb", ttfb, real)
         if type(body_size) is not int or not 0 <= body_size <= INT_MAX:
             body_size = self._normal("body_size", body_size, size)
-        request_body_size = exchange.request_body_size
         if type(request_body_size) is not int or not 0 <= request_body_size <= INT_MAX:
             request_body_size = self._normal("request_body_size", request_body_size, size)
-        exception = exchange.exception
         if exception is not None and (type(exception) is not str or not exception.isascii()):
             exception = text(exception, 1000)
         return (
-            exchange.start,
+            start,
             method,
             path_text,
             query_text,
@@ -459,7 +368,7 @@ class RowBuilder:
             request_body_size,
             ttfb,
             exception,
-            1 if exchange.disconnected else 0,
+            1 if disconnected else 0,
             "websocket" if websocket else "http",
             peer_ip,
             route,
@@ -469,7 +378,7 @@ class RowBuilder:
             self.instance,
         )
 
-    def captured(self, exchange: Exchange) -> list[tuple[str, str | None, str | None]]:
+    def captured(self, record: tuple[Any, ...]) -> list[tuple[str, str | None, str | None]]:
         """(direction, name, value) of the headers the options ask to capture.
 
         Headers that hold a URL get the referer's treatment (no user:password@, sensitive query
@@ -478,8 +387,8 @@ class RowBuilder:
         cap = self.cap
         found = []
         for direction, wanted, headers in (
-            ("request", self.capture_request, exchange.scope.get("headers")),
-            ("response", self.capture_response, exchange.response_headers),
+            ("request", self.capture_request, record[EXTRA]),
+            ("response", self.capture_response, record[RESPONSE_KEPT]),
         ):
             if not wanted:
                 continue
@@ -504,41 +413,44 @@ class Prepare:
         self.bad_captures = 0
         self.captures = CaptureBuilder(self.builder.redactor.sensitive, options.capture_responses)
 
-    def __call__(self, records: list[Exchange]) -> Batch:
+    def __call__(self, records: list[Any]) -> Batch:
+        """``records``: exchanges, or records encoded from them (what the writer process gets)."""
         builder = self.builder
-        build = builder.build
+        encode, build = builder.encode, builder._build_memo_or_plain
         captures = builder.captures
         batch = Batch()
         rows, keys, excluded = batch.rows, batch.keys, batch.excluded
-        for exchange in records:
+        for record in records:
             try:
-                row = build(exchange)
+                if type(record) is not tuple:
+                    record = encode(record)
+                row = build(record)
                 if type(row) is str:
-                    excluded[(hour_of(exchange.start), row)] += 1
+                    excluded[(hour_of(record[START]), row)] += 1
                     continue
                 if captures:
-                    found = builder.captured(exchange)
+                    found = builder.captured(record)
                     if found:
                         batch.captured.append((len(rows), found))
-                if exchange.capture is not None:  # capture_requests, an HTTP request
-                    captured_row = self._capture(exchange)
+                if record[CAPTURED] is not None:  # capture_requests, an HTTP request
+                    captured_row = self._capture(record)
                     if captured_row is not None:
                         batch.captures.append((len(rows), captured_row))
                 rows.append(row)
-                keys.append(exchange.key)
+                keys.append(record[KEY])
             except Exception:
                 self.bad_records += 1
                 logger.exception("asgi-log-to-sqlite: could not record a request; skipped")
         return batch
 
-    def _capture(self, exchange: Exchange) -> tuple[Any, ...] | None:
+    def _capture(self, record: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The request's ``captures`` row; None (the access-log row is still written) if it
         cannot be built."""
         try:
-            return self.captures.row(
-                exchange.scope, exchange.request_tap, exchange.response_tap,
-                exchange.response_headers,
-            )
+            _, headers, raw_path, request_tap, response_tap, response_headers = record[CAPTURED]
+            scope = {"raw_path": raw_path, "path": record[PATH],
+                     "query_string": record[QUERY_STRING], "headers": headers}
+            return self.captures.row(scope, request_tap, response_tap, response_headers)
         except Exception:
             self.bad_captures += 1
             logger.exception("asgi-log-to-sqlite: could not capture a request; logged without")

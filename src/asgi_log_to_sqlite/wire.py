@@ -1,12 +1,11 @@
-"""Exchanges as plain tuples, for the writer process (``writer="process"``).
+"""Exchanges as plain tuples: the records row building reads, in every writer strategy.
 
-The event loop cannot hand live objects to another process: :func:`encode` keeps what row
-building needs of an exchange, as plain values that pickle quickly (the four request headers a
-row stores, not the whole header list, so nothing secret crosses the pipe that the row would not
-hold), and resolves what only the live scope knows (route template, actor) on the spot.
-:func:`decode`, in the writer process, turns the tuple back into an exchange whose scope holds
-exactly those values, so that the one row-building path (:mod:`asgi_log_to_sqlite.prepare`)
-serves every strategy.
+:class:`Encoder` keeps what row building needs of an exchange, as plain values that pickle
+quickly (the four request headers a row stores, not the whole header list, so nothing secret
+crosses the pipe that the row would not hold), and resolves what only the live scope knows
+(route template, actor) on the spot. The writer process gets these records through its pipe and
+builds rows straight from them; the other strategies encode on the writer's side, just before
+building, so that there is one row-building path (:mod:`asgi_log_to_sqlite.prepare`) for all.
 """
 
 from __future__ import annotations
@@ -14,10 +13,26 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .prepare import header_pairs, request_headers, response_header
-from .privacy.frameworks import SCOPE_ACTOR_KEY, SCOPE_ROUTE_KEY, Detectors
+from .headers import header_pairs, request_headers, response_header
+from .privacy.frameworks import Detectors
 
-__all__ = ["Encoder", "decode"]
+__all__ = ["FIELDS", "Encoder"]
+
+#: A record's fields, in order. ``extra``: (lower-case name, value) of the request headers kept
+#: beyond the four a row stores (captured, the proxies' forwarding header); ``response_kept``:
+#: the captured response headers, and Content-Length for a ``pathsend`` response; ``captured``:
+#: what ``capture_requests`` keeps (mark, every request header, raw path, body taps, every
+#: response header), else None.
+FIELDS = (
+    "key", "start", "duration", "ttfb", "status", "body_size", "request_body_size", "exception",
+    "disconnected", "type", "method", "path", "raw_path", "query_string", "user_agent",
+    "referer", "accept_language", "host", "extra", "client", "server", "scheme", "http_version",
+    "content_type", "response_kept", "pathsend", "route", "actor", "captured",
+)
+KEY, START, PATH, QUERY_STRING, EXTRA, RESPONSE_KEPT, CAPTURED = (
+    FIELDS.index(name) for name in
+    ("key", "start", "path", "query_string", "extra", "response_kept", "captured")
+)
 
 #: The request headers a row stores (their first values travel as fields of their own).
 ROW_HEADERS = frozenset((b"user-agent", b"referer", b"accept-language", b"host"))
@@ -27,8 +42,8 @@ class Encoder:
     """Turns exchanges into tuples on the event loop; O(1) per request apart from walking the
     request's headers once."""
 
-    def __init__(self, options: Any) -> None:
-        self.detectors = Detectors(options.route, options.actor)
+    def __init__(self, options: Any, detectors: Detectors | None = None) -> None:
+        self.detectors = Detectors(options.route, options.actor) if detectors is None else detectors
         forwarded = options.forwarded_header.encode("latin-1") if options.trusted_proxies else b""
         captured = {h.encode("latin-1") for h in options.capture_request_headers}
         #: Request headers kept beyond the four a row stores (lower-case names).
@@ -125,54 +140,3 @@ class Encoder:
             captured,
         )
 
-
-def decode(record: tuple[Any, ...]) -> Exchange:
-    """The exchange an encoded tuple stands for, in the writer process."""
-    (key, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
-     kind, method, path, raw_path, query_string, user_agent, referer, language, host, extra,
-     client, server, scheme, http_version, content_type, response_kept, pathsend, route, actor,
-     captured) = record
-    headers = [pair for pair in ((b"user-agent", user_agent), (b"referer", referer),
-                                 (b"accept-language", language), (b"host", host))
-               if pair[1] is not None]
-    if extra:
-        headers.extend(extra)
-    scope: dict[str, Any] = {
-        "type": kind,
-        "method": method,
-        "path": path,
-        "query_string": query_string,
-        "headers": headers,
-        "client": client,
-        "scheme": scheme,
-        "http_version": http_version,
-    }
-    if raw_path is not None:
-        scope["raw_path"] = raw_path
-    if server is not None:
-        scope["server"] = server
-    if route is not None:
-        scope[SCOPE_ROUTE_KEY] = route
-    if actor is not None:
-        scope[SCOPE_ACTOR_KEY] = actor
-    exchange = Exchange(scope, start, 0.0)
-    exchange.key = key
-    exchange.duration = duration
-    exchange.ttfb = ttfb
-    exchange.status = status
-    exchange.body_size = body_size
-    exchange.request_body_size = request_body_size
-    exchange.exception = exception
-    exchange.disconnected = disconnected
-    response = [(b"content-type", content_type)] if content_type is not None else []
-    if response_kept:
-        response.extend(response_kept)
-    exchange.response_headers = response
-    exchange.pathsend = pathsend
-    if captured is not None:
-        (exchange.capture, scope["headers"], raw, exchange.request_tap, exchange.response_tap,
-         full_response) = captured
-        if raw is not None:
-            scope["raw_path"] = raw
-        exchange.response_headers = full_response
-    return exchange

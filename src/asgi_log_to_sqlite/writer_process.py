@@ -520,7 +520,6 @@ def main() -> None:
     from .options import Options
     from .prepare import Prepare
     from .sinks import open_sink
-    from .wire import decode
 
     target, given, handoff = settings
     options = Options.from_kwargs(given)
@@ -568,7 +567,7 @@ def main() -> None:
                     if item[0] == "a":
                         writer.amend(Amend(*item[1]))
                     else:
-                        writer.put(decode(item))
+                        writer.put(item)
                 unacknowledged = seq
                 asked = asked or ack
             now = time.monotonic()
