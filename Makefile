@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Byte-code caches on, whatever the environment says: every writer process the tests start
+# would compile the package again (about 50 ms each, a quarter of `make check`).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test check lint bench clean
 
