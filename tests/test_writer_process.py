@@ -168,6 +168,21 @@ def test_a_captured_response_header_the_row_also_reads_is_captured_once():
                                    ("response", "x-served-by", "a")])]
 
 
+class _UserName(str):
+    """A str subclass, as an app's user model may return."""
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_an_actor_of_a_str_subclass_is_stored_as_text(shipped):
+    options = Options.from_kwargs({"actor": lambda scope: _UserName("alice")})
+    exchange = Exchange(scope("/x"), 1_700_000_000.0, 0.0)
+    exchange.status, exchange.duration = 200, 0.01
+    record = Encoder(options)(exchange)
+    found = Prepare(options)([pickle.loads(pickle.dumps(record)) if shipped else exchange])
+    assert found.rows[0][22] == "alice"
+    assert type(record[FIELDS.index("actor")]) is str
+
+
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):
     seen_pids = []
 

@@ -76,6 +76,10 @@ class Encoder:
             route = detectors.route(scope)
         if detectors.actor_keys is None or not keys.isdisjoint(detectors.actor_keys):
             actor = detectors.actor(scope)
+            if actor is not None and type(actor) is not str:
+                # A str subclass (a hook's own type) travels as plain text, which any process
+                # can unpickle; anything else is not an id.
+                actor = actor[:] if isinstance(actor, str) else None
         response = exchange.response_headers
         content_type = response_header(response, b"content-type")
         response_kept = None
@@ -136,7 +140,7 @@ class Encoder:
             response_kept,
             exchange.pathsend,
             route if route is None or type(route) is str else None,
-            actor if actor is None or type(actor) is str else None,
+            actor,
             captured,
         )
 
