@@ -169,7 +169,19 @@ def test_a_captured_response_header_the_row_also_reads_is_captured_once():
 
 
 class _UserName(str):
-    """A str subclass, as an app's user model may return."""
+    """A str subclass, as an app's user model may return (markupsafe's Markup keeps its type
+    through slicing too)."""
+
+    def __getitem__(self, key):
+        return _UserName(str.__getitem__(self, key))
+
+
+def _built(options, exchange, shipped):
+    """The batch any writer makes of ``exchange``: from the live exchange (thread, inline), or
+    from its record after the pipe (writer process)."""
+    if shipped:
+        exchange = pickle.loads(pickle.dumps(Encoder(options)(exchange)))
+    return Prepare(options)([exchange])
 
 
 @pytest.mark.parametrize("shipped", [False, True])
@@ -177,10 +189,38 @@ def test_an_actor_of_a_str_subclass_is_stored_as_text(shipped):
     options = Options.from_kwargs({"actor": lambda scope: _UserName("alice")})
     exchange = Exchange(scope("/x"), 1_700_000_000.0, 0.0)
     exchange.status, exchange.duration = 200, 0.01
-    record = Encoder(options)(exchange)
-    found = Prepare(options)([pickle.loads(pickle.dumps(record)) if shipped else exchange])
-    assert found.rows[0][22] == "alice"
-    assert type(record[FIELDS.index("actor")]) is str
+    assert _built(options, exchange, shipped).rows[0][22] == "alice"
+    assert type(Encoder(options)(exchange)[FIELDS.index("actor")]) is str
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+def test_a_response_header_item_that_is_not_a_pair_of_bytes_loses_only_itself(shipped):
+    options = Options.from_kwargs({"capture_response_headers": ["x-served-by"]})
+    exchange = Exchange(scope("/x"), 1_700_000_000.0, 0.0)
+    exchange.response_headers = [(b"x-served-by", b"a"), ("x-odd", "v"), (b"x",),
+                                 (b"content-length", b"1234")]
+    exchange.status, exchange.duration = 200, 0.01
+    exchange.pathsend = "/gone/for/good"  # deleted after the response: Content-Length counts
+    batch = _built(options, exchange, shipped)
+    assert batch.captured == [(0, [("response", "x-served-by", "a")])]
+    assert batch.rows[0][11] == 1234  # body_size
+
+
+@pytest.mark.parametrize("shipped", [False, True])
+@pytest.mark.parametrize("broken", ["request", "response"])
+def test_captured_requests_with_header_lists_that_are_not_lists_keep_their_rows(
+        shipped, broken):
+    options = Options.from_kwargs({"capture_requests": True})
+    exchange = Exchange(scope("/x"), 1_700_000_000.0, 0.0)
+    exchange.capture = (options.capture_body_limit, options.capture_responses)
+    exchange.status, exchange.duration = 200, 0.01
+    exchange.response_headers = [(b"content-type", b"text/plain")]
+    if broken == "request":
+        exchange.scope["headers"] = 5
+    else:
+        exchange.response_headers = 7
+    batch = _built(options, exchange, shipped)
+    assert len(batch.rows) == 1 and len(batch.captures) == 1
 
 
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from typing import Any
 
-__all__ = ["header_pairs", "request_headers", "response_header"]
+__all__ = ["header_items", "header_pairs", "request_headers", "response_header"]
 
 #: The request headers a row stores, and their positions in :func:`request_headers`.
 REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"host": 3}
@@ -46,7 +46,7 @@ def request_headers(headers: Any) -> list[Any]:
     return _walk_request_headers(headers)
 
 
-def _items(headers: Any) -> Iterable[Any]:
+def header_items(headers: Any) -> Iterable[Any]:
     """The items of a header list, or none at all when it is not a list of pairs."""
     try:
         return list(headers or ())
@@ -58,7 +58,7 @@ def header_pairs(headers: Any, names: Container[bytes]) -> list[tuple[bytes, Any
     """The (lower-case name, value) pairs of ``names`` in ``headers``, in order; items that are
     not pairs are skipped."""
     found = []
-    for item in _items(headers):
+    for item in header_items(headers):
         try:
             name, value = item
             name = bytes(name).lower()
@@ -73,7 +73,7 @@ def _walk_request_headers(headers: Any) -> list[Any]:
     """:func:`request_headers` for anything else: odd case, odd types, broken items."""
     found: list[Any] = [None, None, None, None]
     get = REQUEST_HEADERS.get
-    for item in _items(headers):
+    for item in header_items(headers):
         try:
             name, value = item
             index = get(bytes(name).lower())
@@ -96,7 +96,7 @@ def response_header(headers: Any, wanted: bytes) -> Any:
             return None
     except Exception:
         pass
-    for item in _items(headers):
+    for item in header_items(headers):
         try:
             name, value = item
             if bytes(name).lower() == wanted:

@@ -280,8 +280,9 @@ class RowBuilder:
 
     def _build(self, record: tuple[Any, ...]) -> Row | str:
         # Memo lookups first: only they raise TypeError (an unhashable value), and build() then
-        # starts again without memos. Sampling and the user's hooks come after them, so that
-        # they run once per request.
+        # starts again without memos. Sampling and the visitor hash come after them, so that
+        # they run once per request. The route and actor hooks ran when the record was encoded
+        # (on the loop for a writer process, so excluded requests too).
         (_, start, duration, ttfb, status, body_size, request_body_size, exception, disconnected,
          kind, method, path, raw_path, query, user_agent, referer, accept_language, host, extra,
          client, server, scheme, http_version, content_type, response_kept, pathsend, route,

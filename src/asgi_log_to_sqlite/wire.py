@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .headers import header_pairs, request_headers, response_header
+from .headers import header_items, header_pairs, request_headers, response_header
 from .privacy.frameworks import Detectors
 
 __all__ = ["FIELDS", "Encoder"]
@@ -54,6 +54,9 @@ class Encoder:
         self.response_extra = frozenset(
             h.encode("latin-1") for h in options.capture_response_headers
         )
+        #: The response headers a record keeps: the captured ones, and Content-Length (the size
+        #: of a ``pathsend`` file that may be gone by the time the row is built).
+        self.response_kept = self.response_extra | {b"content-length"}
 
     def __call__(self, exchange: Exchange) -> tuple[Any, ...]:
         scope = exchange.scope
@@ -78,20 +81,15 @@ class Encoder:
             actor = detectors.actor(scope)
             if actor is not None and type(actor) is not str:
                 # A str subclass (a hook's own type) travels as plain text, which any process
-                # can unpickle; anything else is not an id.
-                actor = actor[:] if isinstance(actor, str) else None
+                # can unpickle (``str.__str__`` gives a plain str whatever the subclass
+                # overrides); anything else is not an id.
+                actor = str.__str__(actor) if isinstance(actor, str) else None
         response = exchange.response_headers
         content_type = response_header(response, b"content-type")
         response_kept = None
         if self.response_extra or exchange.pathsend is not None:
-            try:
-                response_kept = [
-                    (lowered, value) for name, value in response or ()
-                    if (lowered := bytes(name).lower()) in self.response_extra
-                    or lowered == b"content-length"
-                ]
-            except Exception:
-                response_kept = None
+            # An item that is not a pair of bytes loses only itself.
+            response_kept = header_pairs(response, self.response_kept) or None
         path = get("path")
         raw_path = get("raw_path")
         # Only where the row building needs it: a path the server could not decode, or one
@@ -106,11 +104,11 @@ class Encoder:
             request_tap, response_tap = exchange.request_tap, exchange.response_tap
             captured = (
                 exchange.capture,
-                list(headers or ()),
+                list(header_items(headers)),
                 get("raw_path"),
                 request_tap.freeze() if request_tap is not None else None,
                 response_tap.freeze() if response_tap is not None else None,
-                list(response or ()),
+                list(header_items(response)),
             )
         return (
             exchange.key,
