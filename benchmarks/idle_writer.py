@@ -35,8 +35,8 @@ def main() -> None:
     answer("ready")
     next_ack = time.monotonic() + ACK_EVERY
     while (message := _read(stream)) is not None:
-        ack, seq, items, _, _ = message
-        written += sum(1 for item in items if item[0] != "a")
+        ack, seq, records, _, _, _ = message
+        written += records
         if ack or time.monotonic() >= next_ack:
             answer("ack")
             next_ack = time.monotonic() + ACK_EVERY

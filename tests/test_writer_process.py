@@ -223,6 +223,69 @@ def test_captured_requests_with_header_lists_that_are_not_lists_keep_their_rows(
     assert len(batch.rows) == 1 and len(batch.captures) == 1
 
 
+def _status_app(status):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "headers": [],
+                    "status": status if scope["path"] == "/odd" else 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+    return app
+
+
+def _one_frame_each(log, paths):
+    """Serve ``paths``, each request's record in a frame of its own."""
+    async def main() -> None:
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        for path in paths:
+            await log(scope(path), receive, send)
+            await log.aflush(30)
+
+    asyncio.run(main())
+
+
+def _dropped(path):
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT reason, sum(count) FROM dropped GROUP BY reason"))
+    finally:
+        conn.close()
+
+
+def test_a_value_the_writer_process_cannot_import_costs_its_record_not_the_log(
+        make_log, log_path, tmp_path, monkeypatch, caplog):
+    """A status of the app's own class, from a module the writer process cannot import (not on
+    its path): that record is dropped and counted, the process keeps writing the others."""
+    (tmp_path / "odd_status_module.py").write_text("class OddStatus(int):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import odd_status_module
+
+    log = make_log(_status_app(odd_status_module.OddStatus(201)))
+    log.startup()
+    process = log._writer._process
+    _one_frame_each(log, ["/a", "/odd", "/b"])
+    assert [r["path"] for r in rows(log_path)] == ["/a", "/b"]
+    assert log._writer._process is process and process.poll() is None
+    assert log.stats()["dropped_bad_record"] == 1
+    log.close(30)
+    assert _dropped(log_path) == {"bad_record": 1}
+
+
+def test_a_value_that_cannot_be_pickled_costs_its_record_not_its_frame(make_log, log_path):
+    class LocalStatus(int):  # a local class: pickle cannot name it
+        pass
+
+    log = make_log(_status_app(LocalStatus(201)))
+    serve(log, ["/a", "/odd", "/b"])  # one frame, most likely: the other two are kept anyway
+    assert sorted(r["path"] for r in rows(log_path)) == ["/a", "/b"]
+    assert log.stats()["dropped_bad_record"] == 1
+    log.close(30)
+    assert _dropped(log_path) == {"bad_record": 1}
+
+
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):
     seen_pids = []
 

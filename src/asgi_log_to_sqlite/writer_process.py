@@ -10,8 +10,10 @@ same prepare step, sink and writer as every other strategy, at a lower CPU prior
 
 Frames, both ways, are a 4-byte big-endian length and a pickle. To the process: first the
 settings ``(target, options, handoff)`` (``handoff``: what the app's own sink already
-reported, see ``PostgreSQLSink.handoff``), then ``(ack, seq, items, queue_full, encode_errors)``
-where an item is an encoded record or ``("a", amend)``. From it: ``("ready", 0, stats)`` once
+reported, see ``PostgreSQLSink.handoff``), then ``(ack, seq, records, items, queue_full,
+encode_errors)`` where ``items`` is a pickle of its own (a list of encoded records and
+``("a", amend)``) holding ``records`` records: a frame whose items cannot be loaded here costs
+its records (counted as dropped), not the process. From it: ``("ready", 0, stats)`` once
 its sink is open, and ``("ack", seq, stats)`` once every frame up to ``seq`` is committed. Frames
 not yet acknowledged are kept, and sent again to a new process if the first one dies. It ends
 when its input ends (the app closed it, or died): everything it read is committed first; it
@@ -287,6 +289,7 @@ class ProcessWriter(Queue):
                 self._replace_dead_process()
             queue, encode = self.queue, self.encode
             items: list[Any] = []
+            amends = 0
             ack = False
             if len(self._buffer) < self.MAX_BUFFER:
                 while queue and (limit is None or len(items) < limit) and limit != 0:
@@ -294,6 +297,7 @@ class ProcessWriter(Queue):
                     kind = type(item)
                     if kind is _AmendMarker:
                         items.append(("a", tuple(item.amend)))
+                        amends += 1
                     elif kind is _Flush:
                         ack = True
                         self._waiters.append((self._seq + 1, item.done))
@@ -307,13 +311,34 @@ class ProcessWriter(Queue):
             self._shipped_at = time.monotonic()
             if items or ack:
                 self._seq += 1
-                # The drops only this side sees travel along, to be stored with the rows.
-                frame = _frame((ack, self._seq, items, self.dropped_queue_full,
-                                self._encode_errors))
+                # The drops only this side sees travel along, to be stored with the rows. The
+                # items are a pickle of their own: one the writer process cannot load (a value
+                # of a class it cannot import) loses that frame's records, counted, and not
+                # the frames around it.
+                payload, lost = self._pickle(items)
+                frame = _frame((ack, self._seq, len(items) - amends - lost, payload,
+                                self.dropped_queue_full, self._encode_errors))
                 self._unacked.append((self._seq, frame, len(items)))
                 self._buffer += frame
             self._write_buffer()
             return bool(queue)
+
+    def _pickle(self, items: list[Any]) -> tuple[bytes, int]:
+        """``items`` pickled, and how many could not be: where one cannot be (a value of a
+        local class...), the others are, and it counts as a record that could not be encoded."""
+        try:
+            return pickle.dumps(items, pickle.HIGHEST_PROTOCOL), 0
+        except Exception:
+            kept = []
+            for item in items:
+                try:
+                    pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+                except Exception:
+                    self._encode_errors += 1
+                    logger.exception("asgi-log-to-sqlite: could not record a request")
+                else:
+                    kept.append(item)
+            return pickle.dumps(kept, pickle.HIGHEST_PROTOCOL), len(items) - len(kept)
 
     def _write_buffer(self) -> None:
         """As much of the buffer as the pipe takes now."""
@@ -430,7 +455,7 @@ class ProcessWriter(Queue):
             "queued": len(self.queue) + waiting,
             "dropped_queue_full": self.dropped_queue_full,
             "dropped_write_failed": remote.pop("dropped_write_failed", 0) + self._lost,
-            "dropped_bad_record": remote.pop("dropped_bad_record", 0),
+            "dropped_bad_record": remote.pop("dropped_bad_record", 0) + self._encode_errors,
             "write_errors": remote.pop("write_errors", 0),
             **remote,
             "writer": self.strategy,
@@ -560,7 +585,15 @@ def main() -> None:
                 pending += chunk
             asked = False
             while (message := next_frame()) is not None:
-                ack, seq, items, queue_full, encode_errors = message
+                ack, seq, records, payload, queue_full, encode_errors = message
+                try:
+                    items = pickle.loads(payload)
+                except Exception as error:
+                    items = ()
+                    writer.dropped_bad_record += records
+                    logger.error("asgi-log-to-sqlite: %d record(s) could not be read, dropped "
+                                 "(a value of a class this process cannot import?): %r",
+                                 records, error)
                 # The app side's own drops, stored with the rows.
                 writer.dropped_elsewhere = {"queue_full": queue_full, "bad_record": encode_errors}
                 for item in items:
