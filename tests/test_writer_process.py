@@ -53,7 +53,10 @@ def scope(path: str = "/", **extra: Any) -> dict[str, Any]:
     return full
 
 
-def serve(log: AsgiLogToSqlite, paths: list[str], **extra: Any) -> None:
+def serve(log: AsgiLogToSqlite, paths: list[str], flush_each: bool = False,
+          **extra: Any) -> None:
+    """Serve ``paths``, then flush; ``flush_each``: after each request (each request's record
+    then travels in a frame of its own)."""
     async def main() -> None:
         async def receive():
             return {"type": "http.request", "body": b""}
@@ -63,6 +66,8 @@ def serve(log: AsgiLogToSqlite, paths: list[str], **extra: Any) -> None:
 
         for path in paths:
             await log(scope(path, **extra), receive, send)
+            if flush_each:
+                await log.aflush(30)
         await log.aflush(30)
 
     asyncio.run(main())
@@ -231,22 +236,6 @@ def _status_app(status):
     return app
 
 
-def _one_frame_each(log, paths):
-    """Serve ``paths``, each request's record in a frame of its own."""
-    async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
-        for path in paths:
-            await log(scope(path), receive, send)
-            await log.aflush(30)
-
-    asyncio.run(main())
-
-
 def _dropped(path):
     conn = sqlite3.connect(path)
     try:
@@ -266,7 +255,7 @@ def test_a_value_the_writer_process_cannot_import_costs_its_record_not_the_log(
     log = make_log(_status_app(odd_status_module.OddStatus(201)))
     log.startup()
     process = log._writer._process
-    _one_frame_each(log, ["/a", "/odd", "/b"])
+    serve(log, ["/a", "/odd", "/b"], flush_each=True)
     assert [r["path"] for r in rows(log_path)] == ["/a", "/b"]
     assert log._writer._process is process and process.poll() is None
     assert log.stats()["dropped_bad_record"] == 1
