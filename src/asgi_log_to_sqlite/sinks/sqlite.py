@@ -9,6 +9,7 @@ the sink's public methods (:class:`Maintenance`); see :mod:`asgi_log_to_sqlite.r
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -115,8 +116,12 @@ class SQLiteSink:
         self._cache: dict[str, dict[str, int]] = {
             t: {} for t in (*LOOKUP_TABLES, "header_names", "header_values", "header_lists")
         }
-        # key -> (file identity, row id, start) of recent rows, for late exceptions.
-        self._places: dict[int, tuple[tuple[int, int] | None, int, float]] = {}
+        # Where recent rows went, for late exceptions: (keys, file identity, row id of the first)
+        # per part of a batch written, oldest first; a list per part, not an entry per row.
+        self._places: collections.deque[tuple[list[int], tuple[int, int] | None, int]] = (
+            collections.deque()
+        )
+        self._placed = 0  # rows in _places
         #: Rollup sums of committed rows not yet in the file (rollups.Accumulator).
         self._sums = rollups.Accumulator()
         self.maintenance = Maintenance.for_options(self, options)
@@ -275,13 +280,11 @@ class SQLiteSink:
                 cache.clear()
             cache.update(ids)
         if stop > start:
-            places = self._places
-            if len(places) > PLACES_LIMIT:
-                for key in list(places)[: len(places) - PLACES_LIMIT // 2]:
-                    del places[key]
-            inode, rows = self._inode, batch.rows
-            for offset, key in enumerate(batch.keys[start:stop]):
-                places[key] = (inode, first + offset, rows[start + offset][0])
+            places, keys = self._places, batch.keys[start:stop]
+            places.append((keys, self._inode, first))
+            self._placed += len(keys)
+            while self._placed > PLACES_LIMIT and len(places) > 1:
+                self._placed -= len(places.popleft()[0])
 
     def _insert(
         self,
@@ -374,10 +377,9 @@ class SQLiteSink:
         for amend in batch.amends:
             rowid = here.get(amend.key)
             if rowid is None:
-                place = self._places.get(amend.key)
-                if place is None or place[0] != self._inode:
+                rowid = self._rowid_of(amend.key)
+                if rowid is None:
                     continue  # left out of the log, or in a file rotated since
-                rowid = place[1]
             # Checked against the row's start too: a file's inode and row ids can be reused
             # (a rotated file deleted by ``keep``, every row deleted by retention).
             conn.execute(
@@ -385,6 +387,17 @@ class SQLiteSink:
                 "WHERE rowid = ? AND start = ? AND exception IS NULL",
                 (amend.exception, rowid, amend.start),
             )
+
+    def _rowid_of(self, key: int) -> int | None:
+        """The row id of request ``key`` if it was written to this file lately (late exceptions
+        are rare: a scan of the recent parts, newest first, costs less than an entry per row)."""
+        for keys, inode, first in reversed(self._places):
+            try:
+                index = keys.index(key)
+            except ValueError:
+                continue
+            return first + index if inode == self._inode else None
+        return None
 
     @staticmethod
     def _count(conn: sqlite3.Connection, table: str, counts: Any) -> None:
