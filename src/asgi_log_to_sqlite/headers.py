@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from typing import Any
 
-__all__ = ["header_items", "header_pairs", "request_headers", "response_header"]
+__all__ = ["header_items", "header_pairs", "header_value", "request_headers"]
 
 #: The request headers a row stores, and their positions in :func:`request_headers`.
 REQUEST_HEADERS = {b"user-agent": 0, b"referer": 1, b"accept-language": 2, b"host": 3}
@@ -84,7 +84,7 @@ def _walk_request_headers(headers: Any) -> list[Any]:
     return found
 
 
-def response_header(headers: Any, wanted: bytes) -> Any:
+def header_value(headers: Any, wanted: bytes) -> Any:
     """The first value of header ``wanted`` (lower-case bytes), whatever case the app used."""
     try:
         for name, value in headers or ():

@@ -26,7 +26,7 @@ from typing import Any
 from .batch import Batch, Row
 from .capture import CaptureBuilder
 from .exchange import Exchange
-from .headers import header_pairs, request_headers, response_header
+from .headers import header_pairs, header_value, request_headers
 from .privacy.addresses import ClientAddresses, VisitorHash, parse_ip
 from .privacy.filters import RecordingFilter
 from .privacy.frameworks import Detectors
@@ -118,7 +118,7 @@ def _sent_file_size(pathsend: Any, response_headers: Any) -> int:
     """Bytes of a ``pathsend`` file: the response's Content-Length when it has one (Starlette's
     FileResponse always does), since by now the file may be gone (a temporary download removed
     by a background task); else the file's size now."""
-    length = size(response_header(response_headers, b"content-length"))
+    length = size(header_value(response_headers, b"content-length"))
     if length is not None:
         return length
     path = pathsend

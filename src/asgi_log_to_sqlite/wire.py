@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .headers import header_items, header_pairs, request_headers, response_header
+from .headers import header_items, header_pairs, header_value, request_headers
 from .privacy.frameworks import Detectors
 
 __all__ = ["FIELDS", "Encoder"]
@@ -85,7 +85,7 @@ class Encoder:
                 # overrides); anything else is not an id.
                 actor = str.__str__(actor) if isinstance(actor, str) else None
         response = exchange.response_headers
-        content_type = response_header(response, b"content-type")
+        content_type = header_value(response, b"content-type")
         response_kept = None
         if self.response_extra or exchange.pathsend is not None:
             # An item that is not a pair of bytes loses only itself.
@@ -131,7 +131,7 @@ class Encoder:
             host,
             extra,
             get("client"),
-            get("server") if host is None and response_header(extra, b"host") is None else None,
+            get("server") if host is None and header_value(extra, b"host") is None else None,
             get("scheme"),
             get("http_version"),
             content_type,
