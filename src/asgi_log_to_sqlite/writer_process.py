@@ -318,7 +318,7 @@ class ProcessWriter(Queue):
                 payload, lost = self._pickle(items)
                 frame = _frame((ack, self._seq, len(items) - amends - lost, payload,
                                 self.dropped_queue_full, self._encode_errors))
-                self._unacked.append((self._seq, frame, len(items)))
+                self._unacked.append((self._seq, frame, len(items) - lost))
                 self._buffer += frame
             self._write_buffer()
             return bool(queue)
