@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import os
 import threading
@@ -162,6 +163,9 @@ def row(path: str, size: int = 0, exception: str | None = None) -> tuple:
 
 
 def small_pipe() -> tuple[int, int]:
+    # Objects other tests left behind are finalized first: one that still believed it owned a
+    # descriptor number this pipe then reused could write into it or close it.
+    gc.collect()
     read, write = os.pipe()
     fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: one page
     os.set_blocking(read, False)
