@@ -121,11 +121,10 @@ def _sent_file_size(pathsend: Any, response_headers: Any) -> int:
     length = size(header_value(response_headers, b"content-length"))
     if length is not None:
         return length
-    path = pathsend
-    if not isinstance(path, (str, bytes, os.PathLike)):
+    if not isinstance(pathsend, (str, bytes, os.PathLike)):
         return 0
     try:
-        return os.path.getsize(path)
+        return os.path.getsize(pathsend)
     except (OSError, TypeError, ValueError, OverflowError):
         return 0  # gone, and no Content-Length said how big it was
 

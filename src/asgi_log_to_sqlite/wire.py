@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .exchange import Exchange
-from .headers import header_items, header_pairs, header_value, request_headers
+from .headers import REQUEST_HEADERS, header_items, header_pairs, header_value, request_headers
 from .privacy.frameworks import Detectors
 
 __all__ = ["FIELDS", "Encoder"]
@@ -35,7 +35,7 @@ KEY, START, PATH, QUERY_STRING, EXTRA, RESPONSE_KEPT, CAPTURED = (
 )
 
 #: The request headers a row stores (their first values travel as fields of their own).
-ROW_HEADERS = frozenset((b"user-agent", b"referer", b"accept-language", b"host"))
+ROW_HEADERS = frozenset(REQUEST_HEADERS)
 
 
 class Encoder:

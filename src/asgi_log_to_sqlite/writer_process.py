@@ -306,8 +306,7 @@ class ProcessWriter(Queue):
                         try:
                             items.append(encode(item))
                         except Exception:
-                            self._encode_errors += 1
-                            logger.exception("asgi-log-to-sqlite: could not record a request")
+                            self._not_encoded()
             self._shipped_at = time.monotonic()
             if items or ack:
                 self._seq += 1
@@ -334,11 +333,16 @@ class ProcessWriter(Queue):
                 try:
                     pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
                 except Exception:
-                    self._encode_errors += 1
-                    logger.exception("asgi-log-to-sqlite: could not record a request")
+                    self._not_encoded()
                 else:
                     kept.append(item)
             return pickle.dumps(kept, pickle.HIGHEST_PROTOCOL), len(items) - len(kept)
+
+    def _not_encoded(self) -> None:
+        """In an ``except`` block: a record that cannot be encoded or pickled is logged with its
+        error and counted (shipped to the writer process as ``bad_record`` drops)."""
+        self._encode_errors += 1
+        logger.exception("asgi-log-to-sqlite: could not record a request")
 
     def _write_buffer(self) -> None:
         """As much of the buffer as the pipe takes now."""
