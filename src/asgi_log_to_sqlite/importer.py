@@ -472,29 +472,34 @@ def _open_log(path: str) -> sqlite3.Connection:
     except (sqlite3.DatabaseError, UnicodeError) as error:
         raise ImportFailed(f"{path}: not a SQLite database ({describe(error)})") from None
     try:
+        _make_log(path, conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _make_log(path: str, conn: sqlite3.Connection) -> None:
+    """``conn``'s file made a log this version writes (an empty file becomes one), or
+    :class:`ImportFailed` saying why it cannot be."""
+    try:
         tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except (sqlite3.DatabaseError, UnicodeError) as error:
-        conn.close()
         raise ImportFailed(f"{path}: not a SQLite database ({describe(error)})") from None
     try:
         log = not tables or is_log_database(conn)
     except (sqlite3.DatabaseError, UnicodeError) as error:  # a damaged schema
-        conn.close()
         raise ImportFailed(f"{path}: cannot be read ({describe(error)})") from None
     if not log:
-        conn.close()
         raise ImportFailed(f"{path}: not a log database (it has no 'requests' table)")
     try:
         ensure_schema(conn)
         conn.execute(IMPORTED_FILES_SQL)
         conn.execute(IMPORTED_FILES_INDEX_SQL)
     except SchemaError as error:
-        conn.close()
         raise ImportFailed(f"{path}: {error}") from None
     except (sqlite3.Error, UnicodeError) as error:
-        conn.close()
         raise ImportFailed(f"{path}: cannot be written ({describe(error)})") from None
-    return conn
 
 
 @contextlib.contextmanager
