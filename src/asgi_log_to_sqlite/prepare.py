@@ -192,15 +192,15 @@ class RowBuilder:
             self.filter = RecordingFilter(options)
             self.addresses = ClientAddresses(options)
             self.visitor = VisitorHash(options.visitor_hash) if options.visitor_hash else None
-            self.detectors = Detectors(options.route, options.actor)
             #: Exchanges become records as the writer process gets them: one way to build rows.
-            self.encode = Encoder(options, self.detectors)
+            #: The encoder runs the route and actor detection, and counts its errors.
+            self.encode = Encoder(options)
             #: Values stored as NULL because no sink could store them, per column.
             self.nulled: collections.Counter[str] = collections.Counter()
         else:  # the same rules and counters as ``rules``, without its memos
             self.redactor, self.filter = rules.redactor, rules.filter
             self.addresses = rules.addresses
-            self.visitor, self.detectors, self.nulled = rules.visitor, rules.detectors, rules.nulled
+            self.visitor, self.nulled = rules.visitor, rules.nulled
             self.encode = rules.encode
         self._in_order = self.encode.in_order
         redactor, recording = self.redactor, self.filter
@@ -225,6 +225,11 @@ class RowBuilder:
         self._client = memo(lambda value: text(self.addresses.storable(value), cap))
         self._plain = RowBuilder(options, _NoMemo, self) if memo is _Memo else self
         self._trusted = bool(options.trusted_proxies)
+
+    @property
+    def detectors(self) -> Detectors:
+        """The route and actor detection (the encoder's), with its error counts."""
+        return self.encode.detectors
 
     def _normal(self, field: str, value: Any, normalise: Callable[[Any], Any]) -> Any:
         """``value`` as a sink can store it; a value that had to become NULL is counted."""

@@ -42,8 +42,8 @@ class Encoder:
     """Turns exchanges into tuples on the event loop; O(1) per request apart from walking the
     request's headers once."""
 
-    def __init__(self, options: Any, detectors: Detectors | None = None) -> None:
-        self.detectors = Detectors(options.route, options.actor) if detectors is None else detectors
+    def __init__(self, options: Any) -> None:
+        self.detectors = Detectors(options.route, options.actor)
         forwarded = options.forwarded_header.encode("latin-1") if options.trusted_proxies else b""
         captured = {h.encode("latin-1") for h in options.capture_request_headers}
         #: Request headers kept beyond the four a row stores (lower-case names).
