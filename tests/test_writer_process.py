@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from test_writer import dropped
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.exchange import Exchange
@@ -236,14 +237,6 @@ def _status_app(status):
     return app
 
 
-def _dropped(path):
-    conn = sqlite3.connect(path)
-    try:
-        return dict(conn.execute("SELECT reason, sum(count) FROM dropped GROUP BY reason"))
-    finally:
-        conn.close()
-
-
 def test_a_value_the_writer_process_cannot_import_costs_its_record_not_the_log(
         make_log, log_path, tmp_path, monkeypatch, caplog):
     """A status of the app's own class, from a module the writer process cannot import (not on
@@ -260,7 +253,7 @@ def test_a_value_the_writer_process_cannot_import_costs_its_record_not_the_log(
     assert log._writer._process is process and process.poll() is None
     assert log.stats()["dropped_bad_record"] == 1
     log.close(30)
-    assert _dropped(log_path) == {"bad_record": 1}
+    assert dropped(log_path) == {"bad_record": 1}
 
 
 def test_a_value_that_cannot_be_pickled_costs_its_record_not_its_frame(make_log, log_path):
@@ -272,7 +265,7 @@ def test_a_value_that_cannot_be_pickled_costs_its_record_not_its_frame(make_log,
     assert sorted(r["path"] for r in rows(log_path)) == ["/a", "/b"]
     assert log.stats()["dropped_bad_record"] == 1
     log.close(30)
-    assert _dropped(log_path) == {"bad_record": 1}
+    assert dropped(log_path) == {"bad_record": 1}
 
 
 def test_route_and_actor_callables_run_on_the_app_side(make_log, log_path):
@@ -356,10 +349,5 @@ def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):
     asyncio.run(main())
     stats = log.stats()
     assert stats["dropped_queue_full"] == 45
-    conn = sqlite3.connect(log_path)
-    try:
-        stored = dict(conn.execute("SELECT reason, sum(count) FROM dropped GROUP BY reason"))
-    finally:
-        conn.close()
-    assert stored == {"queue_full": 45}
+    assert dropped(log_path) == {"queue_full": 45}
     assert len(rows(log_path)) == 5
