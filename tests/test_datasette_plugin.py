@@ -45,6 +45,17 @@ def datasettes():
         state = datasette_plugin._states.get(ds)
         if state is not None and state.middleware is not None:
             state.middleware.close(timeout=10)
+        close_datasette(ds)
+
+
+def close_datasette(ds: Datasette) -> None:
+    """What Datasette itself leaves open: its query threads and their database connections
+    (a whole test run would otherwise end with hundreds of each)."""
+    if ds.executor is not None:
+        ds.executor.shutdown(wait=True)
+    for database in [*ds.databases.values(), getattr(ds, "_internal_database", None)]:
+        if database is not None:
+            database.close()  # its write thread, if any, waits on its queue for ever: left
 
 
 def plugin(**config) -> dict:
@@ -452,3 +463,4 @@ def test_any_configuration_fails_by_name_or_serves_every_page(extra):
             state = datasette_plugin._states.get(ds)
             if state is not None and state.middleware is not None:
                 state.middleware.close(timeout=10)
+            close_datasette(ds)
