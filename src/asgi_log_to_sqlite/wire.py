@@ -43,7 +43,12 @@ class Encoder:
     request's headers once."""
 
     def __init__(self, options: Any) -> None:
-        self.detectors = Detectors(options.route, options.actor)
+        self.detectors = detectors = Detectors(options.route, options.actor)
+        #: The scope keys either detection reads (None: a hook of the user's, always asked).
+        self.detect_keys = (
+            None if detectors.route_keys is None or detectors.actor_keys is None
+            else frozenset(detectors.route_keys) | frozenset(detectors.actor_keys)
+        )
         forwarded = options.forwarded_header.encode("latin-1") if options.trusted_proxies else b""
         captured = {h.encode("latin-1") for h in options.capture_request_headers}
         #: Request headers kept beyond the four a row stores (lower-case names).
@@ -72,13 +77,14 @@ class Encoder:
         extra = None
         if self.extra:
             extra = header_pairs(headers, self.wanted if self.in_order else self.extra) or None
-        keys = scope.keys()
-        detectors = self.detectors
         route = actor = None
-        if detectors.route_keys is None or not keys.isdisjoint(detectors.route_keys):
-            route = detectors.route(scope)
-        if detectors.actor_keys is None or not keys.isdisjoint(detectors.actor_keys):
-            actor = detectors.actor(scope)
+        if self.detect_keys is None or not scope.keys().isdisjoint(self.detect_keys):
+            keys = scope.keys()
+            detectors = self.detectors
+            if detectors.route_keys is None or not keys.isdisjoint(detectors.route_keys):
+                route = detectors.route(scope)
+            if detectors.actor_keys is None or not keys.isdisjoint(detectors.actor_keys):
+                actor = detectors.actor(scope)
             if actor is not None and type(actor) is not str:
                 # A str subclass (a hook's own type) travels as plain text, which any process
                 # can unpickle (``str.__str__`` gives a plain str whatever the subclass
@@ -90,13 +96,6 @@ class Encoder:
         if self.response_extra or exchange.pathsend is not None:
             # An item that is not a pair of bytes loses only itself.
             response_kept = header_pairs(response, self.response_kept) or None
-        path = get("path")
-        raw_path = get("raw_path")
-        # Only where the row building needs it: a path the server could not decode, or one
-        # whose escapes decoding loses (%2F, %25: see raw_path.py).
-        if not (type(path) is not str or not path or "\ufffd" in path or (
-                type(raw_path) is bytes and (b"%" in raw_path or not raw_path.isascii()))):
-            raw_path = None
         captured = None
         if exchange.capture is not None:
             # Capture stores every header (secret ones as placeholders, in the writer) and
@@ -122,8 +121,11 @@ class Encoder:
             exchange.disconnected,
             get("type"),
             get("method"),
-            path,
-            raw_path,
+            get("path"),
+            # The row builder decides whether the path needs it (escapes that decoding loses,
+            # bytes the server could not decode: raw_path.py); deciding here costs the loop more
+            # than pickling it.
+            get("raw_path"),
             get("query_string"),
             user_agent,
             referer,
