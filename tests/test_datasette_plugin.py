@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import tempfile
@@ -14,7 +15,7 @@ import click
 import pytest
 from datasette.app import Datasette
 from datasette.utils import StartupError
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from test_datasette_metadata import assert_matches, make_known_log
 
@@ -432,8 +433,10 @@ _PAGES = ("/", "/data/items.json", "/log", "/log/requests.json", "/-/dashboards"
 @pytest.mark.timeout(120)
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(extra=_CONFIGS)
+@example(extra={"file": "1MB"})  # a relative path: it once left a log in the working tree
 def test_any_configuration_fails_by_name_or_serves_every_page(extra):
-    with tempfile.TemporaryDirectory() as folder:
+    # In the folder: a drawn ``file`` is a relative path ("1MB"), and the log goes there.
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
         data = str(Path(folder) / "data.db")
         conn = sqlite3.connect(data)
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
