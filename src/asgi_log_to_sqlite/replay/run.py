@@ -11,6 +11,7 @@ them. Either way the report covers what was done.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -71,15 +72,23 @@ class Replay:
     async def _rows(self) -> AsyncIterator[Recorded]:
         """The selected rows, read in a thread a chunk at a time (the loop may be the app's)."""
         chunks = read_rows(self.log, self.selection)
+        # One thread of its own, so that the close runs after a read still going on: a
+        # cancelled await (Ctrl-C) does not stop that read, and closing the generator while it
+        # runs would raise "generator already executing".
+        reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay-rows")
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                chunk = await asyncio.to_thread(next, chunks, None)
+                chunk = await loop.run_in_executor(reader, next, chunks, None)
                 if chunk is None:
                     return
                 for recorded in chunk:
                     yield recorded
         finally:
-            await asyncio.to_thread(chunks.close)
+            try:
+                await loop.run_in_executor(reader, chunks.close)
+            finally:
+                reader.shutdown(wait=False)
 
     async def run(self) -> Diff:
         self._dispatcher = asyncio.create_task(self._dispatch())
