@@ -32,7 +32,17 @@ from .privacy.filters import RecordingFilter
 from .privacy.frameworks import Detectors
 from .privacy.redaction import Redactor
 from .raw_path import readable_path
-from .wire import CAPTURED, EXTRA, KEY, PATH, QUERY_STRING, RESPONSE_KEPT, START, Encoder
+from .wire import (
+    CAPTURED,
+    EXTRA,
+    KEY,
+    PATH,
+    QUERY_STRING,
+    RAW_PATH,
+    RESPONSE_KEPT,
+    START,
+    Encoder,
+)
 
 __all__ = ["Prepare", "hour_of", "instance_name", "text"]
 
@@ -335,7 +345,7 @@ class RowBuilder:
         if self.visitor is not None:
             visitor = self.visitor(address, user_agent_text, host_text, start)
         if pathsend is not None:
-            sent = _sent_file_size(pathsend, response_kept if captured is None else captured[5])
+            sent = _sent_file_size(pathsend, response_kept if captured is None else captured[4])
             body_size = body_size + sent if type(body_size) is int else None
         # Route and actor were found where the scope was live (the encoder), as text or None.
         if route is not None:
@@ -452,8 +462,8 @@ class Prepare:
         """The request's ``captures`` row; None (the access-log row is still written) if it
         cannot be built."""
         try:
-            _, headers, raw_path, request_tap, response_tap, response_headers = record[CAPTURED]
-            scope = {"raw_path": raw_path, "path": record[PATH],
+            _, headers, request_tap, response_tap, response_headers = record[CAPTURED]
+            scope = {"raw_path": record[RAW_PATH], "path": record[PATH],
                      "query_string": record[QUERY_STRING], "headers": headers}
             return self.captures.row(scope, request_tap, response_tap, response_headers)
         except Exception:

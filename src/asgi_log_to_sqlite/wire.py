@@ -21,17 +21,17 @@ __all__ = ["FIELDS", "Encoder"]
 #: A record's fields, in order. ``extra``: (lower-case name, value) of the request headers kept
 #: beyond the four a row stores (captured, the proxies' forwarding header); ``response_kept``:
 #: the captured response headers, and Content-Length for a ``pathsend`` response; ``captured``:
-#: what ``capture_requests`` keeps (mark, every request header, raw path, body taps, every
-#: response header), else None.
+#: what ``capture_requests`` keeps (mark, every request header, body taps, every response
+#: header), else None.
 FIELDS = (
     "key", "start", "duration", "ttfb", "status", "body_size", "request_body_size", "exception",
     "disconnected", "type", "method", "path", "raw_path", "query_string", "user_agent",
     "referer", "accept_language", "host", "extra", "client", "server", "scheme", "http_version",
     "content_type", "response_kept", "pathsend", "route", "actor", "captured",
 )
-KEY, START, PATH, QUERY_STRING, EXTRA, RESPONSE_KEPT, CAPTURED = (
+KEY, START, PATH, RAW_PATH, QUERY_STRING, EXTRA, RESPONSE_KEPT, CAPTURED = (
     FIELDS.index(name) for name in
-    ("key", "start", "path", "query_string", "extra", "response_kept", "captured")
+    ("key", "start", "path", "raw_path", "query_string", "extra", "response_kept", "captured")
 )
 
 #: The request headers a row stores (their first values travel as fields of their own).
@@ -47,7 +47,7 @@ class Encoder:
         #: The scope keys either detection reads (None: a hook of the user's, always asked).
         self.detect_keys = (
             None if detectors.route_keys is None or detectors.actor_keys is None
-            else frozenset(detectors.route_keys) | frozenset(detectors.actor_keys)
+            else detectors.route_keys | detectors.actor_keys
         )
         forwarded = options.forwarded_header.encode("latin-1") if options.trusted_proxies else b""
         captured = {h.encode("latin-1") for h in options.capture_request_headers}
@@ -104,7 +104,6 @@ class Encoder:
             captured = (
                 exchange.capture,
                 list(header_items(headers)),
-                get("raw_path"),
                 request_tap.freeze() if request_tap is not None else None,
                 response_tap.freeze() if response_tap is not None else None,
                 list(header_items(response)),
