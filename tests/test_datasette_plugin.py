@@ -43,15 +43,15 @@ def datasettes():
 
     yield make
     for ds in made:
-        state = datasette_plugin._states.get(ds)
-        if state is not None and state.middleware is not None:
-            state.middleware.close(timeout=10)
         close_datasette(ds)
 
 
 def close_datasette(ds: Datasette) -> None:
-    """What Datasette itself leaves open: its query threads and their database connections
-    (a whole test run would otherwise end with hundreds of each)."""
+    """The log writer the plugin made, and what Datasette itself leaves open: its query threads
+    and their database connections (a whole test run would otherwise end with hundreds of each)."""
+    state = datasette_plugin._states.get(ds)
+    if state is not None and state.middleware is not None:
+        state.middleware.close(timeout=10)
     if ds.executor is not None:
         ds.executor.shutdown(wait=True)
     for database in [*ds.databases.values(), getattr(ds, "_internal_database", None)]:
@@ -463,7 +463,4 @@ def test_any_configuration_fails_by_name_or_serves_every_page(extra):
                     response = get(ds, page, actor=actor)
                     assert response.status_code < 500, (config, actor, page, response.text[-500:])
         finally:
-            state = datasette_plugin._states.get(ds)
-            if state is not None and state.middleware is not None:
-                state.middleware.close(timeout=10)
             close_datasette(ds)
