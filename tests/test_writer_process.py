@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pickle
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from asgi_log_to_sqlite.exchange import Exchange
 from asgi_log_to_sqlite.options import Options
 from asgi_log_to_sqlite.prepare import Prepare
 from asgi_log_to_sqlite.wire import FIELDS, Encoder
+from asgi_log_to_sqlite.writer_process import ProcessWriter
 
 SECRET = "Zq7-SECRET-VALUE"
 
@@ -329,6 +332,39 @@ def test_no_writer_process_means_a_thread(make_log, log_path, monkeypatch):
     serve(log, ["/threaded"])
     assert log.stats()["writer"] == "thread"
     assert [r["path"] for r in rows(log_path)] == ["/threaded"]
+
+
+def _writer_process_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in set(threading.enumerate()) - before
+            if t.name.startswith(("asgi-log-to-sqlite-watch", "asgi-log-to-sqlite-answers"))]
+
+
+def test_a_writer_process_that_ends_at_start_is_not_restarted_behind_the_thread(
+    make_log, log_path, monkeypatch, caplog
+):
+    # A Python that cannot run the writer (a broken environment): the middleware writes from a
+    # thread, and the process writer it gave up on must not go on starting processes.
+    monkeypatch.setattr(ProcessWriter, "COMMAND", ("-c", "import sys; sys.exit(3)"))
+    before = set(threading.enumerate())
+    log = make_log()
+    with caplog.at_level(logging.INFO, logger="asgi_log_to_sqlite"):
+        serve(log, ["/threaded"])
+        time.sleep(0.3)  # the old watch replaced a dead process every 50 ms
+    assert log.stats()["writer"] == "thread"
+    assert [r["path"] for r in rows(log_path)] == ["/threaded"]
+    assert _writer_process_threads(before) == []
+    assert "ended at start (exit status 3)" in caplog.text
+    assert "takes over" not in caplog.text
+
+
+def test_a_closed_writer_process_leaves_no_thread_behind(make_log, log_path):
+    before = set(threading.enumerate())
+    log = make_log()
+    serve(log, ["/one"])
+    threads = _writer_process_threads(before)
+    assert len(threads) == 2
+    log.close(30)
+    assert [t.name for t in threads if t.is_alive()] == []
 
 
 def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):

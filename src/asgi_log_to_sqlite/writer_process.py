@@ -55,6 +55,8 @@ ACK_EVERY = 0.25
 NICENESS = 10
 #: Seconds the start of a writer process may take (a Python interpreter and SQLite).
 START_TIMEOUT = 20.0
+#: Seconds a stopping writer waits for each of its threads (they end as soon as it stops).
+JOIN_TIMEOUT = 5.0
 #: Bytes asked of the kernel for the pipe (Linux; the default 64 KiB holds ~250 records).
 PIPE_SIZE = 1 << 20
 
@@ -117,16 +119,25 @@ class ProcessWriter(Queue):
         self._ready = threading.Event()
         self._dead_since: float | None = None
         self._shipped_at = time.monotonic()
+        self._answers: threading.Thread | None = None
+        self._serving = False  # the first process started: later ones replace it
+        self._wake_watch = threading.Event()  # set by stop(): the watch ends now
         self._start_process()
-        threading.Thread(
+        self._watcher = threading.Thread(
             target=self._watch, daemon=True,
             name=f"asgi-log-to-sqlite-watch:{os.path.basename(self.name)}",
-        ).start()
+        )
+        self._watcher.start()
         if not self._ready.wait(START_TIMEOUT):
-            self._kill()
+            self._abandon()
             raise WriterProcessError(f"the writer process for {target} did not start")
         if self._dead_since is not None:
-            raise WriterProcessError(f"the writer process for {target} ended at start")
+            self._abandon()
+            status = self._process.returncode if self._process is not None else None
+            raise WriterProcessError(
+                f"the writer process for {target} ended at start (exit status {status})"
+            )
+        self._serving = True
 
     # ---- the process -------------------------------------------------------------------------
     def _start_process(self) -> None:
@@ -150,6 +161,7 @@ class ProcessWriter(Queue):
                 name=f"asgi-log-to-sqlite-answers:{os.path.basename(self.name)}",
             )
             answers.start()
+            self._answers = answers
         except (OSError, RuntimeError) as error:  # RuntimeError: no thread can start here
             process.kill()
             process.wait()
@@ -187,10 +199,11 @@ class ProcessWriter(Queue):
         if process is self._process and not self._stopped:
             self._dead_since = time.monotonic()
             self._ready.set()  # whoever waits for the start learns it failed
-            logger.error(
-                "asgi-log-to-sqlite: the writer process of %s ended (exit status %s); "
-                "another one takes over", self.name, process.returncode,
-            )
+            if self._serving:  # else the constructor says so, and no other one is started
+                logger.error(
+                    "asgi-log-to-sqlite: the writer process of %s ended (exit status %s); "
+                    "another one takes over", self.name, process.returncode,
+                )
 
     def _acknowledge(self, seq: int, stats: dict[str, Any]) -> None:
         with self._lock:
@@ -233,7 +246,8 @@ class ProcessWriter(Queue):
         do."""
         period = min(self.flush_interval, 0.05)
         while not self._stopped:
-            time.sleep(period)
+            if self._wake_watch.wait(period):
+                break
             try:
                 if self._dead_since is not None or self._buffer:
                     self._ship(0)
@@ -248,6 +262,22 @@ class ProcessWriter(Queue):
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(10)
+
+    def _abandon(self) -> None:
+        """A writer that never started: its watch must not go on replacing the process (the
+        middleware writes from a thread instead), and nothing of it may outlive it."""
+        self._stopped = True
+        self._kill()
+        self._join_threads()
+
+    def _join_threads(self) -> None:
+        """Wait (bounded) for the watch and the answer thread: both end by themselves once
+        stopped and the process is gone, and a stopped writer leaves no thread behind."""
+        self._wake_watch.set()
+        current = threading.current_thread()
+        for thread in (self._watcher, self._answers):
+            if thread is not None and thread is not current and thread.ident is not None:
+                thread.join(JOIN_TIMEOUT)
 
     # ---- the event loop's side ---------------------------------------------------------------
     def put(self, record: Any) -> None:
@@ -424,6 +454,7 @@ class ProcessWriter(Queue):
             logger.warning("asgi-log-to-sqlite: the writer process for %s did not finish in "
                            "time", self.name)
         self._stopped = True
+        self._wake_watch.set()
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -439,6 +470,7 @@ class ProcessWriter(Queue):
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
+        self._join_threads()
         return finished
 
     @property
