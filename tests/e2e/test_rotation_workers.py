@@ -2,8 +2,8 @@
 
 A small ``max_rows`` makes the workers cross many rotation boundaries under load. After SIGTERM,
 every answered request must be in exactly one file (each request carries a unique query string),
-every rotated file must be complete, and no boundary may be rotated twice (a rotated file
-always holds at least ``max_rows`` rows). ``asgi-log-to-sqlite rotate`` run while the workers
+every rotated file must be complete, and no boundary may be rotated twice nor crossed (a
+rotated file holds exactly ``max_rows`` rows). ``asgi-log-to-sqlite rotate`` run while the workers
 serve takes its turn with them. Merging all files reproduces the total; pruning the merged file
 removes exactly the rows before the cut.
 """
@@ -118,10 +118,10 @@ def test_three_workers_rotate_without_losing_or_doubling_a_row(tmp_path):
     for name in rotated:
         for suffix in ("-wal", "-shm", "-journal"):
             assert not os.path.exists(name + suffix)
-        # One rotation per boundary: a file is only rotated once it holds max_rows rows
-        # (except the one rotated by hand).
+        # One rotation per boundary, and a batch split at it: a file is rotated once it holds
+        # max_rows rows, and never holds more (except the one rotated by hand).
         if name not in by_hand.stdout:
-            assert len(queries_in(name)) >= MAX_ROWS, name
+            assert len(queries_in(name)) == MAX_ROWS, name
 
     # Merge everything with the real program: the total comes back, once.
     merged = str(tmp_path / "merged.db")

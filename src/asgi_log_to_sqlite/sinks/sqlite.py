@@ -60,6 +60,8 @@ RETAIN_MAX_TRANSACTIONS = 100
 IDLE_CHECK_EVERY = 10.0
 #: After a refused rotation (the file is open elsewhere), seconds before trying again.
 BUSY_BACKOFF = 10.0
+#: Passes over a batch that store nothing in a full file before the rest goes in anyway.
+MAX_STALLED_PASSES = 10
 
 COLUMN_NAMES = tuple(REQUEST_COLUMNS)
 CAPTURES_SQL = (
@@ -155,16 +157,19 @@ class SQLiteSink:
         if self.maintenance is None:
             self._write_part(batch)
             return
-        limited = True
+        limited, stalled = True, 0
         while True:
             before = batch.done
             with self.maintenance.around_batch():
                 self._write_part(batch, limited)
             if batch.done >= len(batch.rows):
                 return
-            # A full file that could not be rotated (another program has it open) takes the
-            # rest of the batch: late rotation beats lost rows.
-            limited = batch.done > before
+            # A file that is full now is rotated by the next pass, and the rest of the batch
+            # goes on under the limit: another writer may have filled it since this one looked.
+            # A full file that cannot be rotated (another program has it open), or that other
+            # writers keep filling first, takes the rest: late rotation beats lost rows.
+            stalled = 0 if batch.done > before else stalled + 1
+            limited = not self.maintenance.refused and stalled < MAX_STALLED_PASSES
 
     def idle(self) -> None:
         if self._sums.due():
@@ -434,6 +439,8 @@ class Maintenance:
         self.lock = FileLock(self.path) if self.schedule is not None else None
         self._next_retain = float("-inf")
         self._busy_until = float("-inf")
+        #: The last pass found the file due (or could not tell) and did not rotate it.
+        self.refused = False
         self._next_idle_check = time.monotonic() + IDLE_CHECK_EVERY
         self._warned_clock = False
         self.rotations = 0
@@ -496,10 +503,12 @@ class Maintenance:
     def _rotate_if_due(self) -> None:
         assert self.lock is not None and self.schedule is not None
         now = self.now()
+        self.refused = True  # until the file is found not due, or rotated
         if time.monotonic() < self._busy_until:
             return
         try:
             if not self.schedule.due(self.sink.connection(), self.path, now):
+                self.refused = False
                 return
         except Exception as error:  # logged; the batch goes to the current file
             logger.warning("asgi-log-to-sqlite: could not check %s for rotation: %s",
@@ -515,8 +524,10 @@ class Maintenance:
             self.lock.acquire(False, self.timeout)
             return
         try:
+            # False: another writer rotated it while this one waited for the lock.
             if rotate_file(self.path, now=now, policy=self.schedule, busy_timeout=self.timeout):
                 self.rotations += 1
+            self.refused = False
         except RotationBusy as error:
             self._busy_until = time.monotonic() + BUSY_BACKOFF
             logger.warning(
