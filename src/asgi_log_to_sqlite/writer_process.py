@@ -588,6 +588,10 @@ def main() -> None:
     if handoff and hasattr(sink, "resume"):
         sink.resume(handoff)
     writer = _SyncWriter(sink, Prepare(options), options)
+    # The app side bounds the queue (``max_queue``, counted there): what reaches this process
+    # was shipped already and must not be dropped again. One read brings at most a megabyte of
+    # frames, and nothing more is read while they are written.
+    writer.max_queue = sys.maxsize
     # Records are short-lived and make no reference cycles: the cycle collector walking every
     # record waiting in a burst only costs time. It runs rarely here, and after each commit.
     gc.freeze()
