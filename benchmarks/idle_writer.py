@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 
-from asgi_log_to_sqlite.writer_process import ACK_EVERY, _frame, _read
+from asgi_log_to_sqlite.options import Options
+from asgi_log_to_sqlite.writer_process import _frame, _read
 
 
 def main() -> None:
@@ -30,16 +31,22 @@ def main() -> None:
         except OSError:
             os._exit(0)  # the app is gone: nobody to tell
 
-    if _read(stream) is None:  # the settings: answered as a real writer does once its sink is open
+    settings = _read(stream)
+    if settings is None:  # answered as a real writer does once its sink is open
         os._exit(0)
+    options = Options.from_kwargs(settings[1])
     answer("ready")
-    next_ack = time.monotonic() + ACK_EVERY
+    # Acknowledged when the real writer would commit: every flush_interval, or a full batch.
+    next_ack = time.monotonic() + options.flush_interval
+    since = 0
     while (message := _read(stream)) is not None:
         ack, seq, records, _, _, _ = message
         written += records
-        if ack or time.monotonic() >= next_ack:
+        since += records
+        if ack or since >= options.batch_size or time.monotonic() >= next_ack:
             answer("ack")
-            next_ack = time.monotonic() + ACK_EVERY
+            next_ack = time.monotonic() + options.flush_interval
+            since = 0
     if seq:
         answer("ack")
     os._exit(0)

@@ -177,6 +177,12 @@ class Writer(Queue):
         #: stored with its own.
         self.dropped_elsewhere: dict[str, int] = {}
 
+    def stored_elsewhere(self, drops: dict[str, int]) -> None:
+        """Drops counted elsewhere (``dropped_elsewhere``) that another writer stored already:
+        a writer process that replaced one stores only what follows them."""
+        self.dropped_elsewhere = dict(drops)
+        self._reported = self._drop_counts()
+
     def stats(self) -> dict[str, Any]:
         stats = getattr(self.prepare, "stats", None)
         pending = sum(len(batch.rows) - batch.done for batch in self._pending)

@@ -9,16 +9,17 @@ slices. Row building and SQLite run in ``python -m asgi_log_to_sqlite.writer_pro
 same prepare step, sink and writer as every other strategy, at a lower CPU priority.
 
 Frames, both ways, are a 4-byte big-endian length and a pickle. To the process: first the
-settings ``(target, options, handoff)`` (``handoff``: what the app's own sink already
-reported, see ``PostgreSQLSink.handoff``), then ``(ack, seq, records, items, queue_full,
-encode_errors)`` where ``items`` is a pickle of its own (a list of encoded records and
-``("a", amend)``) holding ``records`` records: a frame whose items cannot be loaded here costs
-its records (counted as dropped), not the process. From it: ``("ready", 0, stats)`` once
-its sink is open, and ``("ack", seq, stats)`` once every frame up to ``seq`` is committed. Frames
-not yet acknowledged are kept, and sent again to a new process if the first one dies. It ends
-when its input ends (the app closed it, or died): everything it read is committed first; it
-ignores SIGTERM and SIGINT, which a process group gets from systemd, ``docker stop`` or Ctrl-C,
-so that it outlives the app long enough to finish.
+settings ``(target, options, handoff, stored_drops)`` (``handoff``: what the app's own sink
+already reported, see ``PostgreSQLSink.handoff``; ``stored_drops``: the app side's drop totals
+that earlier processes committed, so that a new one stores only what follows), then ``(ack,
+seq, records, items, queue_full, encode_errors)`` where ``items`` is a pickle of its own (a
+list of encoded records and ``("a", amend)``) holding ``records`` records: a frame whose items
+cannot be loaded here costs its records (counted as dropped), not the process. From it:
+``("ready", 0, stats)`` once its sink is open, and ``("ack", seq, stats)`` right after every
+commit, for every frame up to ``seq``. Frames not yet acknowledged are kept, and sent again to
+a new process if the first one dies. It ends when its input ends (the app closed it, or died):
+everything it read is committed first; it ignores SIGTERM and SIGINT, which a process group
+gets from systemd, ``docker stop`` or Ctrl-C, so that it outlives the app long enough to finish.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ __all__ = ["ProcessWriter", "WriterProcessError", "main"]
 
 logger = logging.getLogger("asgi_log_to_sqlite")
 
-#: Seconds between two acknowledgements while frames keep coming (each one costs a commit).
-ACK_EVERY = 0.25
 #: How much lower the writer process's CPU priority is than the app's (``os.nice``): under
 #: saturation it yields the CPU to the app and catches up when the load drops.
 NICENESS = 10
@@ -104,12 +103,19 @@ class ProcessWriter(Queue):
         super().__init__(target if name is None else name, options)
         self.encode = encode
         self.retry_for = options.retry_for
-        self._settings = _frame((target, given, handoff or {}))
+        self._settings = (target, given, handoff or {})
+        #: The drop totals (queue full, not encoded) of the last acknowledged frame: stored.
+        self._stored_drops = (0, 0)
+        #: What processes that ended had counted (stats() adds the live one's).
+        self._earlier: dict[str, Any] = {}
         self._lock = threading.Lock()  # uncontended on the loop; flushes from other threads
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
-        self._unacked: collections.deque[tuple[int, bytes, int]] = collections.deque()
+        #: (seq, frame, records, drop totals it carries) of frames sent and not acknowledged.
+        self._unacked: collections.deque[tuple[int, bytes, int, tuple[int, int]]] = (
+            collections.deque()
+        )
         self._buffer = bytearray()
         self._waiters: list[tuple[int, Callable[[], None]]] = []
         self._remote: dict[str, Any] = {}
@@ -154,7 +160,10 @@ class ProcessWriter(Queue):
         self._process = process
         self._dead_since = None
         try:
-            process.stdin.write(self._settings)
+            queue_full, bad_record = self._stored_drops
+            process.stdin.write(_frame((
+                *self._settings, {"queue_full": queue_full, "bad_record": bad_record},
+            )))
             process.stdin.flush()
             answers = threading.Thread(
                 target=self._read_answers, args=(process,), daemon=True,
@@ -173,7 +182,7 @@ class ProcessWriter(Queue):
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
         os.set_blocking(fd, False)
         # What an earlier process did not acknowledge goes to this one first, in order.
-        self._buffer = bytearray().join(frame for _, frame, _ in self._unacked)
+        self._buffer = bytearray().join(frame for _, frame, _, _ in self._unacked)
 
     def _read_answers(self, process: subprocess.Popen[bytes]) -> None:
         """A thread that waits in ``read`` (without the GIL) for the process's answers."""
@@ -191,6 +200,10 @@ class ProcessWriter(Queue):
         except Exception:
             logger.exception("asgi-log-to-sqlite: lost the writer process of %s", self.name)
         process.wait()
+        with self._lock:  # what it counted stays counted, whatever follows it
+            if process is self._process:
+                _add_counts(self._earlier, self._remote)
+                self._remote = {}
         for stream in (process.stdout, process.stdin):
             try:
                 stream.close()  # type: ignore[union-attr]
@@ -209,7 +222,7 @@ class ProcessWriter(Queue):
         with self._lock:
             self._remote = stats
             while self._unacked and self._unacked[0][0] <= seq:
-                self._unacked.popleft()
+                self._stored_drops = self._unacked.popleft()[3]
             done = [callback for upto, callback in self._waiters if upto <= seq]
             self._waiters = [(upto, c) for upto, c in self._waiters if upto > seq]
         self._call(done)
@@ -227,7 +240,7 @@ class ProcessWriter(Queue):
         what waits for it is dropped and counted."""
         assert self._dead_since is not None
         if time.monotonic() - self._dead_since >= self.retry_for and self._unacked:
-            self._lost += sum(count for _, _, count in self._unacked)
+            self._lost += sum(count for _, _, count, _ in self._unacked)
             self._unacked.clear()
             self._buffer = bytearray()
             waiters, self._waiters = self._waiters, []
@@ -345,9 +358,9 @@ class ProcessWriter(Queue):
                 # of a class it cannot import) loses that frame's records, counted, and not
                 # the frames around it.
                 payload, lost = self._pickle(items)
-                frame = _frame((ack, self._seq, len(items) - amends - lost, payload,
-                                self.dropped_queue_full, self._encode_errors))
-                self._unacked.append((self._seq, frame, len(items) - lost))
+                drops = (self.dropped_queue_full, self._encode_errors)
+                frame = _frame((ack, self._seq, len(items) - amends - lost, payload, *drops))
+                self._unacked.append((self._seq, frame, len(items) - lost, drops))
                 self._buffer += frame
             self._write_buffer()
             return bool(queue)
@@ -478,8 +491,9 @@ class ProcessWriter(Queue):
         return not self._stopped and self._process is not None and self._process.poll() is None
 
     def stats(self) -> dict[str, Any]:
-        remote = dict(self._remote)
-        waiting = sum(count for _, _, count in list(self._unacked))
+        with self._lock:
+            remote = _add_counts(_add_counts({}, self._earlier), self._remote)
+            waiting = sum(count for _, _, count, _ in self._unacked)
         remote.pop("queued", None)
         remote.pop("dropped_queue_full", None)
         detectors = getattr(self.encode, "detectors", None)
@@ -537,6 +551,20 @@ class _SyncWriter(Writer):
         return True
 
 
+def _add_counts(into: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    """``counts`` (a process's stats: numbers, and dicts of numbers) added into ``into``."""
+    for name, value in counts.items():
+        if name in ("queued", "writer"):
+            continue  # what it holds now, not what it counted
+        if isinstance(value, dict):
+            _add_counts(into.setdefault(name, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            into[name] = into.get(name, 0) + value
+        else:
+            into[name] = value
+    return into
+
+
 def main() -> None:
     """``python -m asgi_log_to_sqlite.writer_process``: see the module's docstring.
 
@@ -582,12 +610,13 @@ def main() -> None:
     from .prepare import Prepare
     from .sinks import open_sink
 
-    target, given, handoff = settings
+    target, given, handoff, stored_drops = settings
     options = Options.from_kwargs(given)
     sink = open_sink(target, options)
     if handoff and hasattr(sink, "resume"):
         sink.resume(handoff)
     writer = _SyncWriter(sink, Prepare(options), options)
+    writer.stored_elsewhere(stored_drops)  # earlier processes stored the app side's drops so far
     # The app side bounds the queue (``max_queue``, counted there): what reaches this process
     # was shipped already and must not be dropped again. One read brings at most a megabyte of
     # frames, and nothing more is read while they are written.
@@ -611,9 +640,8 @@ def main() -> None:
         gc.collect(1)
 
     answer("ready", 0)
-    unacknowledged: int | None = None  # the last frame read and not yet acknowledged
+    unacknowledged: int | None = None  # the last frame read and not yet committed
     next_commit = time.monotonic() + options.flush_interval
-    next_ack = time.monotonic() + ACK_EVERY
     ended = False
     try:
         while not ended:
@@ -645,10 +673,10 @@ def main() -> None:
                 asked = asked or ack
             now = time.monotonic()
             if asked or ended or now >= next_commit or len(writer.queue) >= options.batch_size:
-                due = asked or ended or now >= next_ack
-                commit(unacknowledged if due else None)
-                if due:
-                    unacknowledged, next_ack = None, now + ACK_EVERY
+                # Acknowledged right after the commit: a frame committed and not acknowledged
+                # would be sent again to the next process, and stored twice, if this one died.
+                commit(unacknowledged)
+                unacknowledged = None
                 next_commit = time.monotonic() + options.flush_interval
                 if not writer.queue:
                     writer.sink.idle()
