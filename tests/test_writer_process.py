@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import pickle
+import shutil
 import signal
 import sqlite3
 import sys
@@ -433,6 +434,63 @@ def test_the_writer_process_keeps_every_record_it_was_sent(make_log, log_path):
     assert len(rows(log_path)) == 7200
     assert dropped(log_path) == {}
     assert log.stats()["dropped_queue_full"] == 0
+
+
+def test_replacements_that_die_at_start_are_retried_less_often_and_drop_in_time(tmp_path):
+    # The log's volume went away and the writer process was killed: every replacement dies at
+    # start. They used to be started every 50 ms for ever, retry_for never ran out (each start
+    # reset it), and the rows waited for ever, uncounted.
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    log = AsgiLogToSqlite(ok_app, str(folder / "log.db"), retry_for=1)
+    replaced: list[str] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "takes over" in record.getMessage():
+                replaced.append(record.getMessage())
+
+    handler = Count()
+    logging.getLogger("asgi_log_to_sqlite").addHandler(handler)
+    try:
+        serve(log, ["/before"])
+        shutil.rmtree(folder)
+        os.kill(log._writer._process.pid, signal.SIGKILL)
+
+        async def more() -> None:
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            async def send(message):
+                pass
+
+            for i in range(5):
+                await log(scope(f"/lost/{i}"), receive, send)
+
+        asyncio.run(more())
+        time.sleep(2.5)
+        stats = log.stats()
+        assert stats["queued"] == 0 and stats["dropped_write_failed"] == 5
+        # Started at once, then after 0.1, 0.2, 0.4, 0.8 s... (every 50 ms: about 50)
+        assert 2 <= len(replaced) <= 7, replaced
+        log.close(10)
+        assert log._writer._process.poll() is not None
+    finally:
+        logging.getLogger("asgi_log_to_sqlite").removeHandler(handler)
+        log.close(10)
+
+
+def test_no_process_is_started_once_the_writer_is_stopped(make_log, log_path):
+    # A flush racing close() could find the pipe just closed, take the process for dead and
+    # start another one, left running after close() returned.
+    log = make_log()
+    serve(log, ["/one"])
+    writer = log._writer
+    log.close(30)
+    first = writer._process
+    writer._dead_since = time.monotonic()
+    writer._ship(None)
+    assert writer._process is first and first.poll() is not None
 
 
 def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):

@@ -54,6 +54,10 @@ logger = logging.getLogger("asgi_log_to_sqlite")
 NICENESS = 10
 #: Seconds the start of a writer process may take (a Python interpreter and SQLite).
 START_TIMEOUT = 20.0
+#: Seconds before starting another process after one that died at start, doubled each time up
+#: to the maximum (a broken environment must not cost a Python start every few milliseconds).
+RESTART_DELAY = 0.1
+MAX_RESTART_DELAY = 5.0
 #: Seconds a stopping writer waits for each of its threads (they end as soon as it stops).
 JOIN_TIMEOUT = 5.0
 #: Bytes asked of the kernel for the pipe (Linux; the default 64 KiB holds ~250 records).
@@ -124,6 +128,10 @@ class ProcessWriter(Queue):
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = threading.Event()
         self._dead_since: float | None = None
+        #: Since when no process has been ready (None: one is); ``retry_for`` counts from it.
+        self._failing_since: float | None = None
+        self._next_start = 0.0  # a replacement that dies at start is retried later and later
+        self._restart_delay = 0.0
         self._shipped_at = time.monotonic()
         self._answers: threading.Thread | None = None
         self._serving = False  # the first process started: later ones replace it
@@ -194,6 +202,7 @@ class ProcessWriter(Queue):
                     break
                 kind, seq, stats = message
                 if kind == "ready":
+                    self._failing_since, self._restart_delay = None, 0.0
                     self._ready.set()
                 elif kind == "ack":
                     self._acknowledge(seq, stats)
@@ -236,15 +245,25 @@ class ProcessWriter(Queue):
                 logger.exception("asgi-log-to-sqlite: flush callback failed")
 
     def _replace_dead_process(self) -> None:
-        """Start another process (the caller holds the lock); past ``retry_for`` without one,
-        what waits for it is dropped and counted."""
+        """Start another process (the caller holds the lock), at once after a death and then
+        less and less often while each one dies at start; past ``retry_for`` without a process
+        that got ready, what waits for one is dropped and counted."""
         assert self._dead_since is not None
-        if time.monotonic() - self._dead_since >= self.retry_for and self._unacked:
+        if self._stopped:
+            return  # stopped: nothing is started any more (a flush racing the stop)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._dead_since
+        if now - self._failing_since >= self.retry_for and self._unacked:
             self._lost += sum(count for _, _, count, _ in self._unacked)
             self._unacked.clear()
             self._buffer = bytearray()
             waiters, self._waiters = self._waiters, []
             self._call([callback for _, callback in waiters])
+        if now < self._next_start:
+            return
+        self._restart_delay = min(max(2 * self._restart_delay, RESTART_DELAY), MAX_RESTART_DELAY)
+        self._next_start = now + self._restart_delay
         try:
             self._start_process()
         except WriterProcessError as error:
@@ -262,7 +281,11 @@ class ProcessWriter(Queue):
             if self._wake_watch.wait(period):
                 break
             try:
-                if self._dead_since is not None or self._buffer:
+                if self._dead_since is not None:
+                    # What waits goes into frames: sent to the next process, or past
+                    # ``retry_for`` without one, dropped and counted.
+                    self._ship(None)
+                elif self._buffer:
                     self._ship(0)
                 if self.queue and time.monotonic() - self._shipped_at >= self.flush_interval:
                     self._ship_everything(time.monotonic() + self.flush_interval)
@@ -317,18 +340,19 @@ class ProcessWriter(Queue):
         if self._stopped:
             return
         try:
-            more = self._ship(self.SLICE)
+            more = self._ship(self.SLICE, replace=False)
         except Exception:
             logger.exception("asgi-log-to-sqlite: could not hand records to the writer process")
             more = bool(self.queue)
         if more or self._buffer:
             self._schedule(self.INTERVAL)
 
-    def _ship(self, limit: int | None) -> bool:
+    def _ship(self, limit: int | None, replace: bool = True) -> bool:
         """Encode up to ``limit`` queued records into one frame and write what the pipe takes
-        without blocking; True while records remain queued."""
+        without blocking; True while records remain queued. ``replace``: start another process
+        if this one died (not on the event loop: the watch thread does it within 50 ms)."""
         with self._lock:
-            if self._dead_since is not None:
+            if self._dead_since is not None and replace:
                 self._replace_dead_process()
             queue, encode = self.queue, self.encode
             items: list[Any] = []
