@@ -200,6 +200,32 @@ def test_stop_drains_and_is_idempotent(make_writer, log_path):
     assert released == [True]
 
 
+def test_a_flush_asked_while_the_thread_closes_the_sink_returns(make_writer, log_path):
+    # The thread's last step (closing the sink: rollup sums written) waits for a lock another
+    # connection holds; a flush asked meanwhile used to be queued behind a thread about to end,
+    # and waited for ever.
+    writer = make_writer(writer="thread", busy_timeout=1, flush_interval=60)
+    for _ in range(5):
+        writer.put(exchange())
+    flush(writer)
+    other = sqlite3.connect(log_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        stopper = threading.Thread(target=writer.stop, args=(30,))
+        stopper.start()
+        time.sleep(0.3)  # the thread is in its last sink.close()
+        returned = []
+        flusher = threading.Thread(target=lambda: returned.append(writer.flush(30) is None))
+        flusher.start()
+        stopper.join(30)
+        flusher.join(10)
+        assert returned == [True]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert count(log_path) == 5
+
+
 def test_flush_marker_waits_for_what_came_before(make_writer, log_path):
     writer = make_writer(flush_interval=60, batch_size=3)
     for _ in range(10):

@@ -418,6 +418,10 @@ class ThreadWriter(Writer):
     def __init__(self, sink: Sink, prepare: Prepare, options: Any) -> None:
         super().__init__(sink, prepare, options)
         self._wake = threading.Event()
+        #: Set by the thread as it ends, under the lock: a flush asked after that is released
+        #: at once (the thread would never see it).
+        self._finished = False
+        self._finish_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"asgi-log-to-sqlite-writer:{sink.name}", daemon=True
         )
@@ -428,10 +432,13 @@ class ThreadWriter(Writer):
         return self._thread.is_alive()
 
     def request_flush(self, done: Callable[[], None]) -> None:
-        if not self._thread.is_alive():
+        with self._finish_lock:
+            finished = self._finished or not self._thread.is_alive()
+            if not finished:
+                self.queue.append(_Flush(done))
+        if finished:
             done()
             return
-        self.queue.append(_Flush(done))
         self._wake.set()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -471,6 +478,14 @@ class ThreadWriter(Writer):
             self._drain_for_stop()
         except BaseException:  # not even that worked: never let it pass silently
             logger.exception("asgi-log-to-sqlite: writer for %s stopped by an error", self.name)
+        finally:
+            # A flush asked while the drain was closing the sink is answered: nothing more
+            # will be written by this thread.
+            with self._finish_lock:
+                self._finished = True
+                late = [item for item in list(self.queue) if type(item) is _Flush]
+            self._markers.extend(late)
+            self._release()
 
 
 class InlineWriter(Writer):
