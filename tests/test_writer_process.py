@@ -493,6 +493,30 @@ def test_no_process_is_started_once_the_writer_is_stopped(make_log, log_path):
     assert writer._process is first and first.poll() is not None
 
 
+def test_close_from_a_signal_handler_that_interrupted_the_shipping_returns(make_log, caplog):
+    # A signal handler runs on the thread it interrupts: there, close() waited for the lock
+    # that the interrupted shipping held, for ever. Simulated by closing from the encoder.
+    log = make_log()
+    serve(log, ["/first"])
+    writer = log._writer
+    encode = writer.encode
+
+    def encode_then_close(record):
+        if record.scope["path"] == "/r/5":
+            log.close(5)
+        return encode(record)
+
+    writer.encode = encode_then_close
+    runner = threading.Thread(target=serve, args=(log, [f"/r/{i}" for i in range(10)]),
+                              daemon=True)
+    with caplog.at_level(logging.WARNING, logger="asgi_log_to_sqlite"):
+        runner.start()
+        runner.join(30)
+    assert not runner.is_alive()
+    assert "did not finish in time" in caplog.text
+    assert writer._process.poll() is not None  # the process committed what it had and left
+
+
 def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):
     log = make_log(max_queue=5, flush_interval=60)
 

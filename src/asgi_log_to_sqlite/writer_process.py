@@ -113,6 +113,9 @@ class ProcessWriter(Queue):
         #: What processes that ended had counted (stats() adds the live one's).
         self._earlier: dict[str, Any] = {}
         self._lock = threading.Lock()  # uncontended on the loop; flushes from other threads
+        #: The thread inside :meth:`_ship` (holding the lock): a flush from that same thread
+        #: can only come from a signal handler that interrupted it, and must not wait for it.
+        self._shipper: int | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
@@ -310,6 +313,8 @@ class ProcessWriter(Queue):
         """Wait (bounded) for the watch and the answer thread: both end by themselves once
         stopped and the process is gone, and a stopped writer leaves no thread behind."""
         self._wake_watch.set()
+        if self._shipper == threading.get_ident():
+            return  # stopped from a signal handler inside _ship: they may wait for its lock
         current = threading.current_thread()
         for thread in (self._watcher, self._answers):
             if thread is not None and thread is not current and thread.ident is not None:
@@ -352,42 +357,53 @@ class ProcessWriter(Queue):
         without blocking; True while records remain queued. ``replace``: start another process
         if this one died (not on the event loop: the watch thread does it within 50 ms)."""
         with self._lock:
-            if self._dead_since is not None and replace:
-                self._replace_dead_process()
-            queue, encode = self.queue, self.encode
-            items: list[Any] = []
-            amends = 0
-            ack = False
-            if len(self._buffer) < self.MAX_BUFFER:
-                while queue and (limit is None or len(items) < limit) and limit != 0:
-                    item = queue.popleft()
-                    kind = type(item)
-                    if kind is _AmendMarker:
-                        items.append(("a", tuple(item.amend)))
-                        amends += 1
-                    elif kind is _Flush:
-                        ack = True
-                        self._waiters.append((self._seq + 1, item.done))
-                        break  # its frame ends here: acknowledged as soon as it is committed
-                    else:
-                        try:
-                            items.append(encode(item))
-                        except Exception:
-                            self._not_encoded()
-            self._shipped_at = time.monotonic()
-            if items or ack:
-                self._seq += 1
-                # The drops only this side sees travel along, to be stored with the rows. The
-                # items are a pickle of their own: one the writer process cannot load (a value
-                # of a class it cannot import) loses that frame's records, counted, and not
-                # the frames around it.
-                payload, lost = self._pickle(items)
-                drops = (self.dropped_queue_full, self._encode_errors)
-                frame = _frame((ack, self._seq, len(items) - amends - lost, payload, *drops))
-                self._unacked.append((self._seq, frame, len(items) - lost, drops))
-                self._buffer += frame
-            self._write_buffer()
-            return bool(queue)
+            self._shipper = threading.get_ident()
+            try:
+                return self._ship_locked(limit, replace)
+            finally:
+                self._shipper = None
+
+    def _ship_locked(self, limit: int | None, replace: bool) -> bool:
+        """:meth:`_ship`'s work, under the lock."""
+        if self._dead_since is not None and replace:
+            self._replace_dead_process()
+        queue, encode = self.queue, self.encode
+        items: list[Any] = []
+        amends = 0
+        ack = False
+        if len(self._buffer) < self.MAX_BUFFER:
+            while queue and (limit is None or len(items) < limit) and limit != 0:
+                item = queue.popleft()
+                kind = type(item)
+                if kind is _AmendMarker:
+                    items.append(("a", tuple(item.amend)))
+                    amends += 1
+                elif kind is _Flush:
+                    ack = True
+                    self._waiters.append((self._seq + 1, item.done))
+                    break  # its frame ends here: acknowledged as soon as it is committed
+                else:
+                    try:
+                        items.append(encode(item))
+                    except Exception:
+                        self._not_encoded()
+        self._shipped_at = time.monotonic()
+        if items or ack:
+            self._seq += 1
+            # The drops only this side sees travel along, to be stored with the rows. The
+            # items are a pickle of their own: one the writer process cannot load (a value
+            # of a class it cannot import) loses that frame's records, counted, and not
+            # the frames around it.
+            payload, lost = self._pickle(items)
+            drops = (self.dropped_queue_full, self._encode_errors)
+            frame = _frame((ack, self._seq, len(items) - amends - lost, payload, *drops))
+            self._unacked.append((self._seq, frame, len(items) - lost, drops))
+            self._buffer += frame
+        self._write_buffer()
+        if self._stopped and self._waiters:  # stopped meanwhile: no process will answer
+            waiters, self._waiters = self._waiters, []
+            self._call([callback for _, callback in waiters])
+        return bool(queue)
 
     def _pickle(self, items: list[Any]) -> tuple[bytes, int]:
         """``items`` pickled, and how many could not be: where one cannot be (a value of a
@@ -457,6 +473,11 @@ class ProcessWriter(Queue):
     def flush(self, timeout: float | None = None) -> None:
         if self._stopped:
             return
+        if self._shipper == threading.get_ident():
+            raise TimeoutError(
+                f"asgi-log-to-sqlite: flush of {self.name!r} asked in the middle of shipping "
+                "records, on the same thread (from a signal handler?); it cannot wait for itself"
+            )
         done = threading.Event()
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done.set))
@@ -473,7 +494,7 @@ class ProcessWriter(Queue):
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done))
         # Shipped in slices, letting the loop serve in between.
-        while self._ship(self.SLICE * 8) or self._buffer:
+        while not self._stopped and (self._ship(self.SLICE * 8) or self._buffer):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.001 if self._buffer else 0)
@@ -508,6 +529,10 @@ class ProcessWriter(Queue):
         except subprocess.TimeoutExpired:
             return False
         self._join_threads()
+        # The process committed what it received and ended: a flush still waiting for an
+        # acknowledgement (of frames it never got) has nothing more to wait for.
+        waiters, self._waiters = self._waiters, []
+        self._call([callback for _, callback in waiters])
         return finished
 
     @property
