@@ -400,6 +400,37 @@ def test_rows_are_flushed_at_interpreter_exit(log_path, ending):
     assert count(log_path) == 40
 
 
+LOCAL_APP_SCRIPT = """
+    import asyncio, gc, sys
+    from asgi_log_to_sqlite import AsgiLogToSqlite
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main():
+        # The app object lives only here: collected when main() returns.
+        log = AsgiLogToSqlite(app, sys.argv[1], writer=sys.argv[2], flush_interval=60)
+        async def receive():
+            return {"type": "http.request"}
+        async def send(message):
+            pass
+        for i in range(40):
+            await log({"type": "http", "method": "GET", "path": f"/{i}", "headers": []},
+                      receive, send)
+
+    asyncio.run(main())
+    gc.collect()
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("writer", ["thread", "inline", "process"])
+def test_rows_of_an_app_object_gone_before_exit_are_flushed_at_exit(log_path, writer):
+    run_script(LOCAL_APP_SCRIPT, log_path, writer)
+    assert count(log_path) == 40
+
+
 SIGTERM_SCRIPT = EXIT_SCRIPT + """
     import os, signal
     if sys.argv[2] == "handled":

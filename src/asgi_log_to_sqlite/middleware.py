@@ -40,6 +40,9 @@ logger = logging.getLogger("asgi_log_to_sqlite")
 SHUTDOWN_FLUSH_TIMEOUT = 30.0
 
 _instances: weakref.WeakSet[AsgiLogToSqlite] = weakref.WeakSet()
+#: Writers started and not stopped, held strongly: an app object collected before the process
+#: ends (built inside ``main()``, no lifespan) still has its queue committed at exit.
+_live_writers: set[Queue] = set()
 
 _EMPTY_STATS = {
     "written": 0,
@@ -120,6 +123,7 @@ class AsgiLogToSqlite:
             writer = self._writer
         if writer is not None:
             writer.stop(timeout)
+            _live_writers.discard(writer)
 
     async def aclose(self, timeout: float | None = None) -> None:
         """:meth:`close` for use inside the event loop."""
@@ -145,6 +149,7 @@ class AsgiLogToSqlite:
         with self._writer_lock:
             if self._writer is None and not self._closed:
                 self._writer = self._new_writer()
+                _live_writers.add(self._writer)
                 if self._writer.strategy in ("thread", "process"):
                     sigterm.install(_commit_all)
         return self._writer
@@ -187,6 +192,7 @@ class AsgiLogToSqlite:
         after_fork = getattr(self._writer, "after_fork", None)
         if after_fork is not None:
             after_fork()
+        _live_writers.discard(self._writer)  # type: ignore[arg-type]
         self._writer = None
         self._writer_lock = threading.Lock()
         self.sink = open_sink(self._target, self.options)
@@ -279,20 +285,25 @@ def _close_all_at_exit() -> None:
             instance.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         except Exception:
             logger.exception("asgi-log-to-sqlite: could not flush %s at exit", instance.file)
+    for writer in list(_live_writers):  # their app objects are gone
+        try:
+            writer.stop(SHUTDOWN_FLUSH_TIMEOUT)
+        except Exception:
+            logger.exception("asgi-log-to-sqlite: could not flush %s at exit", writer.name)
+        _live_writers.discard(writer)
 
 
 def _commit_all(timeout: float) -> None:
     """Flush every middleware's queue in this process, each waiting at most ``timeout``."""
-    for instance in list(_instances):
-        writer = instance._writer
-        if writer is None or writer.strategy not in ("thread", "process"):
+    for writer in list(_live_writers):
+        if writer.strategy not in ("thread", "process"):
             continue
         try:
             done = threading.Event()
             writer.request_flush(done.set)
             done.wait(timeout)
         except Exception:
-            logger.exception("asgi-log-to-sqlite: could not flush %s at SIGTERM", instance.file)
+            logger.exception("asgi-log-to-sqlite: could not flush %s at SIGTERM", writer.name)
 
 
 if hasattr(os, "register_at_fork"):
