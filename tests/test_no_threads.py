@@ -80,6 +80,30 @@ def test_the_writer_runs_on_the_event_loop(no_threads, log_path):
     log.close()
 
 
+def test_the_writer_goes_on_with_the_next_event_loop(no_threads, log_path):
+    # The first loop ends (asyncio.run returns) before the writer's timer fires: that timer
+    # never will. The next loop that serves gets a timer of its own, rather than none at all.
+    log = AsgiLogToSqlite(hello, log_path, flush_interval=0.05)
+
+    async def serve(tag: str) -> int:
+        for i in range(5):
+            await call(log, f"/{tag}/{i}")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if count(log_path) >= 10:
+                break
+        return count(log_path)
+
+    async def first() -> None:
+        for i in range(5):
+            await call(log, f"/first/{i}")
+
+    asyncio.run(first())
+    assert count(log_path) == 0
+    assert asyncio.run(serve("second")) == 10
+    log.close()
+
+
 def test_flush_response_without_threads(no_threads, log_path):
     log = AsgiLogToSqlite(hello, log_path, flush="response")
 

@@ -502,6 +502,7 @@ class InlineWriter(Writer):
     def __init__(self, sink: Sink, prepare: Prepare, options: Any) -> None:
         super().__init__(sink, prepare, options)
         self._handle: asyncio.TimerHandle | None = None
+        self._handle_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def alive(self) -> bool:
@@ -509,16 +510,19 @@ class InlineWriter(Writer):
 
     def put(self, record: Any) -> None:
         super().put(record)
-        if self._handle is None:
+        # A timer left on a loop that ended (``asyncio.run`` returned before it fired) never
+        # fires: the loop serving now gets one.
+        if self._handle is None or self._handle_loop is not _running_loop():
             self._schedule(self.flush_interval)
 
     def _schedule(self, delay: float) -> None:
-        import asyncio
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             return  # no loop here: the next put() on a loop, a flush or the stop writes it
+        if self._handle is not None:
+            self._handle.cancel()
         self._handle = loop.call_later(delay, self._tick)
+        self._handle_loop = loop
 
     def _slice(self) -> bool:
         """One bounded slice of work; True while more remains."""
@@ -588,6 +592,14 @@ class InlineWriter(Writer):
             self._handle = None
         self._drain_for_stop()
         return True
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    import asyncio
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def start_writer(kind: str, sink: Sink, prepare: Prepare, options: Any) -> Writer:
