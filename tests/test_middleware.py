@@ -506,6 +506,66 @@ def test_disconnect_when_send_raises(make_log, log_path):
     assert row["exception"].endswith("ClientGone")
 
 
+def test_bytes_sent_after_the_client_left_are_not_counted(make_log, log_path):
+    # Servers drop what the app sends once the client is gone (uvicorn returns at once).
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "http.disconnect"
+        await responder(body=b"x" * 100_000)(scope, receive, send)
+
+    log = make_log(app)
+    asyncio.run(drive(log, http_scope(), [{"type": "http.disconnect"}]))
+    log.flush(timeout=10)
+    row = rows(log_path)[0]
+    assert (row["disconnected"], row["body_size"]) == (1, 0)
+
+
+def test_a_second_response_start_refused_by_the_server_is_not_recorded(make_log, log_path):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/html")]})
+
+    starts = 0
+
+    def hook(message):
+        nonlocal starts
+        if message["type"] == "http.response.start":
+            starts += 1
+            if starts == 2:
+                raise RuntimeError("Response already started")  # as uvicorn says it
+
+    log = make_log(app)
+    with pytest.raises(RuntimeError):
+        asyncio.run(drive(log, http_scope(), send_hook=hook))
+    log.flush(timeout=10)
+    row = rows(log_path)[0]
+    assert (row["http_status"], row["content_type"]) == (200, "text/plain")  # what was sent
+    assert row["exception"] == "RuntimeError"
+    assert row["disconnected"] == 0  # the app's mistake, not a client that left
+
+
+def test_a_pathsend_the_server_could_not_send_counts_no_byte(make_log, log_path, tmp_path):
+    served = tmp_path / "big.bin"
+    served.write_bytes(b"z" * 1000)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(served)})
+
+    def hook(message):
+        if message["type"] == "http.response.pathsend":
+            raise OSError("connection reset")
+
+    log = make_log(app)
+    with pytest.raises(OSError):
+        asyncio.run(drive(log, http_scope(extensions={"http.response.pathsend": {}}),
+                          send_hook=hook))
+    log.flush(timeout=10)
+    row = rows(log_path)[0]
+    assert (row["disconnected"], row["body_size"]) == (1, 0)
+
+
 def test_messages_pass_through_unchanged(make_log):
     """The very same message objects reach the server, and receive hands back the same ones."""
     start = {"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]}

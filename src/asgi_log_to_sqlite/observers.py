@@ -151,29 +151,32 @@ class HttpObserver:
         finished = False
         counted = 0
         body: Any = None
+        kind = None
         try:
             kind = message["type"]
             if kind == "http.response.start":
-                exchange.status = message.get("status")
-                exchange.response_headers = message.get("headers")
-                exchange.ttfb = time.perf_counter() - exchange.t0
-                self.trailers = bool(message.get("trailers"))
-                capture = exchange.capture
-                if capture is not None:
-                    exchange.response_tap = ResponseTap(capture[0], capture[1])
+                if exchange.ttfb is None:  # a second start is refused by the server
+                    exchange.status = message.get("status")
+                    exchange.response_headers = message.get("headers")
+                    exchange.ttfb = time.perf_counter() - exchange.t0
+                    self.trailers = bool(message.get("trailers"))
+                    capture = exchange.capture
+                    if capture is not None:
+                        exchange.response_tap = ResponseTap(capture[0], capture[1])
             elif kind == "http.response.body":
                 body = message.get("body")
-                if body and not self.head:
+                # After the client left, servers drop what the app still sends.
+                if body and not self.head and not exchange.disconnected:
                     counted = len(body)
                     exchange.body_size += counted
                 finished = not message.get("more_body") and not self.trailers
             elif kind == "http.response.pathsend":
-                if not self.head:
+                if not self.head and not exchange.disconnected:
                     exchange.pathsend = message.get("path")
                     exchange.response_tap = None  # a file the server sends: no bytes to hash
                 finished = True
             elif kind == "http.response.zerocopysend":
-                if not self.head:
+                if not self.head and not exchange.disconnected:
                     exchange.response_tap = None
                     count = message.get("count")
                     if count is None:
@@ -196,9 +199,14 @@ class HttpObserver:
             self.committed = True
         try:
             await self.send_inner(message)
-        except BaseException:
-            exchange.disconnected = True
-            exchange.body_size -= counted  # the server could not send this chunk
+        except BaseException as error:
+            # The server could not send it. A RuntimeError is its answer to a message out of
+            # turn (a second start), not a client that went away.
+            if not isinstance(error, RuntimeError):
+                exchange.disconnected = True
+            exchange.body_size -= counted
+            if kind == "http.response.pathsend":
+                exchange.pathsend = None
             raise
         if counted and body is not None and exchange.response_tap is not None:
             try:
