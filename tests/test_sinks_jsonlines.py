@@ -266,6 +266,57 @@ def test_late_exceptions_reach_rows_not_printed_yet(capfd):
     assert batch.done == 2 and batch.amends == []
 
 
+def test_a_late_exception_reaches_a_row_printed_after_the_pipe_was_full():
+    read, write = small_pipe()
+    exception = COLUMNS_INDEX["exception"]
+
+    async def inline_writer() -> bytes:
+        sink = JSONLinesSink(Options(), fd=write, name="<pipe>")
+        rows = [row(f"/r{i}", size=900) for i in range(6)]
+        batch = Batch(rows=rows, keys=[1, 2, 3, 4, 5, 6], amends=[Amend(6, 1.0, "ValueError")])
+        received = b""
+        for _ in range(100):
+            try:
+                sink.write(batch)
+            except StdoutFull:
+                pass
+            received += drain(read)
+            if batch.done == len(rows) and not sink._partial:
+                break
+        return received + drain(read)
+
+    try:
+        received = asyncio.run(inline_writer())
+    finally:
+        os.close(read)
+        os.close(write)
+    found = [jsonlines.decode(line) for line in received.decode("ascii").splitlines()]
+    assert [r[exception] for r in found] == [None] * 5 + ["ValueError"]
+
+
+def test_a_line_cut_by_a_write_error_is_finished_not_written_again():
+    # A disk that fills up (or a reader gone) in the middle of a line: what went out stays,
+    # and the rest of that line goes first on the next attempt, not the whole line again.
+    read, write = small_pipe()
+    sink = JSONLinesSink(Options(busy_timeout=5), fd=write, name="<pipe>")
+    batch = Batch(rows=[row("/long", size=9000), row("/next")], keys=[1, 2])
+
+    def reader_leaves():
+        time.sleep(0.3)
+        os.close(read)  # the next write fails with EPIPE
+
+    leaving = threading.Thread(target=reader_leaves)
+    leaving.start()
+    try:
+        with pytest.raises(BrokenPipeError):
+            sink.write(batch)  # 4 KiB of the 9 KiB line went out before the reader left
+        leaving.join(10)
+        assert batch.done == 1  # that row is out, its rest waits to go first
+        assert sink._partial and not sink._partial.startswith(b"{")
+    finally:
+        os.close(write)
+
+
 def test_a_value_json_cannot_hold_is_a_data_error():
     sink = JSONLinesSink(Options())
     bad = list(row("/a"))

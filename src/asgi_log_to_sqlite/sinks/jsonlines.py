@@ -79,6 +79,7 @@ class JSONLinesSink:
         self.name = name
         self.wait_for = options.busy_timeout
         self._partial = b""  # the rest of a line the descriptor took only part of
+        self._partial_error: OSError | None = None  # why the rest could not go (disk full...)
         self._can_poll = True
 
     # ---- the Sink interface ------------------------------------------------------------------
@@ -99,7 +100,8 @@ class JSONLinesSink:
                 row = rows[index]
                 exception = late.get(batch.keys[index]) if late else None
                 if exception is not None and row[_EXCEPTION] is None:
-                    row = (*row[:_EXCEPTION], exception, *row[_EXCEPTION + 1:])
+                    # Into the batch itself: a retry after a full pipe builds the line again.
+                    row = rows[index] = (*row[:_EXCEPTION], exception, *row[_EXCEPTION + 1:])
                 lines.append(encode(row).encode("ascii") + b"\n")
         except (TypeError, ValueError, OverflowError) as error:
             raise DataError(str(error)) from error
@@ -110,7 +112,8 @@ class JSONLinesSink:
             self._send_line(line)
             batch.done += 1  # out, or its rest kept to go first: the row is not written twice
             if self._partial:
-                raise StdoutFull(f"{self.name} is full: its reader fell behind")
+                error, self._partial_error = self._partial_error, None
+                raise error or StdoutFull(f"{self.name} is full: its reader fell behind")
 
     def idle(self) -> None:
         if self._partial:
@@ -156,7 +159,15 @@ class JSONLinesSink:
                     raise StdoutFull(f"{self.name} is full: its reader fell behind")
                 self._partial = bytes(view)
                 return
-            written = os.write(self.fd, view[:CHUNK])
+            try:
+                written = os.write(self.fd, view[:CHUNK])
+            except OSError as error:
+                if len(view) == len(line):
+                    raise
+                # Part of the line is out (a disk that filled up): its rest goes first next
+                # time, never the whole line again after a cut one.
+                self._partial, self._partial_error = bytes(view), error
+                return
             view = view[written:]
 
     def _report_drops(self, batch: Batch) -> None:
