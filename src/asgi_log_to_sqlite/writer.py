@@ -23,6 +23,7 @@ Where the work runs is a strategy:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -524,10 +525,19 @@ class InlineWriter(Writer):
         self._handle = loop.call_later(delay, self._tick)
         self._handle_loop = loop
 
+    def _on_the_loop(self) -> contextlib.AbstractContextManager[Any]:
+        """The sink waits for no lock longer than a slice: a busy database fails the slice,
+        which is retried later, rather than stalling the loop for ``busy_timeout``."""
+        waiting_at_most = getattr(self.sink, "waiting_at_most", None)
+        if waiting_at_most is None or _running_loop() is None:
+            return contextlib.nullcontext()
+        return waiting_at_most(INLINE_SLICE_SECONDS)  # type: ignore[no-any-return]
+
     def _slice(self) -> bool:
         """One bounded slice of work; True while more remains."""
         try:
-            return self.work(INLINE_SLICE_ROWS, time.monotonic() + INLINE_SLICE_SECONDS)
+            with self._on_the_loop():
+                return self.work(INLINE_SLICE_ROWS, time.monotonic() + INLINE_SLICE_SECONDS)
         except Exception:
             self._recover()
             return bool(self.queue)
@@ -543,7 +553,8 @@ class InlineWriter(Writer):
             self._schedule(0)
         else:
             try:
-                self.sink.idle()
+                with self._on_the_loop():
+                    self.sink.idle()
             except Exception:
                 logger.exception("asgi-log-to-sqlite: maintenance of %s failed", self.name)
 

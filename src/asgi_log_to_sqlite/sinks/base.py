@@ -26,6 +26,9 @@ class Sink(Protocol):
     * ``idle()``: called when no batch came for a while (rotation and retention keep going on a
       quiet server).
     * ``close()``: release connections; the sink may be prepared again afterwards.
+    * optional, ``waiting_at_most(seconds)``: a context in which the sink waits for nobody (a
+      lock, a busy database) longer than ``seconds``, failing instead (then retried): the
+      inline writer writes on the event loop, which must never wait for ``busy_timeout``.
     """
 
     name: str

@@ -113,6 +113,8 @@ class SQLiteSink:
         self.path = path
         self.name = path
         self.options = options
+        #: Seconds a lock or a busy database is waited for (less on the event loop).
+        self.patience: float = options.busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None
         self._cache: dict[str, dict[str, int]] = {
@@ -206,7 +208,7 @@ class SQLiteSink:
         if self._conn is not None and inode == self._inode:
             return self._conn
         self.disconnect()
-        conn = connect(self.path, self.options.busy_timeout)
+        conn = connect(self.path, self.patience)
         try:
             ensure_schema(conn)
         except BaseException:
@@ -229,13 +231,32 @@ class SQLiteSink:
             pass
 
     @contextlib.contextmanager
+    def waiting_at_most(self, seconds: float) -> Iterator[None]:
+        """Locks and a busy database are waited for at most ``seconds`` in here (see
+        :class:`~asgi_log_to_sqlite.sinks.base.Sink`)."""
+        before, self.patience = self.patience, min(seconds, self.options.busy_timeout)
+        self._set_busy_timeout(self.patience)
+        try:
+            yield
+        finally:
+            self.patience = before
+            self._set_busy_timeout(before)
+
+    def _set_busy_timeout(self, seconds: float) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            except sqlite3.Error:
+                pass  # a broken connection: the next write reopens it
+
+    @contextlib.contextmanager
     def _shared_lock(self) -> Iterator[None]:
         if self.maintenance is None or self.maintenance.lock is None:
             yield
             return
         lock = FileLock(self.path)
         try:
-            with lock.held(False, self.options.busy_timeout):
+            with lock.held(False, self.patience):
                 yield
         finally:
             lock.close()
@@ -478,7 +499,7 @@ class Maintenance:
             self._retain_if_due()
             yield
             return
-        self.lock.acquire(False, self.timeout)
+        self.lock.acquire(False, self.sink.patience)
         try:
             self._rotate_if_due()
             yield
@@ -518,14 +539,15 @@ class Maintenance:
         self.sink.disconnect()
         self.lock.release()
         try:
-            self.lock.acquire(True, self.timeout)
+            self.lock.acquire(True, self.sink.patience)
         except TimeoutError as error:
             logger.warning("asgi-log-to-sqlite: rotation of %s postponed: %s", self.path, error)
-            self.lock.acquire(False, self.timeout)
+            self.lock.acquire(False, self.sink.patience)
             return
         try:
             # False: another writer rotated it while this one waited for the lock.
-            if rotate_file(self.path, now=now, policy=self.schedule, busy_timeout=self.timeout):
+            if rotate_file(self.path, now=now, policy=self.schedule,
+                           busy_timeout=self.sink.patience):
                 self.rotations += 1
             self.refused = False
         except RotationBusy as error:
@@ -538,7 +560,7 @@ class Maintenance:
             logger.exception("asgi-log-to-sqlite: could not rotate %s", self.path)
         finally:
             self.lock.release()
-            self.lock.acquire(False, self.timeout)
+            self.lock.acquire(False, self.sink.patience)
 
     def _retain_if_due(self) -> None:
         now = self.now()
