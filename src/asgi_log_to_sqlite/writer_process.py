@@ -494,7 +494,7 @@ class ProcessWriter(Queue):
         deadline = None if timeout is None else time.monotonic() + timeout
         self.queue.append(_Flush(done))
         # Shipped in slices, letting the loop serve in between.
-        while not self._stopped and (self._ship(self.SLICE * 8) or self._buffer):
+        while not self._stopped and (self._ship(self.SLICE * 8, replace=False) or self._buffer):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.001 if self._buffer else 0)
