@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .writer import LoopWaiter, Queue, Writer, _AmendMarker, _Flush
+from .writer import LoopWaiter, Queue, Writer, _AmendMarker, _Flush, _running_loop
 
 if TYPE_CHECKING:  # imported where used: the writer process never needs asyncio
     import asyncio
@@ -239,6 +239,11 @@ class ProcessWriter(Queue):
             self._waiters = [(upto, c) for upto, c in self._waiters if upto > seq]
         self._call(done)
 
+    def _release_waiters(self) -> None:
+        """Every flush waiting for an acknowledgement returns: none will come."""
+        waiters, self._waiters = self._waiters, []
+        self._call([callback for _, callback in waiters])
+
     @staticmethod
     def _call(callbacks: list[Callable[[], None]]) -> None:
         for callback in callbacks:
@@ -261,8 +266,7 @@ class ProcessWriter(Queue):
             self._lost += sum(count for _, _, count, _ in self._unacked)
             self._unacked.clear()
             self._buffer = bytearray()
-            waiters, self._waiters = self._waiters, []
-            self._call([callback for _, callback in waiters])
+            self._release_waiters()
         if now < self._next_start:
             return
         self._restart_delay = min(max(2 * self._restart_delay, RESTART_DELAY), MAX_RESTART_DELAY)
@@ -332,10 +336,8 @@ class ProcessWriter(Queue):
             self._schedule(self.INTERVAL)
 
     def _schedule(self, delay: float) -> None:
-        import asyncio
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             return  # no loop here: the next put() on a loop, a flush or the stop ships it
         self._loop = loop
         self._handle = loop.call_later(delay, self._tick)
@@ -400,9 +402,8 @@ class ProcessWriter(Queue):
             self._unacked.append((self._seq, frame, len(items) - lost, drops))
             self._buffer += frame
         self._write_buffer()
-        if self._stopped and self._waiters:  # stopped meanwhile: no process will answer
-            waiters, self._waiters = self._waiters, []
-            self._call([callback for _, callback in waiters])
+        if self._stopped:  # stopped meanwhile: no process will answer
+            self._release_waiters()
         return bool(queue)
 
     def _pickle(self, items: list[Any]) -> tuple[bytes, int]:
@@ -531,8 +532,7 @@ class ProcessWriter(Queue):
         self._join_threads()
         # The process committed what it received and ended: a flush still waiting for an
         # acknowledgement (of frames it never got) has nothing more to wait for.
-        waiters, self._waiters = self._waiters, []
-        self._call([callback for _, callback in waiters])
+        self._release_waiters()
         return finished
 
     @property

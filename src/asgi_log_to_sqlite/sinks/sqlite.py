@@ -456,7 +456,6 @@ class Maintenance:
         self.schedule = RotationSchedule.from_options(options)
         self.retain = options.retain
         self._clock: Callable[[], float] = options.clock or time.time
-        self.timeout = options.busy_timeout
         self.lock = FileLock(self.path) if self.schedule is not None else None
         self._next_retain = float("-inf")
         self._busy_until = float("-inf")
