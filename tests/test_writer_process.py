@@ -58,19 +58,24 @@ def scope(path: str = "/", **extra: Any) -> dict[str, Any]:
     return full
 
 
+async def request(log: AsgiLogToSqlite, path: str, **extra: Any) -> None:
+    """One GET of ``path`` through the middleware, as a server would send it."""
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        pass
+
+    await log(scope(path, **extra), receive, send)
+
+
 def serve(log: AsgiLogToSqlite, paths: list[str], flush_each: bool = False,
           **extra: Any) -> None:
     """Serve ``paths``, then flush; ``flush_each``: after each request (each request's record
     then travels in a frame of its own)."""
     async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
         for path in paths:
-            await log(scope(path, **extra), receive, send)
+            await request(log, path, **extra)
             if flush_each:
                 await log.aflush(30)
         await log.aflush(30)
@@ -292,14 +297,8 @@ def test_a_killed_writer_process_loses_no_row(make_log, log_path):
     log = make_log()
 
     async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
         for i in range(600):
-            await log(scope(f"/k/{i}"), receive, send)
+            await request(log, f"/k/{i}")
             if i == 300:
                 await asyncio.sleep(0.05)
                 os.kill(log._writer._process.pid, signal.SIGKILL)
@@ -321,17 +320,11 @@ def test_a_new_writer_process_stores_no_row_or_drop_twice_and_counts_on(make_log
             conn.close()
 
     async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
         for i in range(50):  # no pause: the queue takes 10, and 40 are dropped (counted)
-            await log(scope(f"/burst/{i}"), receive, send)
+            await request(log, f"/burst/{i}")
         await log.aflush(30)
         for i in range(100):
-            await log(scope(f"/paced/{i}"), receive, send)
+            await request(log, f"/paced/{i}")
             await asyncio.sleep(0.002)
         for _ in range(3000):  # committed every 0.2 s; 15 s at most
             if committed() >= 110:
@@ -342,7 +335,7 @@ def test_a_new_writer_process_stores_no_row_or_drop_twice_and_counts_on(make_log
         # takes over is not sent those rows again (it used to store them a second time).
         os.kill(log._writer._process.pid, signal.SIGKILL)
         await asyncio.sleep(0.3)
-        await log(scope("/after"), receive, send)
+        await request(log, "/after")
         await log.aflush(30)
 
     asyncio.run(main())
@@ -418,16 +411,15 @@ def test_the_writer_process_keeps_every_record_it_was_sent(make_log, log_path):
     log = make_log(max_queue=1000, flush_interval=0.5)
 
     async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
         for chunk in range(8):
             for i in range(900):
-                await log(scope(f"/{chunk}/{i}"), receive, send)
-            await asyncio.sleep(0.06)  # the loop ships them: 900 more in the pipe
+                await request(log, f"/{chunk}/{i}")
+            # The loop ships them (32 a millisecond): 900 more in the pipe. Waiting for a set
+            # time instead let a busy machine leave some queued, and the next chunk overflow.
+            for _ in range(2000):
+                if not log._writer.queue:
+                    break
+                await asyncio.sleep(0.005)
         await log.aflush(30)
 
     asyncio.run(main())
@@ -458,14 +450,8 @@ def test_replacements_that_die_at_start_are_retried_less_often_and_drop_in_time(
         os.kill(log._writer._process.pid, signal.SIGKILL)
 
         async def more() -> None:
-            async def receive():
-                return {"type": "http.request", "body": b""}
-
-            async def send(message):
-                pass
-
             for i in range(5):
-                await log(scope(f"/lost/{i}"), receive, send)
+                await request(log, f"/lost/{i}")
 
         asyncio.run(more())
         time.sleep(2.5)
@@ -521,15 +507,9 @@ def test_drops_counted_on_the_app_side_are_stored(make_log, log_path):
     log = make_log(max_queue=5, flush_interval=60)
 
     async def main() -> None:
-        async def receive():
-            return {"type": "http.request", "body": b""}
-
-        async def send(message):
-            pass
-
         log.startup()  # as lifespan would: the process is up before the first request
         for i in range(50):  # no await in between: the loop never gets to ship
-            await log(scope(f"/d/{i}"), receive, send)
+            await request(log, f"/d/{i}")
         await log.aflush(30)
 
     asyncio.run(main())
