@@ -369,8 +369,9 @@ def test_writer_restarts_in_multiprocessing_fork_children(log_path):
     assert dict(found) == {"/mp-parent": 1, "/mp-child": 15}
 
 
-EXIT_SCRIPT = """
-    import asyncio, sys
+# An app and 40 requests served through ``log``, queued with nothing committed yet.
+SERVING = """
+    import asyncio, gc, sys
     from asgi_log_to_sqlite import AsgiLogToSqlite
 
     async def app(scope, receive, send):
@@ -385,7 +386,9 @@ EXIT_SCRIPT = """
         for i in range(40):
             await log({"type": "http", "method": "GET", "path": f"/{i}", "headers": []},
                       receive, send)
+"""
 
+EXIT_SCRIPT = SERVING + """
     log = AsgiLogToSqlite(app, sys.argv[1], flush_interval=60)
     asyncio.run(main(log))
     if sys.argv[2] == "exit":
@@ -400,26 +403,12 @@ def test_rows_are_flushed_at_interpreter_exit(log_path, ending):
     assert count(log_path) == 40
 
 
-LOCAL_APP_SCRIPT = """
-    import asyncio, gc, sys
-    from asgi_log_to_sqlite import AsgiLogToSqlite
+LOCAL_APP_SCRIPT = SERVING + """
+    async def serve_with_a_local_app():
+        # The app object lives only here: collected when this returns.
+        await main(AsgiLogToSqlite(app, sys.argv[1], writer=sys.argv[2], flush_interval=60))
 
-    async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    async def main():
-        # The app object lives only here: collected when main() returns.
-        log = AsgiLogToSqlite(app, sys.argv[1], writer=sys.argv[2], flush_interval=60)
-        async def receive():
-            return {"type": "http.request"}
-        async def send(message):
-            pass
-        for i in range(40):
-            await log({"type": "http", "method": "GET", "path": f"/{i}", "headers": []},
-                      receive, send)
-
-    asyncio.run(main())
+    asyncio.run(serve_with_a_local_app())
     gc.collect()
 """
 
